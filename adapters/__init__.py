@@ -1,0 +1,6 @@
+"""Engine adapters, one module per engine; each imports its engine only when used.
+
+* :mod:`autodeco_samplers.adapters.transformers`: Hugging Face ``generate()``.
+* :mod:`autodeco_samplers.adapters.llama_cpp`: llama.cpp through llama-cpp-python.
+* :mod:`autodeco_samplers.adapters.sglang`: SGLang model classes.
+"""

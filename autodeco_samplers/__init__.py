@@ -1,0 +1,60 @@
+"""autodeco-samplers: decode the AutoDeco way on any serving stack.
+
+Two tiny heads read the model's final hidden state and predict, per token, the
+temperature ``T`` and top-p ``P`` to sample with. This package holds the engine-agnostic
+core (NumPy reference and torch implementation of the canonical semantics, the heads and
+their checkpoints, the decoding policy, the CLI); engine adapters live in
+:mod:`autodeco_samplers.adapters` and import their engine only when used.
+
+>>> import numpy as np, autodeco_samplers as ad
+>>> ad.next_token_distribution(np.log([0.5, 0.3, 0.2]), T=1.0, P=0.6).round(3).tolist()
+[0.625, 0.375, 0.0]
+"""
+
+from .errors import (
+    AutoDecoError,
+    CheckpointError,
+    InvalidLogitsError,
+    InvalidParameterError,
+    ShapeError,
+    UnsafeCheckpointError,
+)
+from .heads import AutoDecoHeads, HeadsConfig, load_heads
+from .interfaces import GenerationResult, Heads, StepOutput, TokenStep
+from .policy import DecodingPolicy
+from .reference import (
+    GREEDY_TEMPERATURE,
+    next_token_distribution,
+    nucleus_mask,
+    probability_stats,
+    soft_top_p,
+    temperature_probs,
+)
+from .sampler import AutoDecoSampler, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoDecoError",
+    "AutoDecoHeads",
+    "AutoDecoSampler",
+    "CheckpointError",
+    "DecodingPolicy",
+    "GREEDY_TEMPERATURE",
+    "GenerationResult",
+    "Heads",
+    "HeadsConfig",
+    "InvalidLogitsError",
+    "InvalidParameterError",
+    "ShapeError",
+    "StepOutput",
+    "TokenStep",
+    "UnsafeCheckpointError",
+    "load_heads",
+    "next_token_distribution",
+    "nucleus_mask",
+    "probability_stats",
+    "sample",
+    "soft_top_p",
+    "temperature_probs",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from autodeco_samplers.cli import main
+
+sys.exit(main())

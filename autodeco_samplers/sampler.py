@@ -1,0 +1,62 @@
+"""NumPy AutoDeco sampling: heads + policy + canonical distribution + a seeded draw.
+
+This is the whole per-token algorithm for engines that hand us logits and hidden states
+(llama.cpp); torch engines use the same rules from :mod:`autodeco_samplers.torch_ops`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .interfaces import Heads, StepOutput
+from .policy import DecodingPolicy
+from .reference import next_token_distribution, sample_tokens
+
+__all__ = ["AutoDecoSampler", "sample"]
+
+
+def sample(logits: np.ndarray, T, P, rng: np.random.Generator) -> np.ndarray:
+    """Draw one token per row from :func:`next_token_distribution` ``(logits, T, P)``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> int(sample(np.array([0.0, 5.0, 1.0]), 1.0, 0.1, rng)[0])
+    1
+    """
+    return sample_tokens(np.atleast_2d(next_token_distribution(logits, T, P)), rng)
+
+
+class AutoDecoSampler:
+    """Per-step AutoDeco decoding with NumPy heads.
+
+    Args:
+        heads: anything implementing :class:`~autodeco_samplers.interfaces.Heads`.
+        policy: request knobs (multipliers, clamps, overrides); default = the heads as-is.
+        seed: seed of the ``numpy.random.Generator`` used for draws (or pass ``rng``).
+    """
+
+    def __init__(
+        self,
+        heads: Heads,
+        policy: Optional[DecodingPolicy] = None,
+        *,
+        seed: Optional[int] = None,
+        rng: Optional[np.random.Generator] = None,
+    ) -> None:
+        self.heads = heads
+        self.policy = policy or DecodingPolicy()
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+
+    def distribution(self, hidden: np.ndarray, logits: np.ndarray) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+        """``(probs [B, V], (T_pred, P_pred, T_used, P_used))`` for one step."""
+        logits = np.atleast_2d(logits)
+        T_pred, P_pred = self.heads.predict(hidden, logits)
+        T_used, P_used = self.policy.apply(T_pred, P_pred)
+        return next_token_distribution(logits, T_used, P_used), (T_pred, P_pred, T_used, P_used)
+
+    def step(self, hidden: np.ndarray, logits: np.ndarray) -> StepOutput:
+        """Predict, apply the policy, and draw one token per row."""
+        probs, (T_pred, P_pred, T_used, P_used) = self.distribution(hidden, logits)
+        ids = sample_tokens(np.atleast_2d(probs), self.rng)
+        return StepOutput(ids, T_pred, P_pred, T_used, P_used)

@@ -1,0 +1,135 @@
+"""Tiny, seeded models and tokenizers built locally: for tests, demos and benchmarks.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained on a fixed text, the
+model is a randomly initialised ``transformers`` causal LM from a small config and a seed.
+Needs torch, transformers and tokenizers (imported when called).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
+
+_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+    "AutoDeco predicts a temperature and a top-p for every token. Sampling is a choice; "
+    "precision is a duty. 0123456789 + - * / = ( ) [ ] { } < > : ; , . ! ? ' \" "
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+    "sigma tau upsilon phi chi psi omega. red green blue cyan magenta yellow black white. "
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|bos|>", "<|pad|>")
+
+
+def build_tokenizer(vocab_size: int = 512, corpus: Optional[str] = None):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with ``<|bos|>``, ``<|endoftext|>`` (EOS)
+    and ``<|pad|>``; deterministic for a given corpus and vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    text = corpus if corpus is not None else _CORPUS
+    tok.train_from_iterator([text] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|bos|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+    )
+
+
+def tiny_config(
+    arch: str = "llama",
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 512,
+    bos_token_id: int = 1,
+    eos_token_id: int = 0,
+    pad_token_id: int = 2,
+):
+    """A small ``PretrainedConfig`` of the given architecture family."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_position_embeddings, **common)
+    classes = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config, "mistral": tf.MistralConfig}
+    if arch not in classes:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose from {ARCHITECTURES}")
+    kwargs = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=False,
+        **common,
+    )
+    if arch == "qwen3":
+        kwargs["head_dim"] = hidden_size // num_heads
+    return classes[arch](**kwargs)
+
+
+def build_tiny_model(arch: str = "llama", *, seed: int = 0, tokenizer=None, **config_kwargs):
+    """A randomly initialised causal LM (float32, eval mode) from ``seed``.
+
+    When ``tokenizer`` is given its special-token ids and size set the config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if tokenizer is not None:
+        config_kwargs.setdefault("vocab_size", len(tokenizer))
+        config_kwargs.setdefault("bos_token_id", tokenizer.bos_token_id)
+        config_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    config = tiny_config(arch, **config_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        # Random init gives near-uniform logits; widen them so sampling rules matter.
+        with torch.no_grad():
+            out = model.get_output_embeddings()
+            out.weight.mul_(8.0)
+    return model.eval()
+
+
+def save_tiny_model(folder, arch: str = "llama", *, seed: int = 0, vocab_size: int = 512, **config_kwargs) -> Path:
+    """Build tokenizer + model and ``save_pretrained`` both (safetensors) into ``folder``."""
+    folder = Path(folder)
+    tokenizer = build_tokenizer(vocab_size=vocab_size)
+    model = build_tiny_model(arch, seed=seed, tokenizer=tokenizer, **config_kwargs)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_heads(folder, hidden_size: int, *, seed: int = 0, width: int = 32, **kwargs) -> Path:
+    """Random heads (NumPy init, official layout) sized for a tiny model. Their last layer
+    is scaled so predicted T and P spread over their range rather than sit near the middle."""
+    from autodeco_samplers.heads.init import init_heads
+    from autodeco_samplers.heads.writer import save_heads
+
+    config, tensors = init_heads(hidden_size, width=width, seed=seed, **kwargs)
+    for key in list(tensors):
+        if key.endswith("mlp.2.weight"):
+            tensors[key] = (tensors[key] * 6.0).astype(np.float32)
+    return save_heads(folder, config, tensors)

@@ -1,0 +1,178 @@
+"""The canonical AutoDeco semantics in torch: batched, device-agnostic, no loop over rows.
+
+Rule for rule the same as :mod:`autodeco_samplers.reference` (read its docstring for the
+exact definitions); the transformers and SGLang adapters and the trainer use these.
+Everything runs in float32 (float16/bfloat16 inputs are upcast; float64 stays float64).
+No function here synchronises with the host unless ``check=True`` is passed, so the
+CUDA-graph path (SGLang) can call them with ``check=False``.
+
+Tie rule: ``torch.sort(..., stable=True, descending=True)`` keeps equal probabilities in
+ascending token-id order, exactly as the reference does.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+import torch
+
+from .errors import InvalidLogitsError, InvalidParameterError, ShapeError
+from .reference import (
+    ENTROPY_EPS,
+    GREEDY_TEMPERATURE,
+    SOFT_TOP_P_ALPHA,
+    SOFT_TOP_P_EPS,
+    STATS_TEMPERATURE_EPS,
+)
+
+Number = Union[float, torch.Tensor]
+
+__all__ = [
+    "as_logits",
+    "temperature_probs",
+    "probability_stats",
+    "nucleus_mask",
+    "next_token_distribution",
+    "soft_top_p",
+    "sample_tokens",
+]
+
+
+def _working(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """Raise :class:`InvalidLogitsError` naming the first NaN, +inf or all -inf row (syncs)."""
+    if torch.isnan(logits).any():
+        row = int(torch.isnan(logits).any(dim=-1).nonzero()[0, 0])
+        raise InvalidLogitsError(f"logits contain NaN (row {row} of {logits.shape[0]})")
+    if torch.isposinf(logits).any():
+        row = int(torch.isposinf(logits).any(dim=-1).nonzero()[0, 0])
+        raise InvalidLogitsError(f"logits contain +inf (row {row} of {logits.shape[0]})")
+    dead = torch.isneginf(logits).all(dim=-1)
+    if dead.any():
+        row = int(dead.nonzero()[0, 0])
+        raise InvalidLogitsError(f"logits row {row} of {logits.shape[0]} is all -inf: no token can be drawn")
+
+
+def as_logits(logits: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+    """``[B, V]`` float32 (or float64) view of ``logits``; validated when ``check``."""
+    if logits.dim() != 2 or logits.shape[-1] < 1:
+        raise ShapeError(f"logits must have shape [B, V] with V >= 1, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ShapeError(f"logits must be floating point, got {logits.dtype}")
+    out = _working(logits)
+    if check:
+        check_logits(out)
+    return out
+
+
+def _rows(value: Number, like: torch.Tensor, name: str, check: bool) -> torch.Tensor:
+    """Broadcast a scalar or ``[B]`` parameter to a ``[B]`` tensor of ``like``'s dtype/device."""
+    B = like.shape[0]
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.dim() == 2 and t.shape[-1] == 1:
+        t = t[:, 0]
+    if t.dim() == 0:
+        t = t.expand(B)
+    if t.shape != (B,):
+        raise ShapeError(f"{name} must be a scalar or have shape [{B}], got {tuple(t.shape)}")
+    if check and (~torch.isfinite(t) | (t < 0)).any():
+        raise InvalidParameterError(f"{name} must be finite and >= 0, got {t.tolist()}")
+    return t
+
+
+def _stable_softmax(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    return torch.softmax(shifted / temperature[:, None], dim=-1)
+
+
+def temperature_probs(logits: torch.Tensor, T: Number, *, check: bool = True) -> torch.Tensor:
+    """Rule 1: ``softmax((l - max l) / T)``, one-hot argmax (lowest id) where ``T < 1e-6``."""
+    arr = as_logits(logits, check=check)
+    T = _rows(T, arr, "temperature", check)
+    greedy = T < GREEDY_TEMPERATURE
+    q = _stable_softmax(arr, torch.where(greedy, torch.ones_like(T), T))
+    onehot = torch.zeros_like(q).scatter_(-1, arr.argmax(dim=-1, keepdim=True), 1.0)
+    return torch.where(greedy[:, None], onehot, q)
+
+
+def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) -> torch.Tensor:
+    """The top-p head's features of ``softmax(l / (T + 1e-8))``: ``[B, 4]`` = max prob,
+    entropy, unbiased variance (0 when ``V == 1``), top-``min(5, V)`` mass."""
+    arr = as_logits(logits, check=check)
+    T = _rows(T, arr, "temperature", check)
+    q = _stable_softmax(arr, T + STATS_TEMPERATURE_EPS)
+    V = q.shape[-1]
+    max_prob = q.max(dim=-1).values
+    entropy = -(q * torch.log(q + ENTROPY_EPS)).sum(dim=-1)
+    var = q.var(dim=-1, correction=1) if V > 1 else torch.zeros_like(max_prob)
+    top5 = torch.topk(q, min(5, V), dim=-1).values.sum(dim=-1)
+    return torch.stack([max_prob, entropy, var, top5], dim=-1)
+
+
+def _sorted(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return torch.sort(q, dim=-1, descending=True, stable=True)
+
+
+def nucleus_mask(q: torch.Tensor, P: Number, *, check: bool = True) -> torch.Tensor:
+    """Rule 2: boolean mask, keep ``(i)`` iff the exclusive prefix sum ``c_i < P``; first kept."""
+    P = _rows(P, q, "top_p", check)
+    sorted_q, order = _sorted(q)
+    exclusive = torch.cumsum(sorted_q, dim=-1) - sorted_q
+    keep_sorted = exclusive < P[:, None]
+    keep_sorted[:, 0] = True
+    return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+
+
+def next_token_distribution(logits: torch.Tensor, T: Number, P: Number, *, check: bool = True) -> torch.Tensor:
+    """Rules 1 to 3: the renormalised nucleus of ``softmax(l / T)``, ``[B, V]`` float32."""
+    arr = as_logits(logits, check=check)
+    if check:
+        P_rows = _rows(P, arr, "top_p", True)
+        if (P_rows > 1).any():
+            raise InvalidParameterError(f"top_p must lie in [0, 1], got {P_rows.tolist()}")
+    q = temperature_probs(arr, T, check=check)
+    kept = torch.where(nucleus_mask(q, P, check=False), q, torch.zeros_like(q))
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def masked_scaled_logits(
+    logits: torch.Tensor, T: Number, P: Number, *, fill: float = -1e30, check: bool = False
+) -> torch.Tensor:
+    """Logits whose plain softmax *is* :func:`next_token_distribution`.
+
+    ``(l - max l) / T`` inside the nucleus and ``fill`` (a large finite negative, so a later
+    additive mask cannot produce NaN) outside; greedy rows keep only the argmax at 0. For
+    engines that sample from the logits with temperature 1 and top-p 1.
+    """
+    arr = as_logits(logits, check=check)
+    T = _rows(T, arr, "temperature", check)
+    greedy = T < GREEDY_TEMPERATURE
+    shifted = arr - arr.max(dim=-1, keepdim=True).values
+    scaled = shifted / torch.where(greedy, torch.ones_like(T), T)[:, None]
+    q = torch.softmax(scaled, dim=-1)
+    onehot = torch.zeros_like(q, dtype=torch.bool).scatter_(-1, arr.argmax(dim=-1, keepdim=True), True)
+    keep = torch.where(greedy[:, None], onehot, nucleus_mask(q, P, check=False))
+    return torch.where(keep, scaled, torch.full_like(scaled, fill))
+
+
+def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA) -> torch.Tensor:
+    """Differentiable training mask ``q * m / (sum(q * m) + 1e-9)`` with
+    ``m_(i) = exp(-alpha * relu(C_i - P))``, ``C_i`` the inclusive prefix sum (descending,
+    ties by ascending id). Gradients flow to ``q`` and ``P``."""
+    P = torch.as_tensor(P, dtype=q.dtype, device=q.device)
+    if P.dim() == q.dim():
+        P = P.squeeze(-1)
+    sorted_q, order = _sorted(q)
+    inclusive = torch.cumsum(sorted_q, dim=-1)
+    m_sorted = torch.exp(-alpha * torch.relu(inclusive - P[..., None]))
+    m = torch.zeros_like(m_sorted).scatter(-1, order, m_sorted)
+    weighted = q * m
+    return weighted / (weighted.sum(dim=-1, keepdim=True) + SOFT_TOP_P_EPS)
+
+
+def sample_tokens(probs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+    """One token id per row of ``probs`` ``[B, V]`` (``torch.multinomial``, seeded by ``generator``)."""
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -1,0 +1,1 @@
+"""Conformance suite: checks that an engine yields the canonical AutoDeco distribution."""

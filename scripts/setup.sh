@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything from nothing: a .venv with the CPU torch wheel, then this package in
+# editable mode with every extra (transformers, llama-cpp-python, dev tools).
+# Safe to re-run: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+# torch is installed first and pinned: a bare "torch" requirement can pull a multi-GB CUDA build.
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# llama-cpp-python compiles llama.cpp at install time. These flags build a portable binary
+# (no -march=native, so a wheel cached by pip runs on any x86-64 with AVX2) and skip the
+# multimodal tools, which roughly halves the build on 2 cores. Override with CMAKE_ARGS.
+case "$(uname -m)" in
+  x86_64|amd64) DEFAULT_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
+  *) DEFAULT_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" ;;
+esac
+export CMAKE_ARGS=${CMAKE_ARGS:-$DEFAULT_CMAKE_ARGS}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --disable-pip-version-check --upgrade pip
+python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+echo "setup: installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes about 5 minutes on 2 cores)"
+python -m pip install -q --disable-pip-version-check -e ".[all,dev]"
+python -c "import autodeco_samplers, torch; print('setup: autodeco-samplers', autodeco_samplers.__version__, '| torch', torch.__version__)"
