@@ -107,9 +107,8 @@ def as_row_values(values, batch: int, name: str, dtype: np.dtype) -> np.ndarray:
 
 def _stable_softmax(logits: np.ndarray, temperature: np.ndarray) -> np.ndarray:
     """``softmax((l - max l) / T)`` per row; ``temperature`` is ``[B]`` and positive."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = shifted / temperature[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):  # l - max may overflow to -inf: harmless
+        z = (logits - logits.max(axis=1, keepdims=True)) / temperature[:, None]
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
@@ -132,7 +131,7 @@ def temperature_probs(logits: np.ndarray, T) -> np.ndarray:
     arr = as_logits(logits)
     T = as_row_values(T, arr.shape[0], "temperature", arr.dtype)
     _check_temperature(T)
-    greedy = T < GREEDY_TEMPERATURE
+    greedy = T < arr.dtype.type(GREEDY_TEMPERATURE)  # threshold compared in the working dtype
     q = _stable_softmax(arr, np.where(greedy, 1.0, T).astype(arr.dtype))
     if greedy.any():
         onehot = np.zeros_like(q)
