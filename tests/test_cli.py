@@ -1,0 +1,51 @@
+"""The ``autodeco`` command line: inspect and init-heads, console script and ``-m``."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import autodeco_samplers as ad
+from autodeco_samplers.cli import main
+
+
+def test_init_heads_then_inspect(tmp_path, capsys):
+    out = tmp_path / "heads"
+    assert main(["init-heads", str(out), "--hidden-size", "24", "--width", "8", "--base-model", "tiny/base"]) == 0
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hidden size      24" in text
+    assert "temperature, top-p" in text and "enhanced" in text and "tiny/base" in text
+    # parameters: temp 8*(24+2)+1 = 209, top-p 8*(29+2)+1 = 249
+    assert "458" in text
+    assert main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["hidden_size"] == 24 and info["parameter_count"] == 458
+    heads = ad.load_heads(out)
+    assert sum(v.size for v in heads.tensors.values()) == 458
+
+
+def test_init_heads_variants(tmp_path, capsys):
+    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features", "--no-temperature-head"]) == 0
+    heads = ad.load_heads(tmp_path / "p")
+    assert not heads.config.enable_temperature_head and not heads.config.use_enhanced_features
+    T, P = heads.predict(np.ones((1, 8), np.float32))
+    assert T[0] == 1.0 and 0 < P[0] < 1
+
+
+def test_python_dash_m_and_console_script(tmp_path):
+    out = tmp_path / "h"
+    subprocess.run([sys.executable, "-m", "autodeco_samplers", "init-heads", str(out), "--hidden-size", "4"], check=True)
+    res = subprocess.run([sys.executable, "-m", "autodeco_samplers", "inspect", str(out), "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["hidden_size"] == 4
+    script = subprocess.run(["autodeco", "--help"], capture_output=True, text=True)
+    assert script.returncode == 0 and "inspect" in script.stdout
+
+
+def test_unknown_engine_is_rejected(capsys):
+    try:
+        main(["generate", "--engine", "vllm", "--model", "x", "--prompt", "hi"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "invalid choice: 'vllm'" in capsys.readouterr().err

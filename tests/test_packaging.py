@@ -1,0 +1,85 @@
+"""One import root, the same from regular and editable installs; the core needs no torch."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code, cwd, env=None):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_core_imports_and_loads_heads_without_torch(tmp_path):
+    res = run_python(
+        f"""
+        import sys
+        for name in ("torch", "transformers", "llama_cpp", "sglang"):
+            sys.modules[name] = None  # any import of these now raises ImportError
+        import autodeco_samplers as ad
+        import autodeco_samplers.adapters, autodeco_samplers.conformance.checker
+        from autodeco_samplers.heads.init import init_heads
+        from autodeco_samplers.heads.writer import save_heads
+        config, tensors = init_heads(12, width=4)
+        save_heads({str(tmp_path / 'h')!r}, config, tensors)
+        heads = ad.load_heads({str(tmp_path / 'h')!r})
+        import numpy as np
+        T, P = heads.predict(np.ones((2, 12), np.float32), np.zeros((2, 7), np.float32))
+        print(ad.next_token_distribution(np.zeros(3), T[0], P[0]).sum())
+        """,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "1.0"
+
+
+def test_importing_the_core_imports_no_engine(tmp_path):
+    res = run_python(
+        """
+        import sys, autodeco_samplers, autodeco_samplers.adapters, autodeco_samplers.cli
+        autodeco_samplers.cli.build_parser()
+        print(sorted(m for m in ("torch", "transformers", "llama_cpp", "sglang", "gguf") if m in sys.modules))
+        """,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_no_generic_top_level_packages_are_installed(tmp_path):
+    res = run_python(
+        """
+        import importlib.util
+        print([n for n in ("heads", "adapters", "conformance") if importlib.util.find_spec(n)])
+        """,
+        cwd=tmp_path,
+    )
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_regular_install_maps_folders_into_the_root(tmp_path):
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    assert not (target / "heads").exists() and not (target / "adapters").exists()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    res = run_python(
+        """
+        import autodeco_samplers, autodeco_samplers.heads, autodeco_samplers.adapters, autodeco_samplers.conformance
+        print(autodeco_samplers.heads.__file__)
+        """,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().startswith(str(target / "autodeco_samplers" / "heads"))

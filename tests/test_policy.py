@@ -1,0 +1,41 @@
+"""The decoding policy: request knobs as multipliers, clamps, overrides (DESIGN section 3)."""
+
+import numpy as np
+import torch
+from hypothesis import given, strategies as st
+
+import autodeco_samplers as ad
+from autodeco_samplers.conformance.strategies import policies
+
+preds = st.lists(st.tuples(st.floats(0, 2), st.floats(0, 1)), min_size=1, max_size=8)
+
+
+@given(policies(), preds)
+def test_policy_rule_on_numpy_and_torch(policy, rows):
+    T_pred = np.array([r[0] for r in rows])
+    P_pred = np.array([r[1] for r in rows])
+    T, P = policy.apply(T_pred, P_pred)
+    # the rule, written out
+    T_base = np.full_like(T_pred, policy.fixed_temperature) if policy.fixed_temperature is not None else T_pred
+    lo = -np.inf if policy.min_temperature is None else policy.min_temperature
+    hi = np.inf if policy.max_temperature is None else policy.max_temperature
+    np.testing.assert_allclose(T, np.clip(T_base, lo, hi) * policy.temperature)
+    P_base = np.full_like(P_pred, policy.fixed_top_p) if policy.fixed_top_p is not None else P_pred
+    np.testing.assert_allclose(P, np.clip(P_base * policy.top_p, 0, 1))
+    Tt, Pt = policy.apply(torch.from_numpy(T_pred), torch.from_numpy(P_pred))
+    np.testing.assert_allclose(Tt.numpy(), T)
+    np.testing.assert_allclose(Pt.numpy(), P)
+
+
+def test_defaults_are_the_heads_unchanged():
+    policy = ad.DecodingPolicy()
+    assert policy.is_default
+    T, P = policy.apply(np.array([0.3, 1.7]), np.array([0.2, 0.99]))
+    np.testing.assert_array_equal(T, [0.3, 1.7])
+    np.testing.assert_array_equal(P, [0.2, 0.99])
+
+
+def test_request_temperature_zero_is_greedy():
+    T, P = ad.DecodingPolicy(temperature=0.0).apply(np.array([1.3]), np.array([0.9]))
+    logits = np.array([[0.1, 2.0, 2.0, -1.0]])
+    np.testing.assert_array_equal(ad.next_token_distribution(logits, T, P), [[0, 1, 0, 0]])
