@@ -1,0 +1,478 @@
+"""AutoDeco on llama.cpp (llama-cpp-python): NumPy heads on the logits and hidden state of each decode.
+
+Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
+
+1. :class:`AutoDecoLlama` (recommended): our own decode loop. Each step makes one
+   ``llama_decode`` of the last token with embeddings switched on, reads zero-copy views of
+   ``llama_get_logits_ith(ctx, -1)`` and ``llama_get_embeddings_ith(ctx, -1)`` (the final
+   hidden state, i.e. ``lm_head``'s input), runs the heads, applies the
+   :class:`~autodeco_samplers.policy.DecodingPolicy` and draws from the canonical distribution
+   (:mod:`autodeco_samplers.fast_nucleus`, proved and tested equal to
+   :func:`autodeco_samplers.reference.next_token_distribution`; ``exact=True`` uses
+   :class:`~autodeco_samplers.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
+   own samplers (whose chain applies top-p *before* temperature) are never used. The prompt is
+   decoded with embeddings off except for its last token, so prefill costs what it always costs.
+2. :class:`AutoDecoLogitsProcessor` for code that keeps ``Llama.create_completion``; see its
+   docstring for what it costs and which sampling arguments it needs.
+
+Errors: a missing, truncated or foreign file (a heads sidecar passed as the model, a file
+without a tokenizer vocabulary, which would make ``tokenize()`` abort the process) is refused
+with :class:`~autodeco_samplers.errors.CheckpointError` *before* llama.cpp sees it; heads whose
+``hidden_size`` differs from the model's embedding width raise
+:class:`~autodeco_samplers.errors.ShapeError` at load.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
+from autodeco_samplers.fast_nucleus import sample_next_token, sparse_next_token_distribution
+from autodeco_samplers.heads import AutoDecoHeads, load_heads
+from autodeco_samplers.interfaces import GenerationResult, TokenStep
+from autodeco_samplers.policy import DecodingPolicy
+from autodeco_samplers.sampler import AutoDecoSampler
+
+__all__ = [
+    "ENGINE_NAME",
+    "AutoDecoLlama",
+    "AutoDecoLogitsProcessor",
+    "StreamedToken",
+    "check_model_gguf",
+    "load_llama",
+    "generate_for_cli",
+    "NEUTRAL_SAMPLING_KWARGS",
+]
+
+ENGINE_NAME = "llama-cpp"
+
+NEUTRAL_SAMPLING_KWARGS = dict(
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
+    typical_p=1.0,
+    repeat_penalty=1.0,
+    frequency_penalty=0.0,
+    presence_penalty=0.0,
+    mirostat_mode=0,
+)
+"""``create_completion`` arguments that make llama-cpp-python's chain after a logits
+processor the identity followed by ``dist`` (each stage returns early at these values)."""
+
+PathLike = Union[str, Path]
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise AutoDecoError(
+            "the llama-cpp engine needs llama-cpp-python: pip install 'autodeco-samplers[llama-cpp]'"
+        ) from None
+    return llama_cpp
+
+
+def check_model_gguf(path: PathLike) -> Optional[int]:
+    """Validate a model GGUF before llama.cpp opens it (llama.cpp may abort the process on a
+    bad file): it exists, parses, is not truncated, is not a heads sidecar, and carries a
+    tokenizer vocabulary. Raises :class:`CheckpointError` naming the file. Returns the
+    model's training context length when the file declares one."""
+    from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, _architecture, open_gguf
+
+    reader = open_gguf(path, "model GGUF")
+    arch = _architecture(reader)
+    if arch is None:
+        raise CheckpointError(f"{path}: GGUF without general.architecture; not a llama.cpp model")
+    if arch == SIDECAR_ARCHITECTURE:
+        raise CheckpointError(
+            f"{path}: is an AutoDeco heads sidecar, not a model; pass it with --heads (heads=) and the model GGUF with --model"
+        )
+    if "tokenizer.ggml.model" not in reader.fields or "tokenizer.ggml.tokens" not in reader.fields:
+        raise CheckpointError(
+            f"{path}: model GGUF has no tokenizer vocabulary (tokenizer.ggml.*); llama.cpp cannot tokenize with it"
+        )
+    field = reader.fields.get(f"{arch}.context_length")
+    try:
+        return int(field.contents()) if field is not None else None
+    except Exception:  # pragma: no cover
+        return None
+
+
+def load_llama(
+    model_path: PathLike,
+    *,
+    n_ctx: Optional[int] = None,
+    f32_kv_cache: bool = False,
+    n_threads: Optional[int] = None,
+    seed: int = 0,
+    **llama_kwargs: Any,
+):
+    """Open a GGUF as ``llama_cpp.Llama`` after :func:`check_model_gguf`, quietly (``verbose=False``).
+
+    ``f32_kv_cache=True`` stores the KV cache in float32 (``type_k=type_v=0``): logits and
+    hidden states then match transformers to ~1e-6 relative; llama.cpp's default f16 cache
+    gives ~1e-3.
+    """
+    llama_cpp = _llama_cpp()
+    train_ctx = check_model_gguf(model_path)
+    if n_ctx is None:
+        n_ctx = min(4096, train_ctx) if train_ctx else 2048
+    kwargs = dict(n_ctx=n_ctx, verbose=False, seed=seed, logits_all=False)
+    if n_threads is not None:
+        kwargs["n_threads"] = n_threads
+        kwargs.setdefault("n_threads_batch", n_threads)
+    if f32_kv_cache:
+        kwargs.update(type_k=0, type_v=0)
+    kwargs.update(llama_kwargs)
+    try:
+        return llama_cpp.Llama(str(model_path), **kwargs)
+    except ValueError as exc:
+        raise CheckpointError(f"{model_path}: llama.cpp could not load the model ({exc})") from None
+
+
+def _embedding_width(llm) -> int:
+    llama_cpp = _llama_cpp()
+    fn = getattr(llama_cpp, "llama_model_n_embd_out", None)
+    if fn is not None:
+        try:
+            return int(fn(llm._model.model))
+        except Exception:  # pragma: no cover - symbol present but not exported by the build
+            pass
+    return int(llm.n_embd())
+
+
+@dataclass(frozen=True)
+class StreamedToken:
+    """One generated token as it streams: id, decoded text piece, predicted and used T and P.
+
+    ``piece`` is the text this token completes (UTF-8 decoded incrementally, so a token in
+    the middle of a multi-byte character has an empty piece). The final
+    :attr:`GenerationResult.text` is cut before a stop string; pieces are not held back.
+    """
+
+    index: int
+    token_id: int
+    piece: str
+    T_pred: float
+    P_pred: float
+    T: float
+    P: float
+
+    @property
+    def step(self) -> TokenStep:
+        return TokenStep(self.token_id, self.T_pred, self.P_pred, self.T, self.P)
+
+
+class GenerationStream:
+    """Iterator of :class:`StreamedToken`; after exhaustion ``.result`` holds the trace."""
+
+    def __init__(self, gen: Iterator[StreamedToken], result: GenerationResult) -> None:
+        self._gen = gen
+        self.result = result
+
+    def __iter__(self) -> "GenerationStream":
+        return self
+
+    def __next__(self) -> StreamedToken:
+        return next(self._gen)
+
+
+class AutoDecoLlama:
+    """AutoDeco decoding over a ``llama_cpp.Llama`` (or a GGUF path) plus heads.
+
+    Args:
+        model: a ``llama_cpp.Llama`` or a model ``.gguf`` path (opened with :func:`load_llama`
+            and ``n_ctx`` / ``f32_kv_cache`` / ``llama_kwargs``).
+        heads: :class:`AutoDecoHeads` or any checkpoint path ``load_heads`` reads (a ``.gguf``
+            sidecar needs no torch). Its ``hidden_size`` must equal the model's embedding width.
+        policy: request knobs (multipliers of T and P, clamps, overrides).
+        seed: seed of the NumPy generator used for draws when a call passes no seed.
+        exact: draw with :class:`AutoDecoSampler` (the reference's full sort) instead of the
+            equivalent sparse fast path.
+
+    >>> # gen = AutoDecoLlama("model.gguf", "heads.gguf", seed=0)
+    >>> # for tok in gen.stream("Once upon a time", max_new_tokens=20): print(tok.piece, tok.T, tok.P)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        heads: Union[AutoDecoHeads, PathLike],
+        *,
+        policy: Optional[DecodingPolicy] = None,
+        seed: Optional[int] = None,
+        exact: bool = False,
+        n_ctx: Optional[int] = None,
+        f32_kv_cache: bool = False,
+        **llama_kwargs: Any,
+    ) -> None:
+        self._llama_cpp = _llama_cpp()
+        if not isinstance(heads, AutoDecoHeads):
+            heads = load_heads(heads)  # validate the heads before loading a large model
+        if isinstance(model, (str, Path)):
+            model = load_llama(model, n_ctx=n_ctx, f32_kv_cache=f32_kv_cache, **llama_kwargs)
+        if not hasattr(model, "_ctx") or not hasattr(model, "_model"):
+            raise AutoDecoError(f"model must be a llama_cpp.Llama or a .gguf path, got {type(model).__name__}")
+        self.llm = model
+        self.hidden_size = _embedding_width(model)
+        if heads.hidden_size != self.hidden_size:
+            raise ShapeError(
+                f"hidden-size mismatch: the model has hidden_size={self.hidden_size} but the heads "
+                f"({heads.config.source}) expect {heads.hidden_size}"
+            )
+        self.heads = heads
+        self.policy = policy or DecodingPolicy()
+        self.exact = exact
+        self.rng = np.random.default_rng(seed)
+        self.n_vocab = int(model.n_vocab())
+        self._ctx = model._ctx.ctx
+        self._vocab = self._llama_cpp.llama_model_get_vocab(model._model.model)
+        self._n_batch = int(getattr(model, "n_batch", 512))
+
+    # --- engine plumbing -------------------------------------------------------------
+    def _decode(self, tokens: Sequence[int]) -> None:
+        lc = self._llama_cpp
+        arr = (lc.llama_token * len(tokens))(*tokens)
+        rc = lc.llama_decode(self._ctx, lc.llama_batch_get_one(arr, len(tokens)))
+        if rc != 0:
+            raise AutoDecoError(f"llama_decode failed with code {rc} (context full or out of memory?)")
+
+    def _views(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Zero-copy ``(logits [V], hidden [H])`` of the last decoded token."""
+        lc = self._llama_cpp
+        logits_ptr = lc.llama_get_logits_ith(self._ctx, -1)
+        hidden_ptr = lc.llama_get_embeddings_ith(self._ctx, -1)
+        if not logits_ptr or not hidden_ptr:
+            raise AutoDecoError("llama.cpp returned no logits/embeddings for the last token")
+        logits = np.ctypeslib.as_array(logits_ptr, shape=(self.n_vocab,))
+        hidden = np.ctypeslib.as_array(hidden_ptr, shape=(self.hidden_size,))
+        return logits, hidden
+
+    def _reset(self) -> None:
+        lc = self._llama_cpp
+        self.llm.reset()
+        lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+
+    def _prefill(self, ids: List[int]) -> None:
+        lc = self._llama_cpp
+        lc.llama_set_embeddings(self._ctx, False)
+        head = ids[:-1]
+        for start in range(0, len(head), self._n_batch):
+            self._decode(head[start : start + self._n_batch])
+        lc.llama_set_embeddings(self._ctx, True)
+        self._decode(ids[-1:])
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> List[int]:
+        """Token ids of ``text``; BOS is added only if the model's vocabulary asks for it."""
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def is_eog(self, token_id: int) -> bool:
+        """Whether ``token_id`` ends generation (EOS, EOT, ... as the GGUF declares)."""
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, int(token_id)))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.llm.detokenize([int(token_id)])
+
+    # --- one step ----------------------------------------------------------------------
+    def step_distribution(self, logits: np.ndarray, hidden: np.ndarray, policy: Optional[DecodingPolicy] = None):
+        """``(T_pred, P_pred, T_used, P_used)`` and the sparse canonical distribution
+        ``(ids, probs)`` for one step's logits and hidden state."""
+        policy = policy or self.policy
+        T_pred, P_pred = self.heads.predict(hidden[None, :], logits[None, :])
+        T_used, P_used = policy.apply(T_pred, P_pred)
+        ids, probs = sparse_next_token_distribution(logits, T_used[0], P_used[0])
+        return (T_pred, P_pred, T_used, P_used), (ids, probs)
+
+    def _draw(self, logits, hidden, policy, rng) -> TokenStep:
+        if self.exact:
+            out = AutoDecoSampler(self.heads, policy, rng=rng).step(hidden[None, :], logits[None, :])
+            return out.row(0)
+        T_pred, P_pred = self.heads.predict(hidden[None, :], logits[None, :])
+        T_used, P_used = policy.apply(T_pred, P_pred)
+        token, _, _ = sample_next_token(logits, T_used[0], P_used[0], rng)
+        return TokenStep(token, float(T_pred[0]), float(P_pred[0]), float(T_used[0]), float(P_used[0]))
+
+    # --- generation --------------------------------------------------------------------
+    def stream(
+        self,
+        prompt: Union[str, Sequence[int]],
+        *,
+        max_new_tokens: int = 64,
+        stop: Union[str, Sequence[str], None] = None,
+        seed: Optional[int] = None,
+        policy: Optional[DecodingPolicy] = None,
+        stop_at_eos: bool = True,
+    ) -> GenerationStream:
+        """Generate token by token; iterate for :class:`StreamedToken`, then read ``.result``.
+
+        Stops at the first of: an end-of-generation token (included in ``token_ids``, not in
+        ``text``; ``finish_reason="eos"``), a stop string appearing in the decoded text (the
+        token completing it is included in ``token_ids``; ``text`` ends before the stop
+        string; ``"stop"``), ``max_new_tokens`` or a full context (``"length"``).
+        ``seed`` gives the draw a fresh ``numpy.random.default_rng(seed)``; ``None`` continues
+        the generator given at construction.
+        """
+        if max_new_tokens < 0:
+            raise InvalidParameterError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if isinstance(prompt, str):
+            prompt_ids = self.tokenize(prompt)
+        else:
+            prompt_ids = [int(t) for t in prompt]
+        if not prompt_ids:
+            bos = int(self.llm.token_bos())
+            if bos < 0:
+                raise InvalidParameterError("empty prompt and the model has no BOS token")
+            prompt_ids = [bos]
+        bad = [t for t in prompt_ids if not 0 <= t < self.n_vocab]
+        if bad:
+            raise InvalidParameterError(f"prompt token id {bad[0]} is outside the vocabulary [0, {self.n_vocab})")
+        n_ctx = int(self.llm.n_ctx())
+        if len(prompt_ids) >= n_ctx:
+            raise InvalidParameterError(f"prompt has {len(prompt_ids)} tokens; the context holds {n_ctx}")
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        result = GenerationResult(engine=ENGINE_NAME, prompt_ids=list(prompt_ids), text="")
+        rng = np.random.default_rng(seed) if seed is not None else self.rng
+        policy = policy or self.policy
+        return GenerationStream(self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result), result)
+
+    def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result) -> Iterator[StreamedToken]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        longest_stop = max((len(s) for s in stops), default=0)
+        n_ctx = int(self.llm.n_ctx())
+        result.finish_reason = "length"
+        if max_new_tokens == 0:
+            return
+        self._reset()
+        self._prefill(prompt_ids)
+        n_past = len(prompt_ids)
+        for index in range(max_new_tokens):
+            logits, hidden = self._views()
+            step = self._draw(logits, hidden, policy, rng)
+            result.token_ids.append(step.token_id)
+            result.steps.append(step)
+            if stop_at_eos and self.is_eog(step.token_id):
+                result.finish_reason = "eos"
+                yield StreamedToken(index, step.token_id, "", step.T_pred, step.P_pred, step.T, step.P)
+                break
+            piece = decoder.decode(self.token_bytes(step.token_id))
+            before = len(text)
+            text += piece
+            hit = -1
+            if stops:
+                window = text[max(0, before - longest_stop + 1):]
+                positions = [window.find(s) for s in stops]
+                positions = [p for p in positions if p >= 0]
+                if positions:
+                    hit = max(0, before - longest_stop + 1) + min(positions)
+            if hit >= 0:
+                result.text = text[:hit]
+                result.finish_reason = "stop"
+                yield StreamedToken(index, step.token_id, piece, step.T_pred, step.P_pred, step.T, step.P)
+                return
+            result.text = text
+            yield StreamedToken(index, step.token_id, piece, step.T_pred, step.P_pred, step.T, step.P)
+            if index + 1 == max_new_tokens or n_past + 1 >= n_ctx:
+                break
+            self._decode([step.token_id])
+            n_past += 1
+        result.text = text + decoder.decode(b"", final=True)
+
+    def generate(self, prompt: Union[str, Sequence[int]], **kwargs: Any) -> GenerationResult:
+        """Run :meth:`stream` to the end and return its :class:`GenerationResult`
+        (engine ``"llama-cpp"``, per-token ``T_pred``, ``P_pred``, ``T``, ``P``)."""
+        stream = self.stream(prompt, **kwargs)
+        for _ in stream:
+            pass
+        return stream.result
+
+
+class AutoDecoLogitsProcessor:
+    """AutoDeco as a llama-cpp-python ``logits_processor`` for ``Llama.create_completion``.
+
+    How it works: construction switches the context's embeddings on
+    (``llama_set_embeddings(ctx, True)``), so every decode ``Llama.eval`` makes also leaves the
+    final hidden state; the processor reads it with ``llama_get_embeddings_ith(ctx, -1)``,
+    runs the heads on it and on the logits it is given (raw, token-id order), and returns
+    ``log(p)`` of the canonical distribution ``p`` (``-inf`` outside the nucleus), whose
+    softmax is ``p`` again.
+
+    Call ``create_completion(..., logits_processor=LogitsProcessorList([proc]),
+    **NEUTRAL_SAMPLING_KWARGS)``: llama-cpp-python runs the processor first, then penalties,
+    top-k, typical, top-p, min-p, temperature and ``dist``; with ``temperature=1``,
+    ``top_p=1``, ``top_k=0``, ``min_p=0``, ``typical_p=1`` and no penalties every stage but
+    ``dist`` leaves the logits unchanged, so the token is drawn from ``p``. Other values
+    would re-shape ``p`` after AutoDeco (top-p applied twice, temperature applied twice).
+
+    Limits and cost:
+
+    * the draw uses llama.cpp's RNG (``seed=`` of the call), not NumPy's: the *distribution*
+      is canonical, the token sequence differs from :class:`AutoDecoLlama` with the same seed;
+    * T and P are recorded in :attr:`steps` (``TokenStep`` with ``token_id=-1``: the
+      processor does not learn which token was drawn; read the completion's tokens);
+    * with embeddings on, llama.cpp computes outputs for *every* prompt token during prefill
+      (``lm_head`` over the whole prompt, and it logs a warning saying so), which
+      :class:`AutoDecoLlama` avoids;
+    * a Python round trip through llama-cpp-python's record array per token.
+    """
+
+    def __init__(
+        self,
+        llm: Any,
+        heads: Union[AutoDecoHeads, PathLike],
+        policy: Optional[DecodingPolicy] = None,
+    ) -> None:
+        self._llama_cpp = _llama_cpp()
+        self.llm = llm
+        self.hidden_size = _embedding_width(llm)
+        if not isinstance(heads, AutoDecoHeads):
+            heads = load_heads(heads, hidden_size=self.hidden_size)
+        elif heads.hidden_size != self.hidden_size:
+            raise ShapeError(
+                f"hidden-size mismatch: the model has hidden_size={self.hidden_size} but the heads expect {heads.hidden_size}"
+            )
+        self.heads = heads
+        self.policy = policy or DecodingPolicy()
+        self.steps: List[TokenStep] = []
+        self._ctx = llm._ctx.ctx
+        self._llama_cpp.llama_set_embeddings(self._ctx, True)
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        lc = self._llama_cpp
+        ptr = lc.llama_get_embeddings_ith(self._ctx, -1)
+        if not ptr:
+            raise AutoDecoError("no hidden state for the last token: were embeddings switched off?")
+        hidden = np.ctypeslib.as_array(ptr, shape=(self.hidden_size,))
+        logits = np.asarray(scores, dtype=np.float32)
+        T_pred, P_pred = self.heads.predict(hidden[None, :], logits[None, :])
+        T_used, P_used = self.policy.apply(T_pred, P_pred)
+        ids, probs = sparse_next_token_distribution(logits, T_used[0], P_used[0])
+        out = np.full(logits.shape[0], -np.inf, dtype=np.float32)
+        with np.errstate(divide="ignore"):
+            out[ids] = np.log(probs)
+        self.steps.append(TokenStep(-1, float(T_pred[0]), float(P_pred[0]), float(T_used[0]), float(P_used[0])))
+        return out
+
+
+def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, List[str]]:
+    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``."""
+    if not args.heads:
+        raise AutoDecoError("--engine llama-cpp needs --heads (a sidecar from `autodeco export-heads`, or any heads checkpoint)")
+    model_path = Path(args.model)
+    if model_path.is_dir() or model_path.suffix.lower() != ".gguf":
+        raise CheckpointError(
+            f"{model_path}: --engine llama-cpp needs a model .gguf file (convert a tiny model with `autodeco convert-gguf`)"
+        )
+    gen = AutoDecoLlama(model_path, args.heads, policy=policy, seed=args.seed, n_ctx=getattr(args, "n_ctx", None))
+    prompt = args.prompt if getattr(args, "prompt", None) is not None else list(args.prompt_ids)
+    stream = gen.stream(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        stop=getattr(args, "stop", None))
+    pieces = [tok.piece for tok in stream]
+    return stream.result, pieces

@@ -1,0 +1,247 @@
+"""AutoDeco heads as a small GGUF sidecar file, for llama.cpp users (NumPy + ``gguf``, no torch).
+
+Layout of a sidecar (``autodeco export-heads CHECKPOINT --out heads.gguf``):
+
+* ``general.architecture = "autodeco_heads"`` (a model GGUF has e.g. ``"llama"``; that is how
+  a model file handed over by mistake is recognised and refused);
+* metadata ``autodeco.format_version`` (uint32, currently 1), ``autodeco.hidden_size``,
+  ``autodeco.use_enhanced_features``, ``autodeco.enable_temperature_head``,
+  ``autodeco.enable_top_p_head``, ``autodeco.temperature_width``, ``autodeco.top_p_width``
+  (MLP widths, 0 for a disabled head) and, when known, ``autodeco.base_model_name_or_path``,
+  ``autodeco.base_model_type`` and ``autodeco.source_checkpoint``;
+* one tensor per head parameter under its official name (``temp_head.mlp.0.weight`` ...),
+  stored in the dtype read from the source checkpoint (F32, or F64), so that a round trip
+  is bit-exact.
+
+:func:`read_gguf_heads` validates the file itself before trusting it: magic bytes, a parse
+with ``gguf.GGUFReader``, the architecture tag, the format version, every tensor's byte range
+against the file size (a truncated file), and every shape (through the same validation the
+safetensors reader uses). Every failure is a :class:`~autodeco_samplers.errors.CheckpointError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from autodeco_samplers.errors import AutoDecoError, CheckpointError
+
+from .config import HeadsConfig
+from .layout import FORMAT_VERSION, HEAD_NAMES, PARAM_SUFFIXES, canonical_head_key, head_key
+from .safetensors_io import TensorEntry
+
+__all__ = [
+    "SIDECAR_ARCHITECTURE",
+    "SIDECAR_FORMAT_VERSION",
+    "is_gguf_file",
+    "read_gguf_heads",
+    "write_gguf_heads",
+    "export_heads",
+]
+
+SIDECAR_ARCHITECTURE = "autodeco_heads"
+SIDECAR_FORMAT_VERSION = FORMAT_VERSION
+GGUF_MAGIC = b"GGUF"
+_PREFIX = "autodeco."
+_KEY_VERSION = _PREFIX + "format_version"
+_KEY_HIDDEN = _PREFIX + "hidden_size"
+_KEY_ENHANCED = _PREFIX + "use_enhanced_features"
+_KEY_TEMP_ON = _PREFIX + "enable_temperature_head"
+_KEY_TOP_P_ON = _PREFIX + "enable_top_p_head"
+_KEY_TEMP_W = _PREFIX + "temperature_width"
+_KEY_TOP_P_W = _PREFIX + "top_p_width"
+_KEY_BASE = _PREFIX + "base_model_name_or_path"
+_KEY_BASE_TYPE = _PREFIX + "base_model_type"
+_KEY_SOURCE = _PREFIX + "source_checkpoint"
+_REQUIRED_KEYS = (_KEY_VERSION, _KEY_HIDDEN, _KEY_ENHANCED, _KEY_TEMP_ON, _KEY_TOP_P_ON)
+
+Tensors = Dict[str, np.ndarray]
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise AutoDecoError(
+            "reading or writing a .gguf heads sidecar needs the 'gguf' package: "
+            "pip install 'autodeco-samplers[llama-cpp]'"
+        ) from None
+    return gguf
+
+
+def is_gguf_file(path: Union[str, Path]) -> bool:
+    """True when ``path`` is a file starting with the GGUF magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def open_gguf(path: Union[str, Path], what: str = "GGUF file"):
+    """Open ``path`` with ``gguf.GGUFReader`` after checking it exists and has the GGUF magic;
+    also checks that every tensor's bytes lie inside the file (a truncated download).
+
+    Raises :class:`CheckpointError` naming the file for anything that is not a readable GGUF.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a {what}")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise CheckpointError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+    gguf = _gguf()
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors ... on bad bytes
+        raise CheckpointError(f"{path}: truncated or corrupt GGUF file ({type(exc).__name__}: {exc})") from None
+    for t in reader.tensors:
+        end = int(t.data_offset) + int(t.n_bytes)
+        if end > size:
+            raise CheckpointError(
+                f"{path}: truncated: tensor {t.name!r} needs bytes up to {end} but the file has {size}"
+            )
+    return reader
+
+
+def _field_value(reader, key: str):
+    """A scalar or string metadata value, or None if absent."""
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    try:
+        return field.contents()
+    except Exception:  # pragma: no cover - older gguf without contents()
+        part = field.parts[field.data[0]]
+        if field.types and field.types[0].name == "STRING":
+            return bytes(part).decode("utf-8")
+        return part[0].item()
+
+
+def _architecture(reader) -> Optional[str]:
+    value = _field_value(reader, "general.architecture")
+    return None if value is None else str(value)
+
+
+def read_gguf_heads(path: Union[str, Path]) -> Tuple[HeadsConfig, Tensors]:
+    """Read and validate a heads sidecar; returns ``(config, tensors)`` like
+    :func:`~autodeco_samplers.heads.checkpoint.read_head_checkpoint`.
+
+    Tensors come back in the dtype they were stored in (float32, or float64), bit-exact.
+    Raises :class:`CheckpointError` for a missing, truncated or foreign file (e.g. a model
+    GGUF), a newer format version, or missing / misshapen head tensors.
+    """
+    from .checkpoint import _check_finite, _validate  # shared shape validation
+
+    path = Path(path)
+    reader = open_gguf(path, "heads sidecar (.gguf)")
+    arch = _architecture(reader)
+    if arch != SIDECAR_ARCHITECTURE:
+        kind = f"a model GGUF (architecture {arch!r})" if arch else "a GGUF without general.architecture"
+        raise CheckpointError(
+            f"{path}: is {kind}, not an AutoDeco heads sidecar (architecture {SIDECAR_ARCHITECTURE!r}); "
+            "pass the model with --model and heads written by `autodeco export-heads` with --heads"
+        )
+    missing_keys = [k for k in _REQUIRED_KEYS if k not in reader.fields]
+    if missing_keys:
+        raise CheckpointError(f"{path}: heads sidecar lacks metadata {missing_keys}")
+    version = int(_field_value(reader, _KEY_VERSION))
+    if version > SIDECAR_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: heads sidecar format version {version} is newer than this library reads "
+            f"({SIDECAR_FORMAT_VERSION}); upgrade autodeco-samplers"
+        )
+    by_name = {t.name: t for t in reader.tensors}
+    entries: Dict[str, TensorEntry] = {}
+    for name, t in by_name.items():
+        key = canonical_head_key(name)
+        if key is None:
+            raise CheckpointError(f"{path}: unexpected tensor {name!r} in a heads sidecar")
+        shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))
+        entries[key] = TensorEntry(path, name, t.tensor_type.name, shape, int(t.data_offset), int(t.data_offset) + int(t.n_bytes))
+    config = {
+        "hidden_size": int(_field_value(reader, _KEY_HIDDEN)),
+        "use_enhanced_features": bool(_field_value(reader, _KEY_ENHANCED)),
+        "enable_temperature_head": bool(_field_value(reader, _KEY_TEMP_ON)),
+        "enable_top_p_head": bool(_field_value(reader, _KEY_TOP_P_ON)),
+        "base_model_name_or_path": _field_value(reader, _KEY_BASE),
+        "base_model_type": _field_value(reader, _KEY_BASE_TYPE),
+    }
+    cfg = _validate(entries, config, {}, str(path))
+    for key, width in (("temperature_width", _KEY_TEMP_W), ("top_p_width", _KEY_TOP_P_W)):
+        stored = _field_value(reader, width)
+        if stored is not None and int(stored) != getattr(cfg, key):
+            raise CheckpointError(f"{path}: metadata {width}={stored} disagrees with the tensors ({getattr(cfg, key)})")
+    tensors: Tensors = {}
+    for head, enabled in ((HEAD_NAMES[0], cfg.enable_temperature_head), (HEAD_NAMES[1], cfg.enable_top_p_head)):
+        if not enabled:
+            continue
+        for suffix in PARAM_SUFFIXES:
+            key = head_key(head, suffix)
+            t = by_name[entries[key].name]
+            if t.tensor_type.name not in ("F32", "F64"):
+                raise CheckpointError(f"{path}: head tensor {key!r} has type {t.tensor_type.name}; expected F32 or F64")
+            dtype = np.float64 if t.tensor_type.name == "F64" else np.float32
+            tensors[key] = np.array(t.data, dtype=dtype).reshape(entries[key].shape)
+    _check_finite(tensors, str(path))
+    return cfg, tensors
+
+
+def write_gguf_heads(
+    path: Union[str, Path],
+    config: HeadsConfig,
+    tensors: Tensors,
+    *,
+    source_checkpoint: Optional[str] = None,
+) -> Path:
+    """Write ``tensors`` (official key names) and ``config`` as a heads sidecar at ``path``.
+
+    float64 tensors stay float64, everything else is written as float32.
+    """
+    gguf = _gguf()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), SIDECAR_ARCHITECTURE)
+    writer.add_uint32(_KEY_VERSION, SIDECAR_FORMAT_VERSION)
+    writer.add_uint32(_KEY_HIDDEN, int(config.hidden_size))
+    writer.add_bool(_KEY_ENHANCED, bool(config.use_enhanced_features))
+    writer.add_bool(_KEY_TEMP_ON, bool(config.enable_temperature_head))
+    writer.add_bool(_KEY_TOP_P_ON, bool(config.enable_top_p_head))
+    writer.add_uint32(_KEY_TEMP_W, int(config.temperature_width))
+    writer.add_uint32(_KEY_TOP_P_W, int(config.top_p_width))
+    if config.base_model_name_or_path:
+        writer.add_string(_KEY_BASE, str(config.base_model_name_or_path))
+    if config.base_model_type:
+        writer.add_string(_KEY_BASE_TYPE, str(config.base_model_type))
+    source = source_checkpoint if source_checkpoint is not None else config.source
+    if source:
+        writer.add_string(_KEY_SOURCE, str(source))
+    writer.add_name("AutoDeco heads")
+    for key in sorted(tensors):
+        arr = np.asarray(tensors[key])
+        arr = arr if arr.dtype == np.float64 else arr.astype(np.float32)
+        writer.add_tensor(key, np.ascontiguousarray(arr))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return path
+
+
+def export_heads(checkpoint: Union[str, Path], out: Union[str, Path]) -> Tuple[HeadsConfig, Path]:
+    """Read heads from any checkpoint form (folder, safetensors, merged, sidecar) and write a
+    sidecar at ``out``; returns ``(config, out)``."""
+    from .checkpoint import read_head_checkpoint
+
+    config, tensors = read_head_checkpoint(checkpoint)
+    return config, write_gguf_heads(out, config, tensors, source_checkpoint=str(checkpoint))
