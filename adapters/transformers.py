@@ -1,0 +1,656 @@
+"""Hugging Face transformers adapter: AutoDeco heads inside an ordinary ``model.generate()``.
+
+>>> from autodeco_samplers.adapters.transformers import attach, AutoDecoLogitsProcessor  # doctest: +SKIP
+>>> handle = attach(model, "path/to/heads")                                            # doctest: +SKIP
+>>> proc = AutoDecoLogitsProcessor(model)                                              # doctest: +SKIP
+>>> out = model.generate(**enc, do_sample=True, logits_processor=[proc], max_new_tokens=32)  # doctest: +SKIP
+>>> proc.trace.steps(0)[0]          # token id, T_pred, P_pred, T, P                  # doctest: +SKIP
+
+How it is wired (no algorithm of its own; the rules are :mod:`autodeco_samplers.torch_ops`
+and :class:`~autodeco_samplers.policy.DecodingPolicy`):
+
+* :func:`attach` registers a forward *pre-hook* on ``model.get_output_embeddings()``. It keeps
+  the last position of the tensor ``lm_head`` consumes (``[B, 1, H]`` during ``generate``;
+  the last position is the real token under left padding), in thread-local storage of the
+  attachment, so threads and models never see each other's hidden states.
+* It also wraps ``model.generate`` (an instance attribute; the class is untouched). When the
+  call's ``logits_processor`` holds an :class:`AutoDecoLogitsProcessor` of this model, the
+  wrapper (1) takes the request's ``temperature`` / ``top_p`` (keyword or in a passed
+  ``generation_config``) as *multipliers* of the predicted T and P (DESIGN section 3);
+  (2) sets transformers' own warpers to neutral (temperature 1, top-p 1, top-k 0, typical-p 1,
+  epsilon/eta 0) so that they cannot re-truncate the canonical distribution; the model's
+  ``generation_config`` static sampling defaults (e.g. ``temperature: 0.6``, ``top_k: 20``)
+  are ignored because the heads replace them; an *explicit* request for top-k, min-p, top-h,
+  typical-p, epsilon or eta raises :class:`InvalidParameterError`; (3) refuses beam search,
+  assisted/prompt-lookup generation, contrastive search, DoLa and custom generate methods with
+  a clear error; (4) after generation stores :class:`AutoDecoTrace` in ``processor.trace``.
+  Without an AutoDeco processor the call goes to transformers unchanged.
+* At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
+  and the ``scores`` it receives, applies the policy, and returns
+  ``torch_ops.masked_scaled_logits`` whose plain softmax is exactly the canonical
+  distribution, which transformers then samples (softmax + multinomial). With
+  ``do_sample=False`` it returns the scores unchanged (greedy stays greedy, ties to the lowest
+  id) and records ``T = 0``. A request temperature of 0 is greedy as well.
+* The heads read the model's own logits of the step (captured by a forward hook on the same
+  ``lm_head`` call, with the model's final logit transform), as in the official AutoDeco
+  code, whatever processors run before. Processors placed *before* the AutoDeco processor
+  (and transformers' own, e.g. repetition penalty, min new tokens) change the logits the
+  canonical rule is applied to; the AutoDeco processor must be the last one in the list.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
+from autodeco_samplers.interfaces import GenerationResult
+from autodeco_samplers.policy import DecodingPolicy
+
+from .hf_trace import AutoDecoTrace, build_trace
+
+__all__ = [
+    "AutoDecoAttachment",
+    "AutoDecoLogitsProcessor",
+    "AutoDecoTrace",
+    "attach",
+    "detach",
+    "from_pretrained",
+    "generate_for_cli",
+    "get_attachment",
+    "load_merged_base",
+]
+
+ENGINE = "transformers"
+ATTRIBUTE = "autodeco"
+# Warper settings that leave the processor's output untouched.
+_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+# Explicit requests for these re-truncate AutoDeco's distribution: refused (value -> is neutral).
+_FORBIDDEN = {
+    "top_k": lambda v: v in (0, None),
+    "min_p": lambda v: v in (0, 0.0, None),
+    "top_h": lambda v: v is None,
+    "typical_p": lambda v: v in (1, 1.0, None),
+    "epsilon_cutoff": lambda v: v in (0, 0.0, None),
+    "eta_cutoff": lambda v: v in (0, 0.0, None),
+}
+_ALLOWED_MODES = ("sample", "greedy_search")
+
+
+def torch_tanh(x: Any) -> Any:
+    import torch
+
+    return torch.tanh(x)
+
+
+# --------------------------------------------------------------------------- attachment
+
+
+class _Capture(threading.local):
+    """Per-thread capture slot: the last hidden row seen by ``lm_head`` and a counter."""
+
+    def __init__(self) -> None:
+        self.hidden = None
+        self.logits = None
+        self.count = 0
+
+
+class AutoDecoAttachment:
+    """Heads attached to one model: the ``lm_head`` pre-hook and the ``generate`` wrapper.
+
+    Use :func:`attach` to create one. It is a context manager; :meth:`detach` (or leaving the
+    ``with`` block) removes the hook and the wrapper and restores the model exactly.
+
+    Attributes:
+        model: the ``PreTrainedModel``.
+        heads: the :class:`~autodeco_samplers.heads.AutoDecoHeadsModule` (float32; moved to the
+            hidden states' device on first use).
+        policy: default :class:`DecodingPolicy` of processors made by :meth:`processor`.
+    """
+
+    def __init__(self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None) -> None:
+        self.model = model
+        self.heads = heads.float().eval()
+        for p in self.heads.parameters():
+            p.requires_grad_(False)
+        self.policy = policy or DecodingPolicy()
+        self._capture = _Capture()
+        self._lock = threading.Lock()
+        self._hook = None
+        self._post = None
+        self._original_generate = None
+        self.attached = False
+
+    # -- hook ---------------------------------------------------------------------------
+    def _pre_hook(self, module: Any, args: Tuple[Any, ...]) -> None:
+        x = args[0]
+        cap = self._capture
+        cap.hidden = x[:, -1] if x.dim() == 3 else x
+        cap.logits = None
+        cap.count += 1
+
+    def _post_hook(self, module: Any, args: Tuple[Any, ...], output: Any) -> None:
+        self._capture.logits = output[:, -1] if output.dim() == 3 else output
+
+    def _install(self) -> None:
+        lm_head = self.model.get_output_embeddings()
+        self._hook = lm_head.register_forward_pre_hook(self._pre_hook)
+        self._post = lm_head.register_forward_hook(self._post_hook)
+        original = self.model.generate  # bound method of the class
+        self._original_generate = original
+        signature = inspect.signature(original)
+        attachment = self
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            return attachment._generate(signature, *args, **kwargs)
+
+        generate.__doc__ = original.__doc__
+        generate.__wrapped__ = original  # type: ignore[attr-defined]
+        self.model.generate = generate
+        setattr(self.model, ATTRIBUTE, self)
+        self.attached = True
+
+    def detach(self) -> None:
+        """Remove the hook and the ``generate`` wrapper; idempotent."""
+        if not self.attached:
+            return
+        self._hook.remove()
+        self._post.remove()
+        self._hook = self._post = None
+        self.model.__dict__.pop("generate", None)
+        if getattr(self.model, ATTRIBUTE, None) is self:
+            delattr(self.model, ATTRIBUTE)
+        self.attached = False
+        self._capture = _Capture()
+
+    def __enter__(self) -> "AutoDecoAttachment":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+    def processor(self, policy: Optional[DecodingPolicy] = None) -> "AutoDecoLogitsProcessor":
+        """A new :class:`AutoDecoLogitsProcessor` for this model (one per ``generate`` call
+        or thread is the intended use; its ``trace`` is overwritten by each call)."""
+        return AutoDecoLogitsProcessor(self, policy if policy is not None else self.policy)
+
+    # -- per step -------------------------------------------------------------------------
+    def _heads_on(self, device: Any) -> Any:
+        w = self.heads.temp_head.mlp[0].weight if self.heads.temp_head is not None else None
+        if w is None and self.heads.top_p_head is not None:
+            w = self.heads.top_p_head.mlp[0].weight
+        if w is not None and w.device != device:
+            with self._lock:
+                self.heads.to(device)
+        return self.heads
+
+    def _model_logits(self, lm_out: Any, scores: Any) -> Any:
+        """The model's own logits of this step for the heads' statistics: ``lm_head``'s output
+        with the model's final logit transform (softcapping, ``logit_scale``,
+        ``logits_scaling``), i.e. what transformers hands to the first logits processor."""
+        if lm_out is None or not self.heads.config.use_enhanced_features:
+            return scores
+        x = lm_out.to(scores.device, scores.dtype) if lm_out.dtype != scores.dtype else lm_out
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        scale = getattr(cfg, "logit_scale", None)
+        if isinstance(scale, (int, float)) and scale != 1:
+            x = x * scale
+        divisor = getattr(cfg, "logits_scaling", None)
+        if isinstance(divisor, (int, float)) and divisor != 1:
+            x = x / divisor
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        if isinstance(cap, (int, float)) and cap:
+            x = torch_tanh(x / cap) * cap
+        return x
+
+    # -- generate wrapper -----------------------------------------------------------------
+    def _generate(self, signature: inspect.Signature, *args: Any, **kwargs: Any) -> Any:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        bound = signature.bind(*args, **kwargs)
+        arguments = dict(bound.arguments)
+        extra = dict(arguments.pop("kwargs", {}) or {})
+        processors = list(arguments.get("logits_processor") or [])
+        ours = [p for p in processors if isinstance(p, AutoDecoLogitsProcessor)]
+        if not ours:
+            return self._original_generate(*args, **kwargs)
+        if len(ours) > 1:
+            raise AutoDecoError("pass at most one AutoDecoLogitsProcessor to generate()")
+        proc = ours[0]
+        if proc.attachment is not self:
+            raise AutoDecoError(
+                "this AutoDecoLogitsProcessor belongs to another model; make one with "
+                "AutoDecoLogitsProcessor(model) for the model you call generate() on"
+            )
+        if processors[-1] is not proc:
+            raise AutoDecoError(
+                "the AutoDecoLogitsProcessor must be the last logits processor: processors after it would "
+                "change the distribution it computed"
+            )
+
+        # 1. the request's generation config; sampling multipliers out, warpers neutral.
+        passed = arguments.pop("generation_config", None)
+        gc = copy.deepcopy(passed) if passed is not None else GenerationConfig()
+        multipliers = {}
+        for key in ("temperature", "top_p"):
+            value = extra.pop(key, None)
+            if value is None:
+                value = getattr(gc, key, None)
+            multipliers[key] = 1.0 if value is None else float(value)
+        for key in _FORBIDDEN:
+            if key in extra and extra[key] is not None:
+                setattr(gc, key, extra.pop(key))
+        model_kwargs = gc.update(**extra) if extra else {}
+        for key, neutral in _FORBIDDEN.items():
+            value = getattr(gc, key, None)
+            if not neutral(value):
+                raise InvalidParameterError(
+                    f"{key}={value!r} would re-truncate the AutoDeco distribution; the heads choose T and P per "
+                    f"token (use temperature/top_p as multipliers, or leave {key} unset)"
+                )
+        defaults = self.model.generation_config
+        for key, value in _NEUTRAL.items():
+            setattr(gc, key, value)
+        if getattr(defaults, "min_p", None) is not None:
+            gc.min_p = 0.0  # neutral: keeps every token with probability >= 0
+        if getattr(defaults, "top_h", None) is not None:
+            raise InvalidParameterError(
+                "the model's generation_config sets top_h, which cannot be neutralised; set "
+                "model.generation_config.top_h = None to sample with AutoDeco"
+            )
+        merged = copy.deepcopy(gc)
+        merged.update(**{k: v for k, v in defaults.to_dict().items() if hasattr(merged, k)}, defaults_only=True)
+        mode = merged.get_generation_mode(arguments.get("assistant_model"))
+        mode = getattr(mode, "value", str(mode))
+        if mode not in _ALLOWED_MODES or arguments.get("custom_generate") is not None:
+            raise AutoDecoError(
+                f"generation mode {mode!r} is not supported with AutoDeco heads (beam search, assisted or "
+                "prompt-lookup decoding, contrastive search, DoLa and custom generate methods would apply "
+                "the heads to the wrong positions or re-score their distribution); use do_sample=True "
+                "(AutoDeco sampling) or do_sample=False (greedy) with num_beams=1"
+            )
+        greedy = merged.do_sample is not True
+        for key in ("temperature", "top_p"):
+            if multipliers[key] < 0:
+                raise InvalidParameterError(f"{key} must be >= 0 with AutoDeco (a multiplier), got {multipliers[key]}")
+        base = proc.policy
+        policy = replace(
+            base, temperature=base.temperature * multipliers["temperature"], top_p=base.top_p * multipliers["top_p"]
+        )
+
+        # 2. the per-call processor and the recording of per-row stopping criteria.
+        call = _CallState(self, policy, greedy)
+        arguments["logits_processor"] = LogitsProcessorList([call if p is proc else p for p in processors])
+        criteria = arguments.get("stopping_criteria")
+        stop_strings = merged.stop_strings
+        wrapped = _RecordingCriteria(call, list(criteria or []))
+        if stop_strings is not None:
+            from transformers import StopStringCriteria
+
+            tokenizer = model_kwargs.get("tokenizer")
+            if tokenizer is None:
+                raise AutoDecoError("stop_strings needs tokenizer=... passed to generate() (as in transformers)")
+            wrapped.inner.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+            gc.stop_strings = None
+        keep = [c for c in (criteria or []) if type(c).__name__ in ("MaxLengthCriteria", "MaxTimeCriteria")]
+        wrapped.inner = [c for c in wrapped.inner if c not in keep]
+        arguments["stopping_criteria"] = StoppingCriteriaList(keep + ([wrapped] if wrapped.inner else []))
+        arguments["generation_config"] = gc
+
+        out = self._original_generate(**arguments, **model_kwargs)
+
+        # 3. the trace.
+        sequences = out if hasattr(out, "shape") else out.sequences
+        input_ids = arguments.get("inputs")
+        if input_ids is None:
+            input_ids = model_kwargs.get("input_ids")
+        prompt_len = int(input_ids.shape[1]) if input_ids is not None and input_ids.dim() == 2 else 0
+        eos = merged.eos_token_id
+        if eos is None:
+            eos = getattr(self.model.config, "eos_token_id", None)
+        eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+        prompt_ids = None
+        if prompt_len:
+            mask = model_kwargs.get("attention_mask")
+            rows = input_ids.detach().cpu()
+            expand = sequences.shape[0] // max(rows.shape[0], 1)
+            m = mask.detach().cpu().bool() if mask is not None else None
+            prompt_ids = []
+            for b in range(rows.shape[0]):
+                ids = rows[b][m[b]] if m is not None else rows[b]
+                prompt_ids.extend([ids.tolist()] * expand)
+        proc.trace = build_trace(sequences, prompt_len, call.records, call.stop_flags, eos_ids, prompt_ids)
+        proc.policy_used = policy
+        return out
+
+
+class _CallState:
+    """What one ``generate`` call needs at each step; transformers calls it as a processor."""
+
+    def __init__(self, attachment: AutoDecoAttachment, policy: DecodingPolicy, greedy: bool) -> None:
+        self.attachment = attachment
+        self.policy = policy
+        self.greedy = greedy
+        self.records: List[Any] = []
+        self.stop_flags: List[Any] = []
+        self.last_count = attachment._capture.count
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        from autodeco_samplers import torch_ops
+
+        cap = self.attachment._capture
+        if cap.count == self.last_count or cap.hidden is None:
+            raise AutoDecoError(
+                "no new hidden state was captured for this step: the logits did not come from one forward "
+                "of the attached model's lm_head (unsupported decoding mode)"
+            )
+        self.last_count = cap.count
+        hidden, lm_out = cap.hidden, cap.logits
+        cap.hidden = cap.logits = None  # do not keep the forward's tensors alive
+        if hidden.shape[0] != scores.shape[0]:
+            raise ShapeError(f"batch mismatch: captured hidden states have {hidden.shape[0]} rows, scores {scores.shape[0]}")
+        heads = self.attachment._heads_on(hidden.device)
+        with torch.no_grad():
+            raw = self.attachment._model_logits(lm_out, scores)
+            T_pred, P_pred = heads(hidden, raw)
+            T_used, P_used = self.policy.apply(T_pred, P_pred)
+            if self.greedy:
+                T_used = torch.zeros_like(T_used)
+                out = scores
+            else:
+                out = torch_ops.masked_scaled_logits(scores, T_used, P_used)
+        self.records.append(torch.stack([T_pred, P_pred, T_used, P_used]))
+        return out
+
+
+class _RecordingCriteria:
+    """Runs the caller's per-row stopping criteria and records their verdict per step."""
+
+    def __init__(self, call: _CallState, inner: List[Any]) -> None:
+        self.call = call
+        self.inner = inner
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for c in self.inner:
+            done = done | c(input_ids, scores, **kwargs)
+        self.call.stop_flags.append(done)
+        return done
+
+
+class AutoDecoLogitsProcessor:
+    """Sample every token with the AutoDeco heads' T and P (canonical semantics).
+
+    Pass it as the *last* entry of ``logits_processor`` to ``model.generate`` of a model with
+    heads attached (:func:`attach` / :func:`from_pretrained`). After the call, ``trace`` is an
+    :class:`AutoDecoTrace` aligned with the returned sequences.
+
+    Args:
+        model: the model with heads attached, or its :class:`AutoDecoAttachment`.
+        policy: request knobs on top of the heads (default: the attachment's policy). The
+            ``temperature`` / ``top_p`` given to ``generate`` multiply this policy's ones.
+    """
+
+    def __init__(self, model: Any, policy: Optional[DecodingPolicy] = None) -> None:
+        attachment = model if isinstance(model, AutoDecoAttachment) else get_attachment(model)
+        if attachment is None or not attachment.attached:
+            raise AutoDecoError("this model has no AutoDeco heads attached: call attach(model, heads) first")
+        self.attachment = attachment
+        self.policy = policy if policy is not None else attachment.policy
+        self.trace: Optional[AutoDecoTrace] = None
+        self.policy_used: Optional[DecodingPolicy] = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        raise AutoDecoError(
+            "AutoDecoLogitsProcessor only works inside model.generate() of the model it was made for "
+            "(the attach() wrapper neutralises transformers' own warpers and binds the call)"
+        )
+
+
+# --------------------------------------------------------------------------- attach / load
+
+
+def get_attachment(model: Any) -> Optional[AutoDecoAttachment]:
+    """The model's :class:`AutoDecoAttachment`, or ``None``."""
+    att = model.__dict__.get(ATTRIBUTE)
+    return att if isinstance(att, AutoDecoAttachment) else None
+
+
+def detach(model: Any) -> None:
+    """Remove AutoDeco heads from ``model`` (no-op when none are attached)."""
+    att = get_attachment(model)
+    if att is not None:
+        att.detach()
+
+
+def _model_hidden_size(model: Any) -> int:
+    lm_head = model.get_output_embeddings()
+    if lm_head is None:
+        raise AutoDecoError(f"{type(model).__name__} has no output embeddings (lm_head): not a causal LM")
+    width = getattr(lm_head, "in_features", None)
+    if width is None:
+        weight = getattr(lm_head, "weight", None)
+        width = weight.shape[-1] if weight is not None else None
+    if width is None:
+        text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        width = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
+    return int(width)
+
+
+def attach(
+    model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None
+) -> AutoDecoAttachment:
+    """Attach AutoDeco heads to a causal-LM ``PreTrainedModel``.
+
+    Args:
+        model: any ``PreTrainedModel`` with ``get_output_embeddings()`` (Llama, Qwen2/3,
+            Mistral, GPT-2, ...).
+        heads: a heads checkpoint path (every form :func:`autodeco_samplers.load_heads`
+            accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
+            :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
+        policy: default decoding policy of processors made from this attachment.
+
+    Raises:
+        ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
+        AutoDecoError: heads are already attached to this model.
+    """
+    from autodeco_samplers.heads import AutoDecoHeads
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+    if get_attachment(model) is not None:
+        raise AutoDecoError("AutoDeco heads are already attached to this model; detach(model) first")
+    width = _model_hidden_size(model)
+    if isinstance(heads, AutoDecoHeadsModule):
+        module = heads
+    elif isinstance(heads, AutoDecoHeads):
+        module = AutoDecoHeadsModule.from_numpy(heads)
+    else:
+        from autodeco_samplers.heads import load_heads
+
+        loaded = load_heads(heads)
+        if loaded.hidden_size != width:
+            raise ShapeError(
+                f"hidden-size mismatch: the model's lm_head reads hidden states of width {width} but the heads "
+                f"in {heads} expect hidden_size={loaded.hidden_size}"
+            )
+        module = AutoDecoHeadsModule.from_numpy(loaded)
+    if module.hidden_size != width:
+        raise ShapeError(
+            f"hidden-size mismatch: the model's lm_head reads hidden states of width {width} but the heads "
+            f"expect hidden_size={module.hidden_size}"
+        )
+    device = next(model.parameters()).device
+    att = AutoDecoAttachment(model, module.to(device), policy)
+    att._install()
+    return att
+
+
+def _read_config(path: Path) -> Dict[str, Any]:
+    file = path / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no config.json")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+
+
+def is_merged_checkpoint(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a merged AutoDeco folder (``config.json`` ``model_type: autodeco``)."""
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and _read_config(p).get("model_type") == "autodeco"
+
+
+def load_merged_base(path: Union[str, Path], **hf_kwargs: Any) -> Any:
+    """The base model of a merged AutoDeco checkpoint, as the stock transformers class.
+
+    Reads ``base_model_type`` / ``base_architectures`` from ``config.json``, builds the base
+    config without the AutoDeco-only fields, and loads the ``llm.``-prefixed safetensors
+    weights through ``from_pretrained`` (``key_mapping`` strips the prefix; head tensors are
+    ignored; ``use_safetensors=True``, so nothing is unpickled; local files only).
+    """
+    import logging
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from autodeco_samplers.heads.merged import AUTODECO_ONLY_KEYS
+
+    p = Path(path)
+    raw = _read_config(p)
+    if raw.get("model_type") != "autodeco":
+        raise CheckpointError(f"{p}: config.json model_type is {raw.get('model_type')!r}, not 'autodeco'")
+    base_type = raw.get("base_model_type")
+    if not base_type:
+        raise CheckpointError(f"{p}/config.json: merged checkpoint without base_model_type")
+    fields = {k: v for k, v in raw.items() if k not in AUTODECO_ONLY_KEYS and k not in ("model_type", "architectures")}
+    fields.pop("transformers_version", None)
+    config = AutoConfig.for_model(base_type, **fields)
+    if raw.get("base_architectures"):
+        config.architectures = list(raw["base_architectures"])
+    hf_kwargs.setdefault("use_safetensors", True)
+    hf_kwargs.setdefault("local_files_only", True)
+    if "dtype" not in hf_kwargs and "torch_dtype" not in hf_kwargs:
+        hf_kwargs["dtype"] = "auto"
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the head tensors are "unexpected keys" for the base class
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p), config=config, key_mapping={r"^llm\.": ""}, **hf_kwargs)
+    finally:
+        log.setLevel(level)
+    return model.eval()
+
+
+def from_pretrained(
+    path: Union[str, Path],
+    heads: Any = None,
+    *,
+    policy: Optional[DecodingPolicy] = None,
+    **hf_kwargs: Any,
+) -> Any:
+    """Load a model with AutoDeco heads attached, in one line.
+
+    * ``path`` a merged AutoDeco checkpoint (``model_type: autodeco``, base weights under
+      ``llm.``): the stock base class is loaded from it and its own heads are attached
+      (unless ``heads`` is given).
+    * ``path`` a plain transformers model folder: ``heads`` (a heads checkpoint) is required.
+
+    ``hf_kwargs`` go to transformers' ``from_pretrained`` (``dtype``, ``device_map``, ...).
+    Returns the model; its attachment is ``get_attachment(model)`` (``model.autodeco``).
+    """
+    p = Path(path)
+    if is_merged_checkpoint(p):
+        model = load_merged_base(p, **hf_kwargs)
+        attach(model, heads if heads is not None else p, policy=policy)
+        return model
+    if heads is None:
+        raise CheckpointError(
+            f"{p} is not a merged AutoDeco checkpoint (config.json model_type is not 'autodeco'); "
+            "pass heads=PATH to a heads checkpoint"
+        )
+    from transformers import AutoModelForCausalLM
+
+    hf_kwargs.setdefault("use_safetensors", True)
+    hf_kwargs.setdefault("local_files_only", True)
+    model = AutoModelForCausalLM.from_pretrained(str(p), **hf_kwargs).eval()
+    attach(model, heads, policy=policy)
+    return model
+
+
+def load_tokenizer(path: Union[str, Path]) -> Any:
+    """The tokenizer of a model folder (merged AutoDeco folders included)."""
+    p = Path(path)
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except Exception:
+        if (p / "tokenizer.json").is_file():
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast(tokenizer_file=str(p / "tokenizer.json"))
+        raise
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, Optional[List[str]]]:
+    """``autodeco generate --engine transformers``: one prompt, sampled with the heads.
+
+    ``args.model`` is a merged AutoDeco folder, or a base folder with ``args.heads``.
+    ``policy`` carries ``--temperature`` / ``--top-p`` (multipliers). ``args.seed`` seeds
+    torch's global generator, which transformers' sampler uses.
+    """
+    import torch
+
+    model_path = Path(args.model)
+    if args.heads is None and not is_merged_checkpoint(model_path):
+        raise CheckpointError(
+            f"{model_path} is not a merged AutoDeco checkpoint (config.json model_type is not 'autodeco'); "
+            "pass --heads PATH"
+        )
+    model = from_pretrained(model_path, args.heads, policy=policy)
+    tokenizer = None
+    try:
+        tokenizer = load_tokenizer(model_path)
+    except Exception:
+        if getattr(args, "prompt", None) is not None:
+            raise AutoDecoError(f"{model_path}: no tokenizer found; use --prompt-ids") from None
+    if getattr(args, "prompt_ids", None):
+        ids = list(args.prompt_ids)
+    else:
+        ids = tokenizer(args.prompt, add_special_tokens=True)["input_ids"]
+        if not ids:
+            raise AutoDecoError("the prompt encodes to no tokens")
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    proc = AutoDecoLogitsProcessor(model, policy)
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        eos = model.generation_config.eos_token_id or getattr(model.config, "eos_token_id", None)
+        pad = eos[0] if isinstance(eos, (list, tuple)) else eos
+    torch.manual_seed(int(args.seed))
+    with torch.no_grad():
+        model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=True,
+            max_new_tokens=int(args.max_new_tokens),
+            logits_processor=[proc],
+            pad_token_id=pad,
+        )
+    result = proc.trace.results(tokenizer)[0]
+    result.prompt_ids = ids
+    pieces = [tokenizer.decode([t]) for t in result.token_ids] if tokenizer is not None else None
+    return result, pieces
