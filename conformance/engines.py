@@ -1,0 +1,204 @@
+"""The engine interface of the conformance suite, and the engines the project ships.
+
+An engine is checked at up to three levels:
+
+* ``kernel(hidden, logits, heads, policy)``: the distribution the engine would sample the
+  next token from, with the ``T``/``P`` it predicted and used (:class:`KernelOutput`).
+* ``end_to_end(...)``: a model built from the same seeded weights in the engine, a prompt and a
+  forced token path; per step the same outputs plus the engine's own logits.
+* ``draw(hidden, logits, heads, policy, n, seed)``: ``n`` draws from the engine's *real*
+  sampler for one step (row 0), compared with its distribution by a G-test.
+
+Outsiders subclass :class:`ConformanceEngine` (or duck-type it) and run
+:func:`autodeco_samplers.conformance.assert_conforms` or the pytest plugin against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from autodeco_samplers.heads import AutoDecoHeads
+from autodeco_samplers.policy import DecodingPolicy
+
+
+@dataclass
+class KernelOutput:
+    """One step of an engine: probabilities ``[B, V]`` and per-row predicted/used (T, P)."""
+
+    probs: np.ndarray
+    T_pred: np.ndarray
+    P_pred: np.ndarray
+    T: np.ndarray
+    P: np.ndarray
+
+
+class ConformanceEngine:
+    """Base class; override the levels the engine supports (others report 'not supported')."""
+
+    name: str = "engine"
+
+    def availability(self) -> Tuple[bool, str]:
+        """``(True, "")`` if the engine can run here, else ``(False, reason)``."""
+        return True, ""
+
+    def kernel(self, hidden: np.ndarray, logits: np.ndarray, heads: AutoDecoHeads, policy: DecodingPolicy) -> KernelOutput:
+        raise NotImplementedError
+
+    def draw(
+        self, hidden: np.ndarray, logits: np.ndarray, heads: AutoDecoHeads, policy: DecodingPolicy, n: int, seed: int
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def end_to_end(self, workdir, steps: int, seed: int) -> List[dict]:
+        """Per step: ``{"logits", "hidden", "probs", "T_pred", "P_pred", "T", "P"}`` (numpy)."""
+        raise NotImplementedError
+
+    def supports(self, level: str) -> bool:
+        method = {"kernel": "kernel", "sampling": "draw", "end-to-end": "end_to_end"}[level]
+        return getattr(type(self), method) is not getattr(ConformanceEngine, method)
+
+
+class NumpyReferenceEngine(ConformanceEngine):
+    """The NumPy reference itself, in float32 (the suite's own sanity row)."""
+
+    name = "numpy"
+
+    def kernel(self, hidden, logits, heads, policy):
+        from autodeco_samplers.sampler import AutoDecoSampler
+
+        probs, (T_pred, P_pred, T, P) = AutoDecoSampler(heads, policy).distribution(hidden, logits)
+        return KernelOutput(np.atleast_2d(probs), T_pred, P_pred, T, P)
+
+    def draw(self, hidden, logits, heads, policy, n, seed):
+        from autodeco_samplers.sampler import AutoDecoSampler
+
+        sampler = AutoDecoSampler(heads, policy, seed=seed)
+        return np.concatenate([sampler.step(np.repeat(hidden[:1], n, 0), np.repeat(logits[:1], n, 0)).token_ids])
+
+
+class TorchEngine(ConformanceEngine):
+    """The torch implementation (heads module + policy + ``torch_ops``) on a device."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.name = f"torch-{device}"
+
+    def availability(self):
+        try:
+            import torch
+        except ImportError:
+            return False, "torch is not installed"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            return False, "no CUDA device"
+        return True, ""
+
+    def _dist(self, hidden, logits, heads, policy):
+        import torch
+
+        from autodeco_samplers import torch_ops
+        from autodeco_samplers.heads import AutoDecoHeadsModule
+
+        module = AutoDecoHeadsModule.from_numpy(heads).to(self.device)
+        h = torch.from_numpy(np.asarray(hidden, np.float32)).to(self.device)
+        l = torch.from_numpy(np.asarray(logits, np.float32)).to(self.device)
+        with torch.no_grad():
+            T_pred, P_pred = module(h, l)
+            T, P = policy.apply(T_pred, P_pred)
+            probs = torch_ops.next_token_distribution(l, T, P)
+        return probs, (T_pred, P_pred, T, P)
+
+    def kernel(self, hidden, logits, heads, policy):
+        probs, rest = self._dist(hidden, logits, heads, policy)
+        return KernelOutput(probs.cpu().numpy(), *(t.cpu().numpy() for t in rest))
+
+    def draw(self, hidden, logits, heads, policy, n, seed):
+        import torch
+
+        from autodeco_samplers import torch_ops
+
+        probs, _ = self._dist(hidden[:1], logits[:1], heads, policy)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        return torch_ops.sample_tokens(probs.expand(n, -1).contiguous(), gen).cpu().numpy()
+
+
+class WrongRuleEngine(ConformanceEngine):
+    """A deliberately wrong rule, to show that the suite catches it.
+
+    ``rule="top_p_before_temperature"``: the nucleus is taken on ``softmax(l)`` and the
+    temperature applied afterwards (llama-cpp-python's default chain order).
+    ``rule="drop_crossing"``: keeps only tokens whose *inclusive* prefix sum is ``<= P``
+    (the ``alpha -> inf`` limit of the training mask), dropping the crossing token.
+    """
+
+    def __init__(self, rule: str) -> None:
+        if rule not in ("top_p_before_temperature", "drop_crossing"):
+            raise ValueError(f"unknown wrong rule {rule!r}")
+        self.rule = rule
+        self.name = f"wrong:{rule}"
+
+    def _probs(self, logits, T, P):
+        from autodeco_samplers.reference import descending_order, nucleus_mask, temperature_probs
+
+        logits = np.atleast_2d(np.asarray(logits, np.float64))
+        if self.rule == "top_p_before_temperature":
+            keep = nucleus_mask(temperature_probs(logits, np.ones(len(logits))), P)
+            q = temperature_probs(np.where(keep, logits, -np.inf), T)
+        else:
+            q = temperature_probs(logits, T)
+            order = descending_order(q)
+            inclusive = np.cumsum(np.take_along_axis(q, order, 1), 1)
+            keep_sorted = inclusive <= np.asarray(P)[:, None]
+            keep_sorted[:, 0] = True
+            keep = np.zeros_like(keep_sorted)
+            np.put_along_axis(keep, order, keep_sorted, 1)
+            q = np.where(keep, q, 0.0)
+        return q / q.sum(1, keepdims=True)
+
+    def kernel(self, hidden, logits, heads, policy):
+        T_pred, P_pred = heads.predict(hidden, logits)
+        T, P = policy.apply(T_pred, P_pred)
+        return KernelOutput(self._probs(logits, T, P), T_pred, P_pred, T, P)
+
+    def draw(self, hidden, logits, heads, policy, n, seed):
+        out = self.kernel(hidden[:1], logits[:1], heads, policy)
+        return np.random.default_rng(seed).choice(out.probs.shape[1], size=n, p=out.probs[0])
+
+
+EngineFactory = Callable[[], ConformanceEngine]
+
+
+def _lazy(module: str, attr: str) -> EngineFactory:
+    def make() -> ConformanceEngine:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)()
+
+    return make
+
+
+BUILTIN_ENGINES: Dict[str, EngineFactory] = {
+    "numpy": NumpyReferenceEngine,
+    "torch-cpu": lambda: TorchEngine("cpu"),
+    "torch-cuda": lambda: TorchEngine("cuda"),
+}
+
+
+def get_engine(name: str) -> Optional[ConformanceEngine]:
+    """Instantiate a registered engine by name (adapters register theirs in ``ENGINE_MODULES``)."""
+    factories = dict(BUILTIN_ENGINES)
+    for engine_name, (module, attr) in ENGINE_MODULES.items():
+        factories.setdefault(engine_name, _lazy(module, attr))
+    if name not in factories:
+        raise KeyError(f"unknown conformance engine {name!r}; known: {sorted(factories)}")
+    return factories[name]()
+
+
+# Adapter engines live next to their adapters, imported only when asked for.
+ENGINE_MODULES: Dict[str, Tuple[str, str]] = {}
+
+
+def engine_names() -> List[str]:
+    return list(BUILTIN_ENGINES) + [n for n in ENGINE_MODULES if n not in BUILTIN_ENGINES]

@@ -1,0 +1,58 @@
+"""pytest plugin: ``--autodeco-engines`` / ``--autodeco-examples`` and the ``autodeco_engine`` fixture.
+
+Registered through the ``pytest11`` entry point, so any project with autodeco-samplers
+installed can write::
+
+    from autodeco_samplers.conformance import assert_conforms
+
+    def test_my_engine_conforms():
+        assert_conforms(MyEngine())          # a ConformanceEngine subclass
+
+and ``pytest --pyargs autodeco_samplers.conformance --autodeco-engines numpy torch-cpu``
+runs the shipped suite over the named (default: all known) engines. An engine that cannot
+run here is reported as *skipped* with its reason, never as passed.
+"""
+
+from __future__ import annotations
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("autodeco", "AutoDeco conformance")
+    group.addoption("--autodeco-engines", nargs="+", default=None, help="conformance engines to run (default: all known)")
+    group.addoption("--autodeco-examples", type=int, default=60, help="Hypothesis examples per engine (kernel level)")
+
+
+def pytest_generate_tests(metafunc):
+    if "autodeco_engine_name" in metafunc.fixturenames:
+        from autodeco_samplers.conformance.engines import engine_names
+
+        names = metafunc.config.getoption("autodeco_engines") or engine_names()
+        metafunc.parametrize("autodeco_engine_name", names)
+
+
+def _engine(name):
+    import pytest
+
+    from autodeco_samplers.conformance.engines import get_engine
+
+    engine = get_engine(name)
+    ok, reason = engine.availability()
+    if not ok:
+        pytest.skip(f"{engine.name}: {reason}")
+    return engine
+
+
+try:
+    import pytest
+
+    @pytest.fixture
+    def autodeco_engine(autodeco_engine_name):
+        """The conformance engine under test (skipped with its reason when unavailable)."""
+        return _engine(autodeco_engine_name)
+
+    @pytest.fixture
+    def autodeco_examples(request):
+        return request.config.getoption("autodeco_examples")
+
+except ImportError:  # pragma: no cover - pytest is what loads this module
+    pass

@@ -1,0 +1,201 @@
+"""Run the conformance checks against engines: Hypothesis-driven, shrunk reproducers, a table.
+
+Levels:
+
+* ``kernel``: random heads (any hidden size, both feature modes), random logits (ties,
+  plateaus, -inf, huge and tiny magnitudes), random request knobs. The engine's head outputs
+  must be within ``head_tol`` of the NumPy reference in float64 and its distribution must
+  agree by :func:`~autodeco_samplers.conformance.checker.check_distribution`.
+* ``sampling``: for fixed seeds, ``n`` draws of the engine's real sampler must fit the
+  engine's own kernel distribution (G-test p-value above ``alpha``); a wrong rule fails both.
+* ``end-to-end``: the engine's own per-step output along a forced path (engines that
+  implement ``end_to_end``), each step checked like the kernel level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, List, Optional
+
+import numpy as np
+
+from autodeco_samplers.policy import DecodingPolicy
+
+from .checker import DEFAULT_EPS, DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
+from .engines import ConformanceEngine, get_engine
+from .stats import draws_fit_pvalue
+
+LEVELS = ("kernel", "sampling", "end-to-end")
+
+
+@dataclass
+class LevelResult:
+    engine: str
+    level: str
+    verdict: str  # "pass", "FAIL", "skipped", "not supported"
+    cases: int = 0
+    max_deviation: float = 0.0  # kernel/e2e: max TV distance; sampling: min p-value
+    reason: str = ""
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class ConformanceFailure(AssertionError):
+    """Raised by :func:`assert_conforms`; the message holds the shrunk reproducer."""
+
+
+def reference_step(hidden, logits, heads, policy):
+    """The reference (T_pred, P_pred, T, P) in float64 for one batch."""
+    from autodeco_samplers.heads import AutoDecoHeads
+
+    heads64 = AutoDecoHeads(heads.config, heads.tensors, dtype=np.float64)
+    T_pred, P_pred = heads64.predict(np.asarray(hidden, np.float64), np.asarray(logits, np.float64))
+    T, P = policy.apply(T_pred, P_pred)
+    return T_pred, P_pred, T, P
+
+
+def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=DEFAULT_EPS, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
+    """Check one (heads case, policy) on ``engine``; returns ``(ok, max_tv, message)``."""
+    heads = case.heads()
+    out = engine.kernel(case.hidden, case.logits, heads, policy)
+    T_pred, P_pred, T, P = reference_step(case.hidden, case.logits, heads, policy)
+    problems = []
+    msg = check_heads(out.T_pred, out.P_pred, T_pred, P_pred, head_tol=head_tol)
+    if msg:
+        problems.append("predicted " + msg)
+    msg = check_heads(out.T, out.P, T, P, head_tol=head_tol)
+    if msg:
+        problems.append("used " + msg)
+    verdict = check_distribution(case.logits, np.asarray(out.T), np.asarray(out.P), out.probs, eps=eps, tol=tol)
+    if not verdict.ok:
+        problems.append(verdict.describe(engine.name))
+    return not problems, verdict.max_tv, "\n".join(problems)
+
+
+def _hypothesis_level(engine, examples, check):
+    """Run ``check(case, policy)`` under Hypothesis; returns a LevelResult (shrunk on failure)."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from .strategies import heads_cases, policies
+
+    seen = {"cases": 0, "max": 0.0}
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(case=heads_cases(), policy=st.one_of(st.just(DecodingPolicy()), policies()))
+    def prop(case, policy):
+        ok, dev, message = check(case, policy)
+        seen["cases"] += 1
+        seen["max"] = max(seen["max"], dev)
+        if not ok:
+            raise ConformanceFailure(message)
+
+    try:
+        prop()
+    except ConformanceFailure as exc:
+        notes = "\n".join(getattr(exc, "__notes__", []))
+        return LevelResult(engine.name, "kernel", "FAIL", seen["cases"], seen["max"], f"{exc}\n{notes}".strip())
+    return LevelResult(engine.name, "kernel", "pass", seen["cases"], seen["max"])
+
+
+def run_kernel(engine: ConformanceEngine, examples: int = 100, **tols) -> LevelResult:
+    return _hypothesis_level(engine, examples, lambda case, policy: check_kernel_case(engine, case, policy, **tols))
+
+
+def run_sampling(engine: ConformanceEngine, n: int = 4000, seeds: Iterable[int] = (0, 1, 2), alpha: float = 1e-4) -> LevelResult:
+    """Draws of the engine's real sampler vs its own kernel distribution on fixed cases."""
+    from .strategies import HeadsCase
+
+    min_p = 1.0
+    cases = 0
+    for seed in seeds:
+        rng = np.random.default_rng(1000 + seed)
+        H, V = 16, 12
+        logits = (rng.normal(0, 2, (1, V))).astype(np.float32)
+        logits[0, :3] = logits[0, :3].max() + np.array([0.0, -0.3, -0.6], np.float32)  # a few strong candidates
+        case = HeadsCase(H, seed % 2 == 0, seed, 16, rng.normal(0, 1, (1, H)).astype(np.float32), logits)
+        heads = case.heads()
+        # sampling must be tested where the rule bites: moderate T and P
+        policy = DecodingPolicy(fixed_temperature=0.8, fixed_top_p=0.7)
+        dist = engine.kernel(case.hidden, case.logits, heads, policy).probs[0]
+        ref_T, ref_P = 0.8, 0.7
+        verdict = check_distribution(case.logits, np.float32(ref_T), np.float32(ref_P), dist[None])
+        draws = engine.draw(case.hidden, case.logits, heads, policy, n, seed)
+        counts = np.bincount(np.asarray(draws, dtype=np.int64), minlength=V)
+        # compare with the *canonical* distribution: a wrong kernel fails here too
+        from autodeco_samplers.reference import next_token_distribution
+
+        canonical = next_token_distribution(case.logits.astype(np.float64), ref_T, ref_P)[0]
+        p = draws_fit_pvalue(counts, canonical)
+        min_p = min(min_p, p)
+        cases += 1
+        if p < alpha or not verdict.ok:
+            reason = f"seed {seed}: draws vs canonical distribution G-test p = {p:.3g} (< {alpha:g})"
+            if not verdict.ok:
+                reason += "; kernel: " + verdict.describe(engine.name)
+            return LevelResult(engine.name, "sampling", "FAIL", cases, min_p, reason)
+    return LevelResult(engine.name, "sampling", "pass", cases, min_p)
+
+
+def run_end_to_end(engine: ConformanceEngine, steps: int = 8, seed: int = 0, workdir=None) -> LevelResult:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = engine.end_to_end(workdir or tmp, steps, seed)
+    worst = 0.0
+    for i, rec in enumerate(records):
+        ok_heads = check_heads(rec["T_pred"], rec["P_pred"], rec["ref_T_pred"], rec["ref_P_pred"])
+        verdict = check_distribution(rec["logits"], rec["T"], rec["P"], rec["probs"])
+        worst = max(worst, verdict.max_tv)
+        if ok_heads or not verdict.ok:
+            return LevelResult(engine.name, "end-to-end", "FAIL", i + 1, worst, f"step {i}: {ok_heads or verdict.describe(engine.name)}")
+    return LevelResult(engine.name, "end-to-end", "pass", len(records), worst)
+
+
+def run_engine(engine_or_name, levels=LEVELS, examples: int = 100) -> List[LevelResult]:
+    """All requested levels for one engine; unavailable engines yield 'skipped' rows."""
+    engine = get_engine(engine_or_name) if isinstance(engine_or_name, str) else engine_or_name
+    available, reason = engine.availability()
+    results = []
+    for level in levels:
+        if not available:
+            results.append(LevelResult(engine.name, level, "skipped", reason=reason))
+        elif not engine.supports(level):
+            results.append(LevelResult(engine.name, level, "not supported", reason="engine does not implement this level"))
+        elif level == "kernel":
+            results.append(run_kernel(engine, examples))
+        elif level == "sampling":
+            results.append(run_sampling(engine))
+        else:
+            results.append(run_end_to_end(engine))
+    return results
+
+
+def assert_conforms(engine: ConformanceEngine, levels=("kernel", "sampling"), examples: int = 100) -> List[LevelResult]:
+    """Raise :class:`ConformanceFailure` (with the shrunk reproducer) unless every level passes."""
+    results = run_engine(engine, levels, examples)
+    failed = [r for r in results if r.verdict not in ("pass",)]
+    if failed:
+        raise ConformanceFailure("\n\n".join(f"[{r.engine} / {r.level}: {r.verdict}] {r.reason}" for r in failed))
+    return results
+
+
+def format_table(results: List[LevelResult]) -> str:
+    width = max([22] + [len(r.engine) for r in results])
+    lines = [f"{'engine':<{width}} {'level':<11} {'cases':>6} {'max dev':>10}  verdict"]
+    for r in results:
+        dev = f"{r.max_deviation:.2e}" if r.verdict in ("pass", "FAIL") else "-"
+        note = f" ({r.reason.splitlines()[0][:90]})" if r.reason and r.verdict != "FAIL" else ""
+        lines.append(f"{r.engine:<{width}} {r.level:<11} {r.cases:>6} {dev:>10}  {r.verdict}{note}")
+    for r in results:
+        if r.verdict == "FAIL":
+            lines.append(f"\n--- {r.engine} / {r.level} failed ---\n{r.reason}")
+    lines.append("max dev: kernel/end-to-end = largest total-variation distance; sampling = smallest G-test p-value")
+    return "\n".join(lines)
