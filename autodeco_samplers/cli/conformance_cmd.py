@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=100, help="Hypothesis examples per engine at kernel level")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--wrong-rules", action="store_true", help="also run two deliberately wrong rules (they must FAIL)")
+    p.add_argument(
+        "--native-report",
+        metavar="FILE",
+        default=None,
+        help="instead: write a markdown report of where each engine's own temperature/top-p departs from the rule",
+    )
     p.set_defaults(func=run)
 
 
@@ -20,6 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.conformance.engines import WrongRuleEngine, engine_names
     from autodeco_samplers.conformance.runner import LEVELS, format_table, run_engine
 
+    if args.native_report:
+        from autodeco_samplers.conformance.native import native_report
+
+        text = native_report()
+        with open(args.native_report, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+        print(text)
+        return 0
     names = args.engines or engine_names()
     levels = tuple(args.levels or LEVELS)
     results = []

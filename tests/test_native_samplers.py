@@ -1,0 +1,34 @@
+"""The engines' own samplers, run for real, against the canonical rule (DESIGN section 8)."""
+
+import numpy as np
+
+from autodeco_samplers.conformance import check_distribution
+from autodeco_samplers.conformance.native import hf_warpers, llama_cpp_native, native_report
+
+LOGITS = np.array([2.0, 1.5, 1.0, 0.2, -0.5, -1.0], np.float32)
+
+
+def test_hf_warpers_agree_without_ties_or_boundary():
+    for T, P in ((0.5, 0.8), (1.3, 0.9), (1.0, 0.6)):
+        assert check_distribution(LOGITS[None], T, P, hf_warpers(LOGITS, T, P)[None]).ok
+
+
+def test_llama_cpp_native_chain_applies_top_p_before_temperature():
+    T, P = 2.0, 0.6
+    native = llama_cpp_native(LOGITS, T, P)
+    verdict = check_distribution(LOGITS[None], T, P, native[None])
+    assert not verdict.ok and verdict.rows[0].missing  # the hotter canonical nucleus is wider
+    # with T = 1 the order does not matter and the two agree
+    assert check_distribution(LOGITS[None], 1.0, P, llama_cpp_native(LOGITS, 1.0, P)[None]).ok
+
+
+def test_hf_warpers_pick_an_arbitrary_subset_of_tied_tokens():
+    flat = np.zeros(5, np.float32)
+    verdict = check_distribution(flat[None], 1.0, 0.6, hf_warpers(flat, 1.0, 0.6)[None])
+    assert not verdict.ok  # canonical keeps ids 0, 1, 2 (lowest ids among the tie)
+
+
+def test_report_lists_every_native_sampler():
+    text = native_report(n_per_shape=2)
+    for name in ("hf-warpers", "llama-cpp-native", "sglang-native"):
+        assert name in text
