@@ -113,8 +113,11 @@ class AutoDecoAttachment:
         policy: default :class:`DecodingPolicy` of processors made by :meth:`processor`.
     """
 
-    def __init__(self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None) -> None:
+    def __init__(
+        self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None, candidates: int = 1024
+    ) -> None:
         self.model = model
+        self.candidates = int(candidates)
         self.heads = heads.float().eval()
         for p in self.heads.parameters():
             p.requires_grad_(False)
@@ -344,6 +347,7 @@ class _CallState:
         import torch
 
         from autodeco_samplers import torch_ops
+        from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
 
         cap = self.attachment._capture
         if cap.count == self.last_count or cap.hidden is None:
@@ -365,7 +369,11 @@ class _CallState:
                 T_used = torch.zeros_like(T_used)
                 out = scores
             else:
-                out = torch_ops.masked_scaled_logits(scores, T_used, P_used)
+                k = self.attachment.candidates
+                if k > 0:
+                    out = masked_scaled_logits_topk(scores, T_used, P_used, k=k)
+                else:
+                    out = torch_ops.masked_scaled_logits(scores, T_used, P_used)
         self.records.append(torch.stack([T_pred, P_pred, T_used, P_used]))
         return out
 
@@ -447,7 +455,7 @@ def _model_hidden_size(model: Any) -> int:
 
 
 def attach(
-    model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None
+    model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None, candidates: int = 1024
 ) -> AutoDecoAttachment:
     """Attach AutoDeco heads to a causal-LM ``PreTrainedModel``.
 
@@ -458,6 +466,10 @@ def attach(
             accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
+        candidates: the nucleus is searched among this many top tokens per row before a full
+            sort (:func:`autodeco_samplers.torch_nucleus.masked_scaled_logits_topk`; same
+            distribution either way, one host sync per step). ``0`` always sorts the whole
+            vocabulary (no host sync in the processor).
 
     Raises:
         ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
@@ -489,7 +501,7 @@ def attach(
             f"expect hidden_size={module.hidden_size}"
         )
     device = next(model.parameters()).device
-    att = AutoDecoAttachment(model, module.to(device), policy)
+    att = AutoDecoAttachment(model, module.to(device), policy, candidates)
     att._install()
     return att
 
