@@ -1,0 +1,53 @@
+"""``autodeco train``: train AutoDeco heads on a frozen backbone (DESIGN section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train AutoDeco heads (frozen backbone, heads only) on prompt/completion JSONL")
+    p.add_argument("--base", required=True, help="local transformers model folder (the frozen backbone)")
+    p.add_argument("--data", required=True, help='JSONL, one {"prompt": ..., "completion": ...} per line; loss on the completion')
+    p.add_argument("--out", required=True, help="output folder: final heads + checkpoint-STEP/ folders (official layout)")
+    p.add_argument("--heads", choices=("both", "temperature", "top-p"), default="both", help="which head(s) to train")
+    p.add_argument("--steps", type=int, default=400, help="optimizer steps (default 400)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--easy-token-ratio", type=float, default=0.6, help="drop probability of easy tokens in the T loss")
+    p.add_argument("--alpha", type=float, default=30.0, help="soft top-p steepness")
+    p.add_argument("--no-dft", action="store_true", help="disable the base-probability (DFT) weighting")
+    p.add_argument("--no-enhanced-features", action="store_true", help="top-p head reads [h, T] only")
+    p.add_argument("--width", type=int, default=256, help="hidden width of each head MLP")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps (0: only at the end)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate examples to this many tokens")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autodeco_samplers.training import TrainConfig, train_heads
+
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, easy_token_ratio=args.easy_token_ratio,
+        alpha=args.alpha, dft=not args.no_dft, train_temperature=args.heads in ("both", "temperature"),
+        train_top_p=args.heads in ("both", "top-p"), use_enhanced_features=not args.no_enhanced_features,
+        width=args.width, seed=args.seed, save_every=args.save_every, max_length=args.max_length, device=args.device,
+    )
+    result = train_heads(args.base, args.data, args.out, cfg, resume=not args.no_resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    if args.json:
+        print(json.dumps({"out": str(result.out_dir), "step": result.step, "last": last}))
+    else:
+        losses = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k != "step")
+        print(f"heads saved to {result.out_dir} after {result.step} steps ({losses})")
+    return 0
