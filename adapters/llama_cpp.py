@@ -235,6 +235,7 @@ class AutoDecoLlama:
         self._ctx = model._ctx.ctx
         self._vocab = self._llama_cpp.llama_model_get_vocab(model._model.model)
         self._n_batch = int(getattr(model, "n_batch", 512))
+        self._pieces: dict = {}
 
     # --- engine plumbing -------------------------------------------------------------
     def _decode(self, tokens: Sequence[int]) -> None:
@@ -278,7 +279,20 @@ class AutoDecoLlama:
         return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, int(token_id)))
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self.llm.detokenize([int(token_id)])
+        """The bytes of one token's text as it continues a sequence (``llama_token_to_piece``
+        without stripping a leading space; control tokens render as empty). Cached."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            lc = self._llama_cpp
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = lc.llama_token_to_piece(self._vocab, int(token_id), buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token_id] = buf.raw[:n]
+        return piece
 
     # --- one step ----------------------------------------------------------------------
     def step_distribution(self, logits: np.ndarray, hidden: np.ndarray, policy: Optional[DecodingPolicy] = None):
@@ -379,7 +393,7 @@ class AutoDecoLlama:
                 return
             result.text = text
             yield StreamedToken(index, step.token_id, piece, step.T_pred, step.P_pred, step.T, step.P)
-            if index + 1 == max_new_tokens or n_past + 1 >= n_ctx:
+            if index + 1 == max_new_tokens or n_past >= n_ctx:  # no room to decode this token
                 break
             self._decode([step.token_id])
             n_past += 1

@@ -61,8 +61,9 @@ def top_k_sum(q: np.ndarray, k: int) -> np.ndarray:
     """Sum of the ``k`` largest entries per row of ``q`` (``[B, V]``), bit-identical to
     ``-np.sort(-q, axis=1)[:, :k].sum(axis=1)`` (same values, same order, same additions).
 
-    The ``k`` largest values are found among ``{i : q_i >= max(q) * 2^-8}`` when that set
-    has at least ``k`` entries (nothing outside it can be larger), else with ``np.partition``.
+    The ``k`` largest values are found among ``{i : q_i >= max(q) * 2^-8}`` (then ``2^-16``,
+    ...) once that set has at least ``k`` entries (nothing outside it can be larger), else
+    with ``np.partition``.
     """
     q = np.atleast_2d(q)
     B, V = q.shape
@@ -71,9 +72,19 @@ def top_k_sum(q: np.ndarray, k: int) -> np.ndarray:
     out = np.empty(B, dtype=q.dtype)
     for b in range(B):
         row = q[b]
-        thr = row.max() * q.dtype.type(2.0 ** -8)
-        cand = row[row >= thr] if thr > 0 else row
-        if cand.size < k or cand.size > V // 2:
+        top = row.max()
+        cand = None
+        for step in _THRESHOLD_STEPS:
+            thr = top * q.dtype.type(step)
+            if not thr > 0:
+                break
+            found = row[row >= thr]
+            if found.size > V // 2:
+                break
+            if found.size >= k:
+                cand = found
+                break
+        if cand is None:
             cand = np.partition(row, V - k)[V - k:]
         out[b] = (-np.sort(-cand)[:k]).sum()
     return out
@@ -121,7 +132,7 @@ def nucleus_candidates(q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]
             # Clearly too little mass (the pairwise sum differs from the sequential prefix
             # sum by far less than 1e-9): lower the threshold without sorting.
             continue
-        order = np.argsort(-cq, kind="stable")
+        order = descending_order_row(cq)  # stable order: ascending id inside a tie
         ids = cand[order]
         sorted_q = cq[order].astype(np.float64)
         inclusive = np.cumsum(sorted_q)
@@ -151,10 +162,10 @@ def nucleus_candidates(q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]
 def _prepare(logits: np.ndarray, T, P) -> Tuple[np.ndarray, float]:
     if np.ndim(logits) != 1:
         raise R.ShapeError(f"fast nucleus functions take one row of logits [V], got shape {tuple(np.shape(logits))}")
-    arr = R.as_logits(logits)  # validated [1, V], float32 or float64
-    P_row = R.as_row_values(P, 1, "top_p", arr.dtype)
+    dtype = R._working_dtype(np.asarray(logits).dtype)  # the dtype the reference compares P in
+    P_row = R.as_row_values(P, 1, "top_p", dtype)
     R._check_top_p(P_row)
-    q = R.temperature_probs(arr, T)[0]
+    q = R.temperature_probs(logits, T)  # validates the logits (NaN, +inf, all -inf)
     return q, float(P_row[0])
 
 

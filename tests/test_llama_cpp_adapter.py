@@ -169,6 +169,16 @@ def test_stop_conditions(gen, tmp_path):
     assert res.text == hf_tokenizer().decode(base.token_ids[:4])
 
 
+def test_full_context_ends_with_length():
+    from autodeco_samplers.adapters.llama_cpp import load_llama
+
+    small = AutoDecoLlama(load_llama(assets()["gguf_f32"], n_ctx=16, n_threads=2), load_heads(assets()["heads_gguf"]))
+    n_ctx = small.llm.n_ctx()  # llama.cpp rounds the context up (256 here)
+    prompt = [5 + i % 300 for i in range(n_ctx - 6)]
+    res = small.generate(prompt, max_new_tokens=100, seed=0, stop_at_eos=False)
+    assert res.finish_reason == "length" and len(res.token_ids) == n_ctx - len(prompt) + 1
+
+
 def test_hidden_size_mismatch_is_rejected_at_load(tmp_path):
     from autodeco_samplers.tiny_models import save_tiny_heads
 
