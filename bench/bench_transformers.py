@@ -11,6 +11,7 @@ median time of each and the median of the per-pair ratios heads / plain.
     python bench/bench_transformers.py                 # full: vocab 32k and 152k, batch 1 and 8
     python bench/bench_transformers.py --quick         # vocab 152k, batch 1, fewer tokens/repeats
     python bench/bench_transformers.py --vocab 152064 --batch 1 --tokens 64 --repeats 7
+    python bench/bench_transformers.py --step-only     # the sampling step alone, no model
 """
 
 from __future__ import annotations
@@ -89,6 +90,39 @@ def bench_one(model, batch: int, tokens: int, prompt_len: int, repeats: int, see
     }
 
 
+def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int = 0) -> dict:
+    """The per-step sampling work alone (no model): heads + policy + canonical nucleus vs
+    transformers' top-p warper, each followed by softmax + multinomial. Logits are random
+    normal * 8 (peaked, like the mid-size model); hidden states random normal."""
+    from transformers import TopPLogitsWarper
+
+    from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, vocab, generator=g) * 8
+    h = torch.randn(batch, hidden, generator=g)
+    heads = AutoDecoHeadsModule.create(hidden, width=256, seed=seed).requires_grad_(False)
+    policy = DecodingPolicy()
+    warper = TopPLogitsWarper(0.9)
+
+    def ours():
+        T, P = heads(h, logits)
+        T, P = policy.apply(T, P)
+        torch.multinomial(torch.softmax(masked_scaled_logits_topk(logits, T, P), -1), 1)
+
+    def plain():
+        torch.multinomial(torch.softmax(warper(None, logits), -1), 1)
+
+    with torch.no_grad():
+        ours(), plain()
+        a, b = [], []
+        for _ in range(repeats):
+            a.append(timed(plain))
+            b.append(timed(ours))
+    return {"plain_ms": 1000 * statistics.median(a), "heads_ms": 1000 * statistics.median(b)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="vocab 152k, batch 1, 24 tokens, 5 repeats")
@@ -101,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-only", action="store_true",
+                   help="time only the per-step sampling work (heads + nucleus vs top-p warper), no model")
     a = p.parse_args(argv)
     vocabs = a.vocab or ([152064] if a.quick else [32000, 152064])
     batches = a.batch or ([1] if a.quick else [1, 8])
@@ -108,6 +144,14 @@ def main(argv=None) -> int:
     repeats = a.repeats or (5 if a.quick else 7)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.step_only:
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}: one sampling step, median ms")
+        print(f"{'vocab':>7} {'batch':>5} {'top-p warper':>13} {'heads+nucleus':>14}")
+        for vocab in vocabs:
+            for batch in batches:
+                r = bench_step(vocab, batch, a.hidden, seed=a.seed)
+                print(f"{vocab:>7} {batch:>5} {r['plain_ms']:>13.2f} {r['heads_ms']:>14.2f}", flush=True)
+        return 0
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, hidden {a.hidden}, layers {a.layers}, "
           f"prompt {a.prompt_len}, {tokens} new tokens, {repeats} alternated pairs")
     print(f"{'vocab':>7} {'batch':>5} {'plain ms/tok':>13} {'heads ms/tok':>13} {'median ratio':>13}")

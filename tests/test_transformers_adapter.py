@@ -546,3 +546,13 @@ def test_topk_nucleus_large_vocab_matches_reference():
     for b in range(4):
         ref = next_token_distribution(x[b].double().numpy(), float(T[b]), float(P[b]))
         assert_same_distribution(got[b], ref, x[b].double().numpy(), float(T[b]), float(P[b]), atol=1e-6)
+
+
+def test_conformance_suite_passes_for_the_transformers_engine():
+    from autodeco_samplers.adapters.hf_conformance import TransformersEngine
+    from autodeco_samplers.conformance.runner import run_engine
+
+    results = run_engine(TransformersEngine(), examples=40)
+    assert [(r.level, r.verdict) for r in results] == [("kernel", "pass"), ("sampling", "pass"), ("end-to-end", "pass")], [
+        r.reason for r in results
+    ]
