@@ -259,7 +259,10 @@ class AutoDecoLlama:
     def _reset(self) -> None:
         lc = self._llama_cpp
         self.llm.reset()
-        lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+        if hasattr(lc, "llama_memory_clear"):
+            lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+        else:  # pragma: no cover - llama-cpp-python builds before the memory API
+            (getattr(lc, "llama_kv_self_clear", None) or lc.llama_kv_cache_clear)(self._ctx)
 
     def _prefill(self, ids: List[int]) -> None:
         lc = self._llama_cpp
@@ -358,13 +361,21 @@ class AutoDecoLlama:
 
     def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result) -> Iterator[StreamedToken]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
-        longest_stop = max((len(s) for s in stops), default=0)
-        n_ctx = int(self.llm.n_ctx())
         result.finish_reason = "length"
         if max_new_tokens == 0:
             return
         self._reset()
+        try:
+            yield from self._loop(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder)
+        finally:
+            # leave the context as we found it: later plain create_completion calls on the same
+            # Llama should not compute hidden states (and logits) for every prompt token
+            self._llama_cpp.llama_set_embeddings(self._ctx, False)
+
+    def _loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder) -> Iterator[StreamedToken]:
+        text = ""
+        longest_stop = max((len(s) for s in stops), default=0)
+        n_ctx = int(self.llm.n_ctx())
         self._prefill(prompt_ids)
         n_past = len(prompt_ids)
         for index in range(max_new_tokens):

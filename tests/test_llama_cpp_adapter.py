@@ -249,6 +249,35 @@ def test_logits_processor_form(gen):
     assert soft.sum() - soft[ids].sum() == 0
 
 
+def test_logits_processor_draws_follow_the_canonical_distribution(gen):
+    """Through llama-cpp-python's own chain with NEUTRAL_SAMPLING_KWARGS: the first token of
+    400 seeded completions against the canonical distribution (G test, fixed seeds)."""
+    from llama_cpp import LogitsProcessorList
+
+    llm = llama()
+    prompt = "Sampling is a choice"
+    proc = AutoDecoLogitsProcessor(llm, gen.heads)
+    gen._reset()
+    gen._prefill(gen.tokenize(prompt))
+    logits, hidden = gen._views()
+    _, (ids, probs) = gen.step_distribution(logits, hidden)
+    assert ids.size >= 3, "test needs a non-trivial nucleus"
+    dense = np.zeros(gen.n_vocab)
+    dense[ids] = probs
+    llm.reset()
+    proc = AutoDecoLogitsProcessor(llm, gen.heads)
+    kw = dict(NEUTRAL_SAMPLING_KWARGS)
+    kw["temp"] = kw.pop("temperature")  # Llama.generate spells it temp; create_completion maps it
+    counts = np.zeros(gen.n_vocab)
+    prompt_ids = gen.tokenize(prompt)
+    for seed in range(400):
+        llm.set_seed(seed)
+        tok = next(iter(llm.generate(prompt_ids, logits_processor=LogitsProcessorList([proc]), **kw)))
+        counts[int(tok)] += 1
+    assert counts[dense == 0].sum() == 0
+    assert g_test_pvalue(counts, dense) > 1e-3
+
+
 def test_cli_generate_json(capsys):
     a = assets()
     argv = ["generate", "--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--heads", str(a["heads_gguf"]),
