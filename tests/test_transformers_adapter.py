@@ -165,6 +165,33 @@ def _shared_model(tok, heads_dir):
     return _SHARED["m"]
 
 
+@pytest.mark.parametrize("dtype,cache", [(torch.bfloat16, None), (torch.float32, "static")])
+def test_bfloat16_and_static_cache(tok, heads_dir, dtype, cache):
+    """Heads run in float32 on bf16 hidden states; the static cache path captures the same way."""
+    model = build_tiny_model("qwen3", seed=0, tokenizer=tok).to(dtype)
+    attach(model, heads_dir)
+    enc = _enc(tok, PROMPTS[:2])
+    proc = AutoDecoLogitsProcessor(model)
+    kw = {} if cache is None else {"cache_implementation": cache}
+    torch.manual_seed(0)
+    out = model.generate(**enc, do_sample=True, max_new_tokens=4, min_new_tokens=4, logits_processor=[proc],
+                         output_scores=True, output_logits=True, return_dict_in_generate=True, **kw)
+    tr = proc.trace
+    assert tr.T_pred.dtype == torch.float32 and tr.token_ids.shape == (2, 4)
+    heads = load_heads(heads_dir)
+    for s in range(4):
+        logits = ban_tokens(out.logits[s].double().numpy(), [tok.eos_token_id])
+        got = torch.softmax(out.scores[s].double(), dim=-1).numpy()
+        for b in range(2):
+            ref = next_token_distribution(logits[b], float(tr.T[b, s]), float(tr.P[b, s]))
+            assert_same_distribution(got[b], ref, logits[b], float(tr.T[b, s]), float(tr.P[b, s]))
+    # the predictions follow the NumPy heads on a teacher-forced forward (bf16 noise allowed)
+    mask = torch.cat([enc["attention_mask"], torch.ones(2, 4, dtype=torch.long)], dim=1)
+    ref = reference_steps(model, heads, DecodingPolicy(), out.sequences, mask, enc["input_ids"].shape[1], 4)
+    for s, (_, T_pred, P_pred, *_rest) in enumerate(ref):
+        np.testing.assert_allclose(tr.T_pred[:, s].numpy(), T_pred, atol=0.05 if dtype == torch.bfloat16 else 1e-4)
+
+
 def test_draws_follow_the_canonical_distribution(tok, heads_dir):
     """Many draws of one step (one prompt, num_return_sequences rows) vs the reference (G test)."""
     model = _model("llama", tok, heads_dir, seed=11)
