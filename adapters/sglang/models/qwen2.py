@@ -1,0 +1,9 @@
+"""AutoDeco-aware ``Qwen2ForCausalLM`` (stock unless config.json has an ``autodeco`` block)."""
+
+from sglang.srt.models.qwen2 import Qwen2ForCausalLM as _StockQwen2ForCausalLM
+
+from autodeco_samplers.adapters.sglang.model_mixin import autodeco_model_class
+
+Qwen2ForCausalLM = autodeco_model_class(_StockQwen2ForCausalLM)
+
+EntryClass = [Qwen2ForCausalLM]

@@ -1,0 +1,9 @@
+"""AutoDeco-aware ``Qwen3ForCausalLM`` (stock unless config.json has an ``autodeco`` block)."""
+
+from sglang.srt.models.qwen3 import Qwen3ForCausalLM as _StockQwen3ForCausalLM
+
+from autodeco_samplers.adapters.sglang.model_mixin import autodeco_model_class
+
+Qwen3ForCausalLM = autodeco_model_class(_StockQwen3ForCausalLM)
+
+EntryClass = [Qwen3ForCausalLM]

@@ -1,0 +1,9 @@
+"""AutoDeco-aware ``Qwen3MoeForCausalLM`` (stock unless config.json has an ``autodeco`` block)."""
+
+from sglang.srt.models.qwen3_moe import Qwen3MoeForCausalLM as _StockQwen3MoeForCausalLM
+
+from autodeco_samplers.adapters.sglang.model_mixin import autodeco_model_class
+
+Qwen3MoeForCausalLM = autodeco_model_class(_StockQwen3MoeForCausalLM)
+
+EntryClass = [Qwen3MoeForCausalLM]

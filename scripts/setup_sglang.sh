@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up .venv-sglang from nothing: SGLang 0.5.23 (the CPU-importable part: logits
+# processor, sampler, model classes, registry) for the SGLang adapter tests.
+#   bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang
+# SGLang pins torch 2.14.1 and transformers 5.19.0, so it cannot share .venv (torch 2.13 CPU).
+# torch 2.14.1 is a CUDA build (~5.5 GB installed); pip takes it from the machine's local
+# wheel store when one is configured, else from PyPI. SGLang itself is installed with
+# --no-deps (its full requirement list pulls CUDA kernels, flash-attn, ...); the list below is
+# exactly what importing those modules needs, pinned where SGLang pins it.
+# Safe to re-run: if the environment already imports and has the right versions, it stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${SGLANG_VENV:-.venv-sglang}
+PY="$VENV/bin/python"
+CHECK='
+import importlib.metadata as md
+import sglang.srt.layers.logits_processor, sglang.srt.layers.sampler, sglang.srt.models.registry
+import sglang.srt.models.llama, sglang.srt.models.qwen2, sglang.srt.models.qwen3
+import autodeco_samplers.adapters.sglang, scipy, hypothesis, pytest
+assert md.version("sglang") == "0.5.23" and md.version("transformers") == "5.19.0"
+assert md.version("torch").split("+")[0] == "2.14.1"
+'
+
+[ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+if "$PY" -c "$CHECK" >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . >/dev/null
+  echo "setup_sglang: $VENV already complete"
+  exit 0
+fi
+
+pipi() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
+pipi --upgrade pip
+# 1. torch first, pinned (a bare requirement could resolve to another build)
+pipi "torch==2.14.1" "torchvision==0.29.1"
+# 2. SGLang without its dependency list
+pipi --no-deps "sglang==0.5.23"
+# 3. what the imported modules need (torch pinned again so nothing can move it)
+pipi "torch==2.14.1" "torchvision==0.29.1" "torchaudio==2.11.0" \
+  "transformers==5.19.0" "tokenizers==0.23.2" "sentencepiece==0.2.1" \
+  "compressed-tensors==0.18.0" "openai==2.8.0" "apache-tvm-ffi==0.1.11" \
+  orjson psutil pybase64 requests msgspec pyzmq IPython aiohttp dill gguf \
+  partial_json_parser einops uvicorn fastapi \
+  numpy safetensors scipy pytest hypothesis
+# 4. this project, editable, without touching the pins above
+pipi --no-deps -e .
+"$PY" -c "$CHECK"
+"$PY" -c "import sglang, torch, transformers; print('setup_sglang: sglang', sglang.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
