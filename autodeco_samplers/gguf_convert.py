@@ -173,6 +173,8 @@ def read_tokenizer_vocab(
         if tok is None:
             tokens[i] = f"[PAD{i}]"
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise CheckpointError(f"{path}: the BPE tokenizer has no merges; llama.cpp cannot load a BPE vocabulary without them")
     post = data.get("post_processor") or {}
     single = post.get("single") or []
 

@@ -309,3 +309,15 @@ def test_adapter_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_conformance_suite_all_levels(tmp_path):
+    """The project's conformance suite against this adapter: kernel (Hypothesis), sampling
+    (G test of the real sampler) and end-to-end (real llama.cpp vs transformers)."""
+    from autodeco_samplers.adapters.llama_cpp import conformance_engine
+    from autodeco_samplers.conformance.runner import run_end_to_end, run_kernel, run_sampling
+
+    engine = conformance_engine()
+    assert engine.availability() == (True, "")
+    for result in (run_kernel(engine, examples=60), run_sampling(engine), run_end_to_end(engine, workdir=tmp_path)):
+        assert result.verdict == "pass", result
