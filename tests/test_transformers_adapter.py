@@ -583,3 +583,23 @@ def test_conformance_suite_passes_for_the_transformers_engine():
     assert [(r.level, r.verdict) for r in results] == [("kernel", "pass"), ("sampling", "pass"), ("end-to-end", "pass")], [
         r.reason for r in results
     ]
+
+
+def test_stop_strings_end_rows_in_the_trace(tok, heads_dir):
+    model = _model("llama", tok, heads_dir, seed=0)
+    enc = _enc(tok, ["The quick brown", "red", "alpha"])
+    L = enc["input_ids"].shape[1]
+    proc = AutoDecoLogitsProcessor(model)
+    torch.manual_seed(0)
+    out = model.generate(**enc, do_sample=True, temperature=3.0, max_new_tokens=12, logits_processor=[proc],
+                         stop_strings=["e"], tokenizer=tok)
+    tr = proc.trace
+    assert "stop" in tr.finish_reasons
+    for b, (n, reason) in enumerate(zip(tr.lengths(), tr.finish_reasons)):
+        ids = [s.token_id for s in tr.steps(b)]
+        text = tok.decode(ids)
+        if reason == "stop":
+            assert "e" in text and "e" not in tok.decode(ids[:-1])
+            assert (out[b, L + n:] == tok.pad_token_id).all()
+        else:
+            assert n == out.shape[1] - L and "e" not in text
