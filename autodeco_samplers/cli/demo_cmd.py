@@ -1,0 +1,136 @@
+"""``autodeco demo``: the embedded default model through every engine, token by token, then
+the evaluation summary.
+
+For each engine (transformers, llama.cpp) the demo reports one of: the generation (each
+token with the T and P the heads predicted and the T and P used), ``not installed`` (with
+the install command) or ``failed`` (with the error). Nothing is hidden; the exit status is 1
+when an *installed* engine failed, 0 otherwise. The llama.cpp engine reads a GGUF made on
+demand from the embedded model (:func:`autodeco_samplers.default_model.gguf_path`) and a
+GGUF heads sidecar exported into the same cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import io
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+# engine name -> (adapter module, python package the engine needs, install hint)
+ENGINES: Dict[str, tuple] = {
+    "transformers": ("autodeco_samplers.adapters.transformers", "transformers", "pip install 'autodeco-samplers[transformers]'"),
+    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "llama_cpp", "pip install 'autodeco-samplers[llama-cpp]'"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .eval_cmd import add_eval_arguments
+
+    p = sub.add_parser("demo", help="generate with the embedded default model on every engine and print the evaluation summary")
+    p.add_argument("--prompt", default=None, help="prompt text (default: the first held-out task prompt)")
+    p.add_argument("--engines", default="transformers,llama-cpp", help="comma-separated engines to run")
+    p.add_argument("--demo-tokens", type=int, default=16, help="max new tokens of the demo generation")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation summary")
+    add_eval_arguments(p, with_model=False)
+    p.set_defaults(samples=12)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _sidecar(heads_dir: Path) -> Path:
+    """Export the heads to a GGUF sidecar in the cache (llama.cpp users need no torch)."""
+    from autodeco_samplers import default_model
+    from autodeco_samplers.heads.gguf_sidecar import export_heads
+
+    st = (heads_dir / "autodeco_heads.safetensors").stat()
+    target = default_model.cache_dir() / f"default-heads-{st.st_size}-{int(st.st_mtime)}.gguf"
+    if not target.is_file():
+        tmp = target.with_suffix(".tmp.gguf")
+        export_heads(heads_dir, tmp)
+        tmp.replace(target)
+    return target
+
+
+def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model: Optional[str] = None,
+               heads: Optional[str] = None, engines: Optional[Dict[str, tuple]] = None) -> Dict[str, Any]:
+    """Run one engine on the default (or given) model; never raises, reports the status."""
+    from autodeco_samplers import default_model
+    from autodeco_samplers.policy import DecodingPolicy
+
+    table = engines or ENGINES
+    if name not in table:
+        return {"engine": name, "status": "unknown", "reason": f"unknown engine; choose from {sorted(table)}"}
+    module_name, package, hint = table[name]
+    if importlib.util.find_spec(package) is None:
+        return {"engine": name, "status": "not installed", "reason": f"python package {package!r} is not installed; install with: {hint}"}
+    try:
+        module = importlib.import_module(module_name)
+        if name == "llama-cpp":
+            model_path = model or str(default_model.gguf_path())
+            heads_path = heads or str(_sidecar(default_model.heads_path()))
+        else:
+            model_path = model or str(default_model.base_path())
+            heads_path = heads or str(default_model.heads_path())
+        args = argparse.Namespace(model=model_path, heads=heads_path, prompt=prompt, prompt_ids=None,
+                                  max_new_tokens=max_new_tokens, seed=seed, json=True, n_ctx=None, stop=None)
+        result, pieces = module.generate_for_cli(args, DecodingPolicy())
+    except ImportError as exc:
+        return {"engine": name, "status": "not installed", "reason": f"{exc}; install with: {hint}"}
+    except Exception as exc:  # reported, not hidden: the demo shows why an engine did not run
+        return {"engine": name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=4)}
+    return {"engine": name, "status": "ok", "model": model_path, "heads": heads_path,
+            "result": result.to_dict(), "pieces": pieces, "_result": result}
+
+
+def run(args: argparse.Namespace) -> int:
+    from autodeco_samplers import default_model
+    from autodeco_samplers.cli.generate_cmd import render_steps
+
+    spec = default_model.task_spec()
+    if args.prompt is None:
+        from autodeco_samplers.task import eval_prompts
+
+        prompt = eval_prompts(spec, 1)[0][0]
+    else:
+        prompt = args.prompt
+    out = sys.stdout
+    names = [n.strip() for n in args.engines.split(",") if n.strip()]
+    engines = []
+    if not args.json:
+        print(f"default model: {default_model.path()} (tiny Llama + AutoDeco heads, task: choice-then-derive)", file=out)
+        print(f"prompt: {prompt!r}\n", file=out)
+    for name in names:
+        rep = run_engine(name, prompt, args.demo_tokens, args.seed)
+        result = rep.pop("_result", None)
+        engines.append(rep)
+        if args.json:
+            continue
+        print(f"== engine {name}: {rep['status']}", file=out)
+        if result is not None:
+            render_steps(result, rep["pieces"], stream=out)
+        else:
+            print(f"   {rep['reason']}", file=out)
+        print(file=out)
+
+    report = None
+    if not args.no_eval:
+        from .eval_cmd import run_report, summary_lines
+        from autodeco_samplers.evaluation import format_table
+
+        report = run_report(argparse.Namespace(**{**vars(args), "json": True}))
+        if not args.json:
+            print("== evaluation (transformers engine, batched torch sampling)", file=out)
+            print(format_table(report, only_key=True), file=out)
+            print(summary_lines(report), file=out)
+    failed = [e["engine"] for e in engines if e["status"] == "failed"]
+    if args.json:
+        print(json.dumps({"prompt": prompt, "engines": engines, "evaluation": report}))
+    elif failed:
+        print(f"engines that failed: {', '.join(failed)}", file=out)
+    return 1 if failed else 0
