@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def render_steps(result, pieces=None, stream=sys.stdout) -> None:
+def render_steps(result, pieces=None, stream=None) -> None:
     """A compact table: position, token id, text piece, predicted and used T and P."""
+    stream = sys.stdout if stream is None else stream  # resolved per call, not at import
     print(f"engine: {result.engine}   prompt ids: {len(result.prompt_ids)}   generated: {len(result.token_ids)}", file=stream)
     print(f"{'#':>4}  {'id':>7}  {'token':<16} {'T_pred':>7} {'P_pred':>7} {'T':>7} {'P':>7}", file=stream)
     for i, step in enumerate(result.steps):
