@@ -10,8 +10,8 @@ stopping criteria, while generation goes on for other rows) transformers appends
 Exact rule for ``mask`` (mirrors ``GenerationMixin._sample`` in transformers 5.x): when
 ``generate`` has an EOS stopping criterion, a row is finished *after* step ``s`` if its token
 at ``s`` is one of the EOS ids or a recorded per-row stopping criterion said so at ``s``;
-every later position of a finished row is padding. Without any EOS id nothing is replaced,
-so every position is a real token.
+every later position of a finished row is padding. Without any EOS stopping criterion
+transformers replaces nothing, so every position is a real token.
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ def build_trace(
     stop_flags: Sequence[Any],
     eos_ids: Sequence[int],
     prompt_ids: Optional[List[List[int]]] = None,
+    *,
+    padded: Optional[bool] = None,
 ) -> AutoDecoTrace:
     """Assemble the trace from per-step records ``[4, B]`` (T_pred, P_pred, T, P) and the
-    per-step ``[B]`` flags of the caller's per-row stopping criteria."""
+    per-step ``[B]`` flags of the caller's per-row stopping criteria. ``padded`` says whether
+    transformers replaced finished rows' tokens by padding (default: whether ``eos_ids``)."""
     import torch
 
     gen = sequences[:, prompt_len:].detach().cpu()
@@ -103,7 +106,9 @@ def build_trace(
         rec = torch.zeros(4, B, 0)
     mask = torch.ones(B, n, dtype=torch.bool)
     reasons = ["length"] * B
-    if eos_ids:
+    if padded is None:
+        padded = bool(eos_ids)
+    if padded:
         eos = torch.isin(gen, torch.tensor(list(eos_ids), dtype=gen.dtype))
         stop = torch.zeros(B, n, dtype=torch.bool)
         for s, flags in enumerate(stop_flags[:n]):

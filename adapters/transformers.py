@@ -327,7 +327,11 @@ class AutoDecoAttachment:
             for b in range(rows.shape[0]):
                 ids = rows[b][m[b]] if m is not None else rows[b]
                 prompt_ids.extend([ids.tolist()] * expand)
-        proc.trace = build_trace(sequences, prompt_len, call.records, call.stop_flags, eos_ids, prompt_ids)
+        # transformers pads finished rows only when some criterion has an ``eos_token_id``
+        padded = bool(eos_ids) or any(hasattr(c, "eos_token_id") for c in (criteria or []))
+        proc.trace = build_trace(
+            sequences, prompt_len, call.records, call.stop_flags, eos_ids, prompt_ids, padded=padded
+        )
         proc.policy_used = policy
         return out
 
