@@ -143,6 +143,6 @@ class AutoDecoLogitsProcessor(LogitsProcessor):
                 logits.copy_(step.logits)
             step.logits = logits
             self.last_step = step
-        if requested == CaptureHiddenMode.NULL:
+        if requested != CaptureHiddenMode.LAST:  # NULL (or unset): the caller wants none
             out.hidden_states = None
         return out

@@ -155,3 +155,44 @@ def test_without_autodeco_block_the_class_is_stock(checkpoints, arch):
     assert model.autodeco_heads is None
     model.load_weights(sglang_weights(base))
     torch.testing.assert_close(model.lm_head.weight[: TINY["vocab_size"]], _hf_tensors(base)["lm_head.weight"])
+
+
+def _save_hf_moe(folder: Path, arch: str) -> Path:
+    from transformers import AutoModelForCausalLM, GptOssConfig, Qwen3MoeConfig
+
+    common = dict(vocab_size=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=64, head_dim=16, tie_word_embeddings=False)
+    if arch == "qwen3_moe":
+        config = Qwen3MoeConfig(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, **common)
+    else:
+        config = GptOssConfig(num_local_experts=4, num_experts_per_tok=2, **common)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("arch,name", [("qwen3_moe", "Qwen3MoeForCausalLM"), ("gpt_oss", "GptOssForCausalLM")])
+def test_moe_models_route_weights(tmp_path, arch, name):
+    """Qwen3-MoE and GPT-OSS follow the same pattern: official merged layout (``llm.``
+    prefix, expert weights through SGLang's fused-MoE loaders) plus heads."""
+    from autodeco_samplers.adapters.sglang.prepare import prepare_sglang_checkpoint
+
+    base = _save_hf_moe(tmp_path / "base", arch)
+    heads_dir = save_tiny_heads(tmp_path / "heads", 32, seed=5)
+    merged = merge_checkpoint(base, heads_dir, tmp_path / "merged")
+    out = prepare_sglang_checkpoint(merged, tmp_path / "served")
+    assert json.loads((out / "config.json").read_text())["architectures"] == [name]
+    model = build(arch, out)
+    assert type(model).__name__ == name
+    model.load_weights(sglang_weights(out))
+    hf = _hf_tensors(base) if (base / "model.safetensors").exists() else None
+    assert hf is not None
+    torch.testing.assert_close(model.lm_head.weight[:128], hf["lm_head.weight"])
+    got = dict(model.autodeco_heads.named_parameters())
+    for key, value in load_heads(heads_dir).tensors.items():
+        np.testing.assert_array_equal(got[key].detach().numpy(), value)
+    fresh = build(arch, out)
+    with pytest.raises(CheckpointError, match="temp_head.mlp.0.weight"):
+        fresh.load_weights((n, t) for n, t in sglang_weights(out) if not n.startswith("temp_head"))

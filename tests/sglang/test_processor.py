@@ -159,3 +159,77 @@ def test_property_decode_matches_reference(seed, batch, scale, enhanced):
     hidden = rng.standard_normal((batch, H)).astype(np.float32)
     out = proc(torch.zeros(batch, dtype=torch.long), torch.from_numpy(hidden), head, decode_metadata())
     _check(hidden, W, torch.softmax(out.next_token_logits, -1).numpy(), proc.last_step, heads, DecodingPolicy())
+
+
+def _forward_batch(mode, n, **extra):
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+    return ForwardBatch(
+        forward_mode=mode,
+        batch_size=n,
+        input_ids=torch.zeros(n, dtype=torch.long),
+        req_pool_indices=torch.arange(n),
+        seq_lens=torch.full((n,), 4),
+        out_cache_loc=torch.arange(n),
+        seq_lens_sum=4 * n,
+        **extra,
+    )
+
+
+def test_forward_batch_as_models_pass_it(rng):
+    """SGLang's models hand the ``ForwardBatch`` itself to the logits processor."""
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    heads = numpy_heads(seed=12)
+    proc = processor(heads)
+    head, W = lm_head(seed=9, scale=0.6)
+    hidden = rng.standard_normal((3, H)).astype(np.float32)
+    batch = _forward_batch(ForwardMode.DECODE, 3)
+    out = proc(batch.input_ids, torch.from_numpy(hidden), head, batch)
+    assert out.hidden_states is None
+    _check(hidden, W, torch.softmax(out.next_token_logits, -1).numpy(), proc.last_step, heads, DecodingPolicy())
+
+
+def test_multi_item_scoring_is_refused():
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    from autodeco_samplers.adapters.sglang import SGLangModeError
+
+    proc = processor(numpy_heads(seed=13))
+    head, _ = lm_head(seed=10)
+    batch = _forward_batch(ForwardMode.EXTEND, 1, is_prefill_only=True, multi_item_delimiter_indices=torch.tensor([1, 3]))
+    with pytest.raises(SGLangModeError, match="multi-item"):
+        proc(torch.zeros(4, dtype=torch.long), torch.zeros(4, H), head, batch)
+
+
+def test_extend_with_input_logprobs(rng):
+    """Prefill that also returns prompt logprobs takes SGLang's pruning path with
+    ``sample_indices``; the sampled rows must still be the last token of each sequence, and
+    prompt logprobs stay those of the stock model."""
+    from sglang.srt.layers.logits_processor import LogitsMetadata
+    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardMode
+
+    heads = numpy_heads(seed=14)
+    proc = processor(heads)
+    head, W = lm_head(seed=11, scale=0.6)
+    seq_lens, starts = [4, 3], [1, 0]
+    n = sum(seq_lens)
+    hidden = rng.standard_normal((n, H)).astype(np.float32)
+    input_ids = torch.from_numpy(rng.integers(0, V, size=n))
+    meta = LogitsMetadata(
+        forward_mode=ForwardMode.EXTEND,
+        capture_hidden_mode=CaptureHiddenMode.NULL,
+        extend_return_logprob=True,
+        extend_seq_lens=torch.tensor(seq_lens),
+        extend_seq_lens_cpu=seq_lens,
+        extend_logprob_start_lens_cpu=starts,
+        extend_logprob_pruned_lens_cpu=[l - s for l, s in zip(seq_lens, starts)],
+        top_logprobs_nums=[0, 0],
+        token_ids_logprobs=[None, None],
+        extend_input_logprob_token_ids_gpu=torch.cat([input_ids[1:], torch.zeros(1, dtype=torch.long)]),
+    )
+    out = proc(input_ids, torch.from_numpy(hidden), head, meta)
+    last = np.cumsum(seq_lens) - 1
+    assert out.next_token_logits.shape == (2, V) and out.hidden_states is None
+    _check(hidden[last], W, torch.softmax(out.next_token_logits, -1).numpy(), proc.last_step, heads, DecodingPolicy())
+    assert out.input_token_logprobs is not None and torch.isfinite(torch.as_tensor(out.input_token_logprobs)).all()
