@@ -63,7 +63,9 @@ __all__ = [
     "from_pretrained",
     "generate_for_cli",
     "get_attachment",
+    "is_merged_checkpoint",
     "load_merged_base",
+    "load_tokenizer",
 ]
 
 ENGINE = "transformers"

@@ -603,3 +603,16 @@ def test_stop_strings_end_rows_in_the_trace(tok, heads_dir):
             assert (out[b, L + n:] == tok.pad_token_id).all()
         else:
             assert n == out.shape[1] - L and "e" not in text
+
+
+def test_docs_quick_start_runs(checkpoints, capsys):
+    """The quick start of docs/transformers.md, run as written on a tiny merged checkpoint."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "transformers.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    _, _, merged = checkpoints
+    code = code.replace('"path/to/merged-autodeco-checkpoint"', repr(str(merged)))
+    exec(compile(code, "docs/transformers.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert 1 <= len(lines) <= 32 and all("->" in line for line in lines)
