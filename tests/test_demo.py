@@ -98,3 +98,24 @@ def test_demo_runs_in_a_fresh_process_without_network(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "engine transformers: ok" in proc.stdout and "engine llama-cpp:" in proc.stdout
     assert "autodeco" in proc.stdout and "oracle" in proc.stdout
+
+
+def test_build_default_model_script_path_is_seeded(tmp_path):
+    """A miniature rebuild (few steps) twice from the same seed: identical files, loadable, evaluable."""
+    from safetensors.numpy import load_file
+
+    from autodeco_samplers.default_model.build import BuildConfig, build_default_model
+    from autodeco_samplers.evaluation import evaluate
+    from autodeco_samplers.task import TaskSpec
+
+    cfg = BuildConfig(train_examples=256, backbone_steps=4, backbone_batch_size=16, head_steps=3, head_batch_size=16, head_width=16)
+    for name in ("a", "b"):
+        build_default_model(tmp_path / name, cfg, progress=False)
+    for rel in ("base/model.safetensors", "heads/autodeco_heads.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / rel)), load_file(str(tmp_path / "b" / rel))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), rel
+    conf = json.loads((tmp_path / "a" / "base" / "config.json").read_text())
+    assert conf["model_type"] == "llama"
+    rep = evaluate(tmp_path / "a" / "base", tmp_path / "a" / "heads", spec=TaskSpec(), n_prompts=2, n_samples=2,
+                   temperatures=(1.0,), top_ps=(1.0,), max_new_tokens=4)
+    assert len(rep["strategies"]) == 4  # greedy, default, mean-static, autodeco

@@ -100,8 +100,8 @@ def summary_lines(report) -> str:
     return "\n".join([
         f"AutoDeco: accuracy {ad['accuracy']:.3f} (greedy {rows['greedy']['accuracy']:.3f}), diversity {ad['diversity']:.3f} "
         f"(default sampling {rows['default']['diversity']:.3f}), score {ad['score']:.3f}",
-        f"oracle static {oracle['name']}: score {oracle['score']:.3f} (AutoDeco {report['autodeco_vs_oracle_score']:+.3f}); "
-        f"mean-static {report['mean_static']['name']}: score {rows['mean_static']['score']:.3f} "
+        f"oracle ({oracle['name']}): score {oracle['score']:.3f} (AutoDeco {report['autodeco_vs_oracle_score']:+.3f}); "
+        f"{report['mean_static']['name']}: score {rows['mean_static']['score']:.3f} "
         f"(AutoDeco {report['autodeco_vs_mean_static_score']:+.3f})",
         verdict,
         f"({report['seconds']:.1f} s)",

@@ -69,7 +69,7 @@ def build_default_model(out_dir: Union[str, Path], config: Optional[BuildConfig]
     _add_bos_post_processor(tok)
     mconf = tiny_config(
         "llama", vocab_size=len(tok), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-        num_kv_heads=cfg.num_kv_heads, intermediate_size=cfg.intermediate_size, max_position_embeddings=128,
+        num_kv_heads=cfg.num_kv_heads, intermediate_size=cfg.intermediate_size, max_position_embeddings=512,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     with torch.random.fork_rng(devices=[]):
