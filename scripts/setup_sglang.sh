@@ -36,13 +36,16 @@ pipi --upgrade pip
 pipi "torch==2.14.1" "torchvision==0.29.1"
 # 2. SGLang without its dependency list
 pipi --no-deps "sglang==0.5.23"
-# 3. what the imported modules need (torch pinned again so nothing can move it)
+# 3. what the imported modules need (torch pinned again so nothing can move it). Versions
+#    SGLang pins are SGLang's; the others are the set these tests were last run with.
 pipi "torch==2.14.1" "torchvision==0.29.1" "torchaudio==2.11.0" \
   "transformers==5.19.0" "tokenizers==0.23.2" "sentencepiece==0.2.1" \
   "compressed-tensors==0.18.0" "openai==2.8.0" "apache-tvm-ffi==0.1.11" \
-  orjson psutil pybase64 requests msgspec pyzmq IPython aiohttp dill gguf \
-  partial_json_parser einops uvicorn fastapi \
-  numpy safetensors scipy pytest hypothesis
+  "orjson==3.13.0" "psutil==7.2.2" "pybase64==1.5.1" "requests==2.34.2" "msgspec==0.22.0" \
+  "pyzmq==27.3.0" "ipython==9.18.1" "aiohttp==3.14.5" "dill==0.4.1" "gguf==0.19.0" \
+  "partial-json-parser==0.2.1.1.post7" "einops==0.8.2" "uvicorn==0.54.0" "fastapi==0.165.0" \
+  "starlette==1.10.0" "pydantic==2.14.4" \
+  "numpy==2.4.6" "safetensors==0.8.0" "scipy==1.17.1" pytest hypothesis
 # 4. this project, editable, without touching the pins above
 pipi --no-deps -e .
 "$PY" -c "$CHECK"
