@@ -83,7 +83,9 @@ def load_model_and_heads(base: Union[str, Path], heads: Union[str, Path, None], 
 
     from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).to(device).eval()
+    from autodeco_samplers.training.trainer import dtype_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), **dtype_kwargs(torch.float32)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(str(base))
     module = AutoDecoHeadsModule.from_pretrained(heads).to(device).eval() if heads is not None else None
     return model, tok, module

@@ -160,7 +160,9 @@ def tiny():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = default_model.base_path()
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
+    from autodeco_samplers.training.trainer import dtype_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), **dtype_kwargs(torch.float32)).eval()
     tok = AutoTokenizer.from_pretrained(str(base))
     return model, tok
 

@@ -59,6 +59,7 @@ def build_default_model(out_dir: Union[str, Path], config: Optional[BuildConfig]
     from autodeco_samplers.tiny_models import build_tokenizer, tiny_config
     from autodeco_samplers.training import TrainConfig, train_heads
     from autodeco_samplers.training.backbone import train_causal_lm
+    from autodeco_samplers.training.trainer import dtype_kwargs
 
     cfg = config or BuildConfig()
     out = Path(out_dir)
@@ -74,7 +75,7 @@ def build_default_model(out_dir: Union[str, Path], config: Optional[BuildConfig]
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(mconf, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(mconf, **dtype_kwargs(torch.float32))
     records = task_mod.training_records(spec, cfg.train_examples, seed=cfg.seed + 1)
     backbone_losses = train_causal_lm(model, tok, records, steps=cfg.backbone_steps, batch_size=cfg.backbone_batch_size,
                                       lr=cfg.backbone_lr, seed=cfg.seed, progress=progress)

@@ -162,6 +162,17 @@ def latest_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
 # ----------------------------------------------------------------------------- training
 
 
+def dtype_kwargs(dtype) -> Dict[str, Any]:
+    """``{"dtype": dtype}`` for transformers >= 4.56, ``{"torch_dtype": dtype}`` before."""
+    import transformers
+
+    try:
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    except ValueError:
+        return {"dtype": dtype}
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def _load_base(base) -> Tuple[Any, Any, Optional[str]]:
     """``(model, tokenizer, name)`` from a folder path or a ``(model, tokenizer)`` pair."""
     if isinstance(base, (tuple, list)):
@@ -172,7 +183,7 @@ def _load_base(base) -> Tuple[Any, Any, Optional[str]]:
     path = Path(base)
     if not path.exists():
         raise AutoDecoError(f"base model not found: {path} (give a local transformers model folder)")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(path), **dtype_kwargs(torch.float32))
     tok = AutoTokenizer.from_pretrained(str(path))
     return model, tok, str(base)
 
