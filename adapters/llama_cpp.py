@@ -87,25 +87,22 @@ def check_model_gguf(path: PathLike) -> Optional[int]:
     bad file): it exists, parses, is not truncated, is not a heads sidecar, and carries a
     tokenizer vocabulary. Raises :class:`CheckpointError` naming the file. Returns the
     model's training context length when the file declares one."""
-    from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, _architecture, open_gguf
+    from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, scan_gguf_header
 
-    reader = open_gguf(path, "model GGUF")
-    arch = _architecture(reader)
+    header = scan_gguf_header(path)
+    arch = header.metadata.get("general.architecture")
     if arch is None:
         raise CheckpointError(f"{path}: GGUF without general.architecture; not a llama.cpp model")
     if arch == SIDECAR_ARCHITECTURE:
         raise CheckpointError(
             f"{path}: is an AutoDeco heads sidecar, not a model; pass it with --heads (heads=) and the model GGUF with --model"
         )
-    if "tokenizer.ggml.model" not in reader.fields or "tokenizer.ggml.tokens" not in reader.fields:
+    if "tokenizer.ggml.model" not in header.metadata or "tokenizer.ggml.tokens" not in header.arrays:
         raise CheckpointError(
             f"{path}: model GGUF has no tokenizer vocabulary (tokenizer.ggml.*); llama.cpp cannot tokenize with it"
         )
-    field = reader.fields.get(f"{arch}.context_length")
-    try:
-        return int(field.contents()) if field is not None else None
-    except Exception:  # pragma: no cover
-        return None
+    ctx = header.metadata.get(f"{arch}.context_length")
+    return int(ctx) if isinstance(ctx, int) else None
 
 
 def load_llama(

@@ -172,3 +172,33 @@ def test_reading_a_sidecar_never_imports_torch(sidecar):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_truncation_and_header_corruption_gives_a_clean_error(sidecar):
+    """Cut the file at many points, or flip header bytes: only CheckpointError (or, for a
+    harmless flip, a successful read), never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from autodeco_samplers.heads.gguf_sidecar import scan_gguf_header
+
+    data = sidecar.read_bytes()
+    header_end = max(start for _, start, _ in scan_gguf_header(sidecar).tensors)
+    cut = sidecar.with_name("cut.gguf")
+    for n in list(range(0, header_end, 5)) + [len(data) - 1]:
+        cut.write_bytes(data[:n])
+        with pytest.raises(CheckpointError):
+            read_gguf_heads(cut)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(4, header_end - 1), st.integers(0, 255))
+    def flip(pos, byte):
+        bad = bytearray(data)
+        bad[pos] = byte
+        cut.write_bytes(bytes(bad))
+        try:
+            read_gguf_heads(cut)
+        except CheckpointError:
+            pass
+
+    flip()

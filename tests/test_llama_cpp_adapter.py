@@ -201,6 +201,13 @@ def test_model_file_errors(tmp_path):
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         check_model_gguf(tmp_path / "cut.gguf")
+    from autodeco_samplers.heads.gguf_sidecar import scan_gguf_header
+
+    header_end = min(start for _, start, _ in scan_gguf_header(assets()["gguf_f32"]).tensors)
+    for n in np.linspace(0, header_end - 1, 60).astype(int).tolist() + [len(data) - 1]:
+        (tmp_path / "cut.gguf").write_bytes(data[:n])
+        with pytest.raises(CheckpointError):
+            check_model_gguf(tmp_path / "cut.gguf")
     import gguf
 
     w = gguf.GGUFWriter(str(tmp_path / "novocab.gguf"), "llama")
