@@ -174,11 +174,13 @@ def draw_step(
 
 @dataclass(frozen=True)
 class StreamedToken:
-    """One generated token as it streams: id, decoded text piece, predicted and used T and P.
+    """One generated token as it streams: id, text, predicted and used T and P.
 
     ``piece`` is the text this token completes (UTF-8 decoded incrementally, so a token in
-    the middle of a multi-byte character has an empty piece). The final
-    :attr:`GenerationResult.text` is cut before a stop string; pieces are not held back.
+    the middle of a multi-byte character has an empty piece). ``released`` is the text that
+    is final at this token: text that could still turn out to begin a stop string is held
+    back until it cannot, and a stop string is never released, so the ``released`` parts of
+    a stream always join to :attr:`GenerationResult.text`. Print ``released`` when streaming.
     """
 
     index: int
@@ -188,6 +190,7 @@ class StreamedToken:
     P_pred: float
     T: float
     P: float
+    released: str = ""
 
     @property
     def step(self) -> TokenStep:
@@ -388,41 +391,57 @@ class AutoDecoLlama:
 
     def _loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder) -> Iterator[StreamedToken]:
         text = ""
+        emitted = 0  # text[:emitted] has been released
         longest_stop = max((len(s) for s in stops), default=0)
         n_ctx = int(self.llm.n_ctx())
         self._prefill(prompt_ids)
         n_past = len(prompt_ids)
+
+        def held_back() -> int:
+            """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+            best = 0
+            for stop in stops:
+                for k in range(min(len(stop) - 1, len(text)), best, -1):
+                    if text.endswith(stop[:k]):
+                        best = k
+                        break
+            return best
+
         for index in range(max_new_tokens):
             logits, hidden = self._views()
             step = self._draw(logits, hidden, policy, rng)
             result.token_ids.append(step.token_id)
             result.steps.append(step)
+            vals = (step.T_pred, step.P_pred, step.T, step.P)
             if stop_at_eos and self.is_eog(step.token_id):
                 result.finish_reason = "eos"
-                yield StreamedToken(index, step.token_id, "", step.T_pred, step.P_pred, step.T, step.P)
-                break
+                text += decoder.decode(b"", final=True)
+                result.text = text
+                yield StreamedToken(index, step.token_id, "", *vals, released=text[emitted:])
+                return
             piece = decoder.decode(self.token_bytes(step.token_id))
             before = len(text)
             text += piece
-            hit = -1
             if stops:
-                window = text[max(0, before - longest_stop + 1):]
-                positions = [window.find(s) for s in stops]
-                positions = [p for p in positions if p >= 0]
-                if positions:
-                    hit = max(0, before - longest_stop + 1) + min(positions)
-            if hit >= 0:
-                result.text = text[:hit]
-                result.finish_reason = "stop"
-                yield StreamedToken(index, step.token_id, piece, step.T_pred, step.P_pred, step.T, step.P)
-                return
+                start = max(0, before - longest_stop + 1)
+                hits = [p for p in (text.find(s, start) for s in stops) if p >= 0]
+                if hits:
+                    hit = min(hits)
+                    result.text = text[:hit]
+                    result.finish_reason = "stop"
+                    yield StreamedToken(index, step.token_id, piece, *vals, released=text[emitted:hit])
+                    return
+            last = index + 1 == max_new_tokens or n_past >= n_ctx  # no room to decode this token
+            if last:
+                text += decoder.decode(b"", final=True)
+            safe = len(text) if last else len(text) - held_back()
+            released, emitted = text[emitted:safe], max(emitted, safe)
             result.text = text
-            yield StreamedToken(index, step.token_id, piece, step.T_pred, step.P_pred, step.T, step.P)
-            if index + 1 == max_new_tokens or n_past >= n_ctx:  # no room to decode this token
-                break
+            yield StreamedToken(index, step.token_id, piece, *vals, released=released)
+            if last:
+                return
             self._decode([step.token_id])
             n_past += 1
-        result.text = text + decoder.decode(b"", final=True)
 
     def generate(self, prompt: Union[str, Sequence[int]], **kwargs: Any) -> GenerationResult:
         """Run :meth:`stream` to the end and return its :class:`GenerationResult`

@@ -94,6 +94,7 @@ def test_streaming_yields_the_same_tokens_with_T_and_P(gen):
     assert [i.token_id for i in items] == stream.result.token_ids
     assert [i.step for i in items] == stream.result.steps
     assert "".join(i.piece for i in items) == stream.result.text
+    assert "".join(i.released for i in items) == stream.result.text
 
 
 def test_seeded_reproducibility_and_exact_path(gen):
@@ -151,6 +152,14 @@ def test_stop_conditions(gen, tmp_path):
     assert res.token_ids == base.token_ids[: len(res.token_ids)] and len(res.token_ids) < 10
     before_last = "".join(i.piece for i in items[:-1])
     assert stop not in before_last and stop in before_last + items[-1].piece
+    # streaming-safe text: joins to the result and never shows any part of the stop string
+    assert "".join(i.released for i in items) == res.text
+    # a stop string that is never completed: its prefixes are held back, then released
+    tail = gen.stream(PROMPT, max_new_tokens=10, policy=greedy, stop=[text[-2:] + "\x00never"])
+    items = list(tail)
+    assert tail.result.finish_reason == "length" and tail.result.text == text
+    assert items[-1].released.endswith(text[-2:])  # held back until the stream ended
+    assert "".join(i.released for i in items) == text
     # EOS: the same model, converted with the 5th greedy token declared as EOS
     eos = base.token_ids[4]
     if eos in base.token_ids[:4]:
