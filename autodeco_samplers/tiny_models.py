@@ -104,7 +104,7 @@ def build_tiny_model(arch: str = "llama", *, seed: int = 0, tokenizer=None, **co
     config = tiny_config(arch, **config_kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config)  # float32 by default
         # Random init gives near-uniform logits; widen them so sampling rules matter.
         with torch.no_grad():
             out = model.get_output_embeddings()

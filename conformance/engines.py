@@ -197,7 +197,10 @@ def get_engine(name: str) -> Optional[ConformanceEngine]:
 
 
 # Adapter engines live next to their adapters, imported only when asked for.
-ENGINE_MODULES: Dict[str, Tuple[str, str]] = {}
+ENGINE_MODULES: Dict[str, Tuple[str, str]] = {
+    "transformers": ("autodeco_samplers.adapters.hf_conformance", "TransformersEngine"),
+    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "conformance_engine"),
+}
 
 
 def engine_names() -> List[str]:
