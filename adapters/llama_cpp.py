@@ -500,6 +500,7 @@ class AutoDecoLogitsProcessor:
         self.policy = policy or DecodingPolicy()
         self.steps: List[TokenStep] = []
         self._ctx = llm._ctx.ctx
+        self._n_vocab = int(llm.n_vocab())
         self._llama_cpp.llama_set_embeddings(self._ctx, True)
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -509,6 +510,11 @@ class AutoDecoLogitsProcessor:
             raise AutoDecoError("no hidden state for the last token: were embeddings switched off?")
         hidden = np.ctypeslib.as_array(ptr, shape=(self.hidden_size,))
         logits = np.asarray(scores, dtype=np.float32)
+        if logits.shape != (self._n_vocab,):
+            raise AutoDecoError(
+                f"the logits processor got {logits.shape[0]} scores, expected the full vocabulary "
+                f"({self._n_vocab}) in token-id order; it must run first in the chain"
+            )
         T_pred, P_pred = self.heads.predict(hidden[None, :], logits[None, :])
         T_used, P_used = self.policy.apply(T_pred, P_pred)
         ids, probs = sparse_next_token_distribution(logits, T_used[0], P_used[0])

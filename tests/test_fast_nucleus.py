@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from autodeco_samplers import reference as R
 from autodeco_samplers.fast_nucleus import (
