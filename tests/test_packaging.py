@@ -76,6 +76,11 @@ def test_regular_install_maps_folders_into_the_root(tmp_path):
     res = run_python(
         """
         import autodeco_samplers, autodeco_samplers.heads, autodeco_samplers.adapters, autodeco_samplers.conformance
+        import autodeco_samplers.adapters.sglang, autodeco_samplers.training
+        from autodeco_samplers import default_model
+        assert autodeco_samplers.adapters.sglang.__file__.startswith(autodeco_samplers.__path__[0])
+        assert (default_model.base_path() / "config.json").exists(), default_model.base_path()
+        assert list(default_model.heads_path().glob("*.safetensors"))
         print(autodeco_samplers.heads.__file__)
         """,
         cwd=tmp_path,
