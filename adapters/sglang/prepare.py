@@ -123,11 +123,13 @@ def prepare_sglang_checkpoint(
         weights_dir = out
     else:
         weights_dir = src
-        for path in sorted(src.iterdir()):
-            if not path.is_file() or path.name in (CONFIG_FILE, GENERATION_CONFIG):
-                continue
-            is_weight = path.name.endswith(_WEIGHT_SUFFIXES)
-            _place(path, out / path.name, link and is_weight)
+    for path in sorted(src.iterdir()):  # weights (merged input), tokenizer and other small files
+        if not path.is_file() or path.name in (CONFIG_FILE, GENERATION_CONFIG) or path.suffix in (".bin", ".pt", ".pth"):
+            continue
+        is_weight = path.name.endswith(_WEIGHT_SUFFIXES)
+        if heads is not None and is_weight:
+            continue  # merge_checkpoint wrote the merged shards and index
+        _place(path, out / path.name, link and is_weight)
     config = _read_json(src / CONFIG_FILE)
     heads_config, _ = read_head_checkpoint(weights_dir)
     mtype = base_model_type_override or base_model_type(config, src)

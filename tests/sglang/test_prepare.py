@@ -81,6 +81,7 @@ def test_errors_are_clear(merged, tmp_path):
 
 def test_cli(merged, tmp_path):
     base, heads, _ = merged
+    (base / "tokenizer.model").write_bytes(b"sentencepiece model stand-in")
     out = tmp_path / "cli"
     proc = subprocess.run(
         [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), str(out), "--heads", str(heads), "--top-p", "0.8"],
@@ -90,6 +91,8 @@ def test_cli(merged, tmp_path):
     assert "SGLANG_EXTERNAL_MODEL_PACKAGE=autodeco_samplers.adapters.sglang.models" in proc.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["autodeco"]["policy"]["top_p"] == 0.8 and cfg["architectures"] == ["Qwen2ForCausalLM"]
+    assert (out / "tokenizer.model").read_bytes() == b"sentencepiece model stand-in"  # every tokenizer file travels
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     bad = subprocess.run(
         [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), str(tmp_path / "bad")],
         capture_output=True, text=True, timeout=300,
