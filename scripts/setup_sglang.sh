@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv-sglang from nothing: SGLang 0.5.23 (the CPU-importable part: logits
 # processor, sampler, model classes, registry) for the SGLang adapter tests.
-#   bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang
+#   bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang_adapter
 # SGLang pins torch 2.14.1 and transformers 5.19.0, so it cannot share .venv (torch 2.13 CPU).
 # torch 2.14.1 is a CUDA build (~5.5 GB installed); pip takes it from the machine's local
 # wheel store when one is configured, else from PyPI. SGLang itself is installed with

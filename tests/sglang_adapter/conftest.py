@@ -2,7 +2,7 @@
 
 They need SGLang 0.5.23, which pins torch 2.14.1 and transformers 5.19.0, so they run in
 their own environment: ``bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest
-tests/sglang``. Under the main ``.venv`` (no SGLang) the whole folder is reported as one
+tests/sglang_adapter``. Under the main ``.venv`` (no SGLang) the whole folder is reported as one
 skip with that reason.
 
 Session setup: a real SGLang runtime context for one CPU process (``ServerArgs`` with
@@ -29,13 +29,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 try:  # SGLang needs its own environment; see the module docstring
     import sglang.srt.layers.logits_processor  # noqa: F401
 except ImportError as exc:
-    # Without SGLang, this very folder (tests/sglang) can be picked up as a namespace
+    # Without SGLang, this very folder (tests/sglang_adapter) can be picked up as a namespace
     # package named "sglang"; drop it so nothing else in the session mistakes it for SGLang.
     if getattr(sys.modules.get("sglang"), "__file__", "x") is None:
         del sys.modules["sglang"]
     SGLANG_MISSING = (
         f"SGLang 0.5.23 is not installed in this environment ({exc}); run "
-        "`bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang`"
+        "`bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang_adapter`"
     )
     # Only test_environment.py is collected; it reports this reason as a skip.
     collect_ignore_glob = ["test_[!e]*.py"]
