@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Set up from nothing (scripts/setup.sh) and run the main job.
+# Set up from nothing (scripts/setup.sh) and run the main job: `autodeco demo` generates with
+# the embedded default model through the transformers and llama.cpp engines, shows each
+# token's T and P, and prints the evaluation summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-. .venv/bin/activate
-mkdir -p out
-autodeco init-heads out/example-heads --hidden-size 64 --width 32 --base-model tiny-llama --seed 0
-autodeco inspect out/example-heads
+.venv/bin/autodeco demo "$@"
