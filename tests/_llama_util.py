@@ -7,7 +7,9 @@ shares the same files); building everything takes a few seconds on 2 cores.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict
@@ -23,6 +25,7 @@ def assets() -> Dict[str, Path]:
     from autodeco_samplers.tiny_models import save_tiny_heads, save_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="autodeco-llama-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # the session's assets, removed at exit
     model_dir = save_tiny_model(root / "tiny-llama", "llama", seed=SEED, hidden_size=HIDDEN)
     heads_dir = save_tiny_heads(root / "heads", HIDDEN, seed=SEED)
     plain_dir = save_tiny_heads(root / "heads-plain", HIDDEN, seed=1, use_enhanced_features=False)
