@@ -367,6 +367,10 @@ def plot_frontier(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -389,9 +393,4 @@ def plot_token_trace(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     ax.set_title(f"per-token T and P: {tr['prompt']!r}", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

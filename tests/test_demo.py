@@ -19,13 +19,7 @@ from autodeco_samplers.cli.demo_cmd import run_engine  # noqa: E402
 from autodeco_samplers.task import eval_prompts, score_completion  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny models run fastest on one thread, especially on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_default_model_ships_small_and_complete():

@@ -30,13 +30,7 @@ from autodeco_samplers.training.trainer import compute_losses, heads_forward  # 
 from autodeco_samplers.errors import AutoDecoError  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny models run fastest on one thread, especially on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- independent formulas
