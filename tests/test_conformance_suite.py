@@ -10,7 +10,7 @@ import pytest
 
 from autodeco_samplers.cli import main
 from autodeco_samplers.conformance import assert_conforms, check_distribution
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput, TorchEngine, WrongRuleEngine
+from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput, WrongRuleEngine, engine_names
 from autodeco_samplers.conformance.runner import ConformanceFailure, run_engine
 
 
@@ -94,3 +94,17 @@ def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 passed" in res.stdout and "torch-cuda: no CUDA device" in res.stdout
+
+
+@pytest.mark.parametrize("name", engine_names())
+def test_every_registered_engine_passes_every_level_it_implements(name):
+    """CI runs the suite over every engine present; only a missing device may skip."""
+    results = run_engine(name, ("kernel", "sampling", "end-to-end"), examples=40)
+    for r in results:
+        if r.verdict == "skipped":
+            assert name == "torch-cuda", f"{name} was skipped here: {r.reason}"
+            continue
+        assert r.verdict in ("pass", "not supported"), f"{r.engine} / {r.level}: {r.verdict}\n{r.reason}"
+    implemented = [r.level for r in results if r.verdict == "pass"]
+    if name != "torch-cuda":
+        assert "kernel" in implemented
