@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -39,7 +40,8 @@ def test_python_dash_m_and_console_script(tmp_path):
     subprocess.run([sys.executable, "-m", "autodeco_samplers", "init-heads", str(out), "--hidden-size", "4"], check=True)
     res = subprocess.run([sys.executable, "-m", "autodeco_samplers", "inspect", str(out), "--json"], capture_output=True, text=True, check=True)
     assert json.loads(res.stdout)["hidden_size"] == 4
-    script = subprocess.run(["autodeco", "--help"], capture_output=True, text=True)
+    # the console script installed next to this interpreter (the venv need not be activated)
+    script = subprocess.run([str(Path(sys.executable).parent / "autodeco"), "--help"], capture_output=True, text=True)
     assert script.returncode == 0 and "inspect" in script.stdout
 
 
