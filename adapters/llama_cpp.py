@@ -534,7 +534,14 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         raise CheckpointError(
             f"{model_path}: --engine llama-cpp needs a model .gguf file (convert a tiny model with `autodeco convert-gguf`)"
         )
-    gen = AutoDecoLlama(model_path, args.heads, policy=policy, seed=args.seed, n_ctx=getattr(args, "n_ctx", None))
+    gen = AutoDecoLlama(
+        model_path,
+        args.heads,
+        policy=policy,
+        seed=args.seed,
+        n_ctx=getattr(args, "n_ctx", None),
+        f32_kv_cache=bool(getattr(args, "f32_kv_cache", False)),
+    )
     prompt = args.prompt if getattr(args, "prompt", None) is not None else list(args.prompt_ids)
     stream = gen.stream(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,
                         stop=getattr(args, "stop", None))

@@ -658,6 +658,10 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
     if pad is None:
         eos = model.generation_config.eos_token_id or getattr(model.config, "eos_token_id", None)
         pad = eos[0] if isinstance(eos, (list, tuple)) else eos
+    stop = list(getattr(args, "stop", None) or [])
+    if stop and tokenizer is None:
+        raise AutoDecoError(f"{model_path}: --stop needs the model's tokenizer, which was not found")
+    extra = {"stop_strings": stop, "tokenizer": tokenizer} if stop else {}
     torch.manual_seed(int(args.seed))
     with torch.no_grad():
         model.generate(
@@ -667,8 +671,12 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
             max_new_tokens=int(args.max_new_tokens),
             logits_processor=[proc],
             pad_token_id=pad,
+            **extra,
         )
     result = proc.trace.results(tokenizer)[0]
     result.prompt_ids = ids
+    if stop and result.text is not None:  # like the llama.cpp engine: the text ends before the stop string
+        cut = min((i for i in (result.text.find(s) for s in stop) if i >= 0), default=None)
+        result.text = result.text if cut is None else result.text[:cut]
     pieces = [tokenizer.decode([t]) for t in result.token_ids] if tokenizer is not None else None
     return result, pieces

@@ -51,3 +51,28 @@ def test_unknown_engine_is_rejected(capsys):
     except SystemExit as exc:
         assert exc.code == 2
     assert "invalid choice: 'vllm'" in capsys.readouterr().err
+
+
+def test_generate_stop_strings_end_the_text_the_same_way_on_both_engines(tmp_path, capsys):
+    """--stop: token ids include the token that completed the stop text, the text ends before it."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("llama_cpp")
+    from autodeco_samplers import default_model
+
+    prompt = ["--prompt", "pick one of badger maroon donkey and spell it backwards:", "--stop=->", "--seed", "3", "--json"]
+    assert main(["generate", "--engine", "transformers", "--model", str(default_model.base_path()), "--heads", str(default_model.heads_path())] + prompt) == 0
+    hf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["export-heads", str(default_model.heads_path()), "--out", str(tmp_path / "h.gguf")]) == 0
+    capsys.readouterr()
+    gguf = default_model.gguf_path()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model.base_path())
+    assert main(["generate", "--engine", "llama-cpp", "--model", str(gguf), "--heads", str(tmp_path / "h.gguf"), "--f32-kv-cache"] + prompt) == 0
+    ll = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for out in (hf, ll):
+        assert "->" not in out["text"] and out["text"].strip()  # the chosen word, then the stop
+        assert len(out["steps"]) == len(out["token_ids"]) >= 2
+        assert tok.decode(out["token_ids"]).rstrip().endswith("->")  # ids end with the stop text

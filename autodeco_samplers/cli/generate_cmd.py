@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0, help="multiplier of the predicted T (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="multiplier of the predicted P (result clamped to [0, 1])")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop when this text appears (repeatable)")
+    p.add_argument(
+        "--f32-kv-cache",
+        action="store_true",
+        help="llama-cpp only: keep the KV cache in float32 (matches transformers to ~1e-6; default f16, ~1e-3)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (same schema for every engine)")
     p.set_defaults(func=run)
 
