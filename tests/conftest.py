@@ -25,3 +25,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Files the library caches on first use (the default model's GGUF) go to a temp folder."""
+    folder = tmp_path_factory.mktemp("autodeco-cache")
+    previous = os.environ.get("AUTODECO_CACHE")
+    os.environ["AUTODECO_CACHE"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("AUTODECO_CACHE", None)
+    else:
+        os.environ["AUTODECO_CACHE"] = previous
