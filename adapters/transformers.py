@@ -586,6 +586,8 @@ def from_pretrained(
     Returns the model; its attachment is ``get_attachment(model)`` (``model.autodeco``).
     """
     p = Path(path)
+    if not (p / "config.json").is_file():
+        raise CheckpointError(f"{p}: not a local transformers model folder (no config.json); models are never fetched from a hub")
     if is_merged_checkpoint(p):
         model = load_merged_base(p, **hf_kwargs)
         attach(model, heads if heads is not None else p, policy=policy)

@@ -76,3 +76,14 @@ def test_generate_stop_strings_end_the_text_the_same_way_on_both_engines(tmp_pat
         assert "->" not in out["text"] and out["text"].strip()  # the chosen word, then the stop
         assert len(out["steps"]) == len(out["token_ids"]) >= 2
         assert tok.decode(out["token_ids"]).rstrip().endswith("->")  # ids end with the stop text
+
+
+def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("transformers")
+    assert main(["init-heads", str(tmp_path / "h"), "--hidden-size", "8"]) == 0
+    capsys.readouterr()
+    code = main(["generate", "--engine", "transformers", "--model", str(tmp_path / "nope"), "--heads", str(tmp_path / "h"), "--prompt", "hi"])
+    assert code == 2
+    assert "no config.json" in capsys.readouterr().err
