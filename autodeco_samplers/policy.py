@@ -93,10 +93,17 @@ class DecodingPolicy:
         """True when the policy uses the heads' predictions unchanged."""
         return self == DecodingPolicy()
 
-    def apply(self, T_pred: Any, P_pred: Any) -> tuple[Any, Any]:
-        """Return ``(T_used, P_used)`` for predicted ``[B]`` arrays or tensors."""
+    def apply(self, T_pred: Any, P_pred: Any, temperature: Any = None, top_p: Any = None) -> tuple[Any, Any]:
+        """Return ``(T_used, P_used)`` for predicted ``[B]`` arrays or tensors.
+
+        ``temperature`` / ``top_p``, when given, are per-row ``[B]`` multipliers (one per
+        request of a batched engine) that replace this policy's scalar ones; the caller
+        guarantees they are finite and >= 0 (a row with temperature 0 is greedy).
+        """
+        t_mult = self.temperature if temperature is None else temperature
+        p_mult = self.top_p if top_p is None else top_p
         T_base = T_pred if self.fixed_temperature is None else _fill(T_pred, self.fixed_temperature)
-        T_used = _clip(T_base, self.min_temperature, self.max_temperature) * self.temperature
+        T_used = _clip(T_base, self.min_temperature, self.max_temperature) * t_mult
         P_base = P_pred if self.fixed_top_p is None else _fill(P_pred, self.fixed_top_p)
-        P_used = _clip(P_base * self.top_p, 0.0, 1.0)
+        P_used = _clip(P_base * p_mult, 0.0, 1.0)
         return T_used, P_used

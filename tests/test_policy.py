@@ -39,3 +39,15 @@ def test_request_temperature_zero_is_greedy():
     T, P = ad.DecodingPolicy(temperature=0.0).apply(np.array([1.3]), np.array([0.9]))
     logits = np.array([[0.1, 2.0, 2.0, -1.0]])
     np.testing.assert_array_equal(ad.next_token_distribution(logits, T, P), [[0, 1, 0, 0]])
+
+
+def test_per_row_multipliers_replace_the_scalar_ones():
+    policy = ad.DecodingPolicy(temperature=3.0, top_p=0.1, max_temperature=1.5)
+    T_pred = np.array([0.5, 2.0, 1.0])
+    P_pred = np.array([0.5, 0.9, 0.8])
+    T, P = policy.apply(T_pred, P_pred, np.array([1.0, 0.5, 0.0]), np.array([1.0, 2.0, 0.5]))
+    np.testing.assert_allclose(T, [0.5, 0.75, 0.0])
+    np.testing.assert_allclose(P, [0.5, 1.0, 0.4])
+    Tt, Pt = policy.apply(torch.from_numpy(T_pred), torch.from_numpy(P_pred), torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), None)
+    np.testing.assert_allclose(Tt.numpy(), [0.5, 0.75, 0.0])
+    np.testing.assert_allclose(Pt.numpy(), [0.05, 0.09, 0.08])

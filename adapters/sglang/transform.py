@@ -38,6 +38,8 @@ def autodeco_logits(
     policy: DecodingPolicy = DecodingPolicy(),
     *,
     fill: float = OUTSIDE_NUCLEUS,
+    temperature: torch.Tensor = None,
+    top_p: torch.Tensor = None,
 ) -> AutoDecoStep:
     """Logits ``[B, V]`` whose plain softmax is the canonical AutoDeco distribution.
 
@@ -46,9 +48,11 @@ def autodeco_logits(
     tokens of the nucleus (exclusive prefix sum ``< P``, ties by lower token id), ``fill``
     elsewhere, only the argmax at 0 when ``T < 1e-6``. ``hidden`` ``[B, H]`` must be the
     post-norm state ``lm_head`` consumed for the same rows. Float32 output.
+    ``temperature`` / ``top_p`` (optional ``[B]``) are per-request multipliers replacing the
+    policy's scalar ones (see :meth:`DecodingPolicy.apply`).
     """
     logits32 = logits.float()
     T_pred, P_pred = heads(hidden, logits32)
-    T, P = policy.apply(T_pred, P_pred)
+    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
     out = torch_ops.masked_scaled_logits(logits32, T, P, fill=fill, check=False)
     return AutoDecoStep(out, T_pred, P_pred, T, P)
