@@ -639,7 +639,9 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
     ``token_ids`` and ``steps`` hold every generated token, EOS included.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the command line prints its own output only
     model_path = Path(args.model)
     if args.heads is None and not is_merged_checkpoint(model_path):
         raise CheckpointError(

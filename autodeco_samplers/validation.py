@@ -295,7 +295,7 @@ def check_generate_request(
         bad = [t for t in ids if not 0 <= t < info.vocab_size]
         if bad:
             raise InvalidParameterError(
-                f"prompt token id {bad[0]} is outside the model's vocabulary [0, {info.vocab_size}) ({info.path})"
+                f"prompt token id {bad[0]} is outside the model's vocabulary [0, {info.vocab_size})"
             )
     if heads is None:
         if not info.merged:
@@ -307,7 +307,7 @@ def check_generate_request(
     if info.hidden_size is not None and config.hidden_size != info.hidden_size:
         raise ShapeError(
             f"hidden-size mismatch: the heads in {heads} expect hidden_size={config.hidden_size} but the model "
-            f"{info.path} has hidden size {info.hidden_size}"
+            f"has hidden size {info.hidden_size}"
         )
     return info
 

@@ -42,13 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def reproducer(reason: str) -> str:
-    """The shrunk reproducer in a FAIL reason: Hypothesis' ``Falsifying example`` block when
-    present, else the whole reason."""
+    """The shrunk reproducer in a FAIL reason: what differs and the failing case, without
+    Hypothesis' coverage notes."""
     lines = reason.strip().splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("Falsifying example"):
-            return "\n".join(lines[i:])
-    return "\n".join(lines)
+        if line.strip().startswith("Explanation:"):  # Hypothesis' coverage notes, not the case
+            lines = lines[:i]
+            break
+    return "\n".join(lines).rstrip()
 
 
 def wrong_rule_lines(expected_failures) -> list:

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         module = importlib.import_module(module_name)
         generate_for_cli = module.generate_for_cli
         if args.engine == "transformers":
-            import transformers  # noqa: F401  (the adapter imports it lazily; fail here, clearly)
+            import torch  # noqa: F401  (the adapter imports its engine lazily; fail here, clearly)
+            import transformers  # noqa: F401
         else:
             import llama_cpp  # noqa: F401
     except ImportError as exc:
