@@ -84,7 +84,7 @@ def test_generate_reports_a_consistent_trace(gen):
     assert [s.token_id for s in res.steps] == res.token_ids
     assert res.text == hf_tokenizer().decode(res.token_ids, skip_special_tokens=True)
     d = res.to_dict()
-    assert set(d) == {"engine", "prompt_ids", "token_ids", "text", "steps"}
+    assert set(d) == {"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps"}
     assert set(d["steps"][0]) == {"token_id", "T_pred", "P_pred", "T", "P"}
 
 

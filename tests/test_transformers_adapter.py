@@ -506,7 +506,7 @@ def test_cli_json_and_human(checkpoints, capsys):
                          "--max-new-tokens", "5", "--seed", "3", "--json"], capsys)
     assert rc == 0, err
     data = json.loads(out)
-    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "steps"}
+    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps"}
     assert data["engine"] == "transformers" and len(data["token_ids"]) == len(data["steps"]) >= 1
     assert [s["token_id"] for s in data["steps"]] == data["token_ids"]
     assert all(set(s) == {"token_id", "T_pred", "P_pred", "T", "P"} for s in data["steps"])
