@@ -416,6 +416,8 @@ def test_eos_and_stopping_criteria_in_the_trace(tok, heads_dir):
     res = tr.results(tok)
     assert [r.finish_reason for r in res] == ["eos", "stop", "length"]
     assert res[0].to_dict()["token_ids"][-1] == eos and len(res[0].to_dict()["steps"]) == 3
+    # special tokens: in token_ids, never in text (the policy of every engine)
+    assert tok.eos_token not in res[0].text and res[0].text == tok.decode(res[0].token_ids[:-1])
 
 
 def test_streamer_kv_cache_and_batch_size(tok, heads_dir):
