@@ -313,3 +313,55 @@ def test_a_missing_model_folder(files):
     res = autodeco("generate", "--engine", "transformers", "--model", files["dir"] / "nope", "--heads", files["heads"], "--prompt", "hi")
     assert res.returncode == 1
     assert "no such model folder" in error_line(res, "generate")
+
+
+# --------------------------------------------------------------------------- what the demo and eval say
+
+
+def test_the_demo_says_why_an_answer_is_wrong():
+    from autodeco_samplers.cli.demo_cmd import judge_answer, prompt_options
+
+    options = prompt_options(TASK_PROMPT)
+    assert options == ("badger", "maroon", "donkey")
+    assert prompt_options("Once upon a time") is None  # not a task prompt: not judged
+    assert judge_answer(" donkey -> y e k n o d", options) == (
+        True, "valid: 'donkey' is a listed word and 'y e k n o d' spells it backwards")
+    ok, why = judge_answer(" xyz -> z y x", options)
+    assert not ok and why == "invalid: 'xyz' is not one of the listed words (badger, maroon, donkey)"
+    ok, why = judge_answer(" donkey -> y e k n", options)
+    assert not ok and why == "invalid: 'y e k n' does not spell 'donkey' backwards (expected 'y e k n o d')"
+    ok, why = judge_answer(" donkey", options)
+    assert not ok and why.startswith("invalid: ' donkey' is not of the form")
+
+
+def _row(name, group, accuracy, diversity, *, oracle=False):
+    return {"name": name, "group": group, "T": 1.0, "P": 1.0, "accuracy": accuracy, "accuracy_se": 0.01,
+            "derive_accuracy": accuracy, "valid_choice": 1.0, "diversity": diversity, "score": accuracy * diversity,
+            "oracle": oracle}
+
+
+def test_the_eval_table_shows_every_static_point_that_dominates_autodeco():
+    """A dominating grid point off the frontier used to be named in the summary but left out of
+    the short table; every named point is now a row, marked."""
+    from autodeco_samplers.evaluation import format_table
+
+    report = {
+        "strategies": [
+            _row("greedy", "greedy", 0.9, 0.0), _row("default", "default", 0.5, 0.9),
+            _row("static T=0.5 P=0.9", "grid", 0.95, 0.8, oracle=True),  # on the frontier
+            _row("static T=0.7 P=0.9", "grid", 0.93, 0.75),  # off the frontier, dominates AutoDeco
+            _row("static T=1.5 P=1.0", "grid", 0.2, 0.2),  # neither: stays out of the short table
+            _row("mean-static", "mean_static", 0.9, 0.7), _row("autodeco", "autodeco", 0.9, 0.7),
+        ],
+        "static_frontier": ["greedy", "static T=0.5 P=0.9", "default"],
+        "autodeco_dominated_by": ["static T=0.5 P=0.9", "static T=0.7 P=0.9"],
+        "autodeco_beyond_frontier": False,
+        "settings": {"n_prompts": 1, "n_samples": 2},
+        "diversity_ceiling": 0.9,
+    }
+    table = format_table(report, only_key=True)
+    for name in report["autodeco_dominated_by"]:
+        line = next(line for line in table.splitlines() if line.startswith(name))
+        assert "dominates AutoDeco" in line
+    assert "static T=1.5 P=1.0" not in table
+    assert "dominated by 2 static" in table
