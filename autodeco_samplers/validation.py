@@ -39,6 +39,7 @@ __all__ = [
     "EXTRAS",
     "ModelInfo",
     "check_generate_request",
+    "check_heads_fit",
     "deprecation_note",
     "engine_list",
     "inspect_model",
@@ -301,6 +302,13 @@ def check_generate_request(
         if not info.merged:
             raise UsageError(f"--heads is required: {info.path} is not a merged AutoDeco checkpoint that carries its own heads")
         heads = info.path
+    check_heads_fit(info, heads)
+    return info
+
+
+def check_heads_fit(info: ModelInfo, heads: Union[str, Path]) -> None:
+    """Read the heads checkpoint (shapes validated) and check its ``hidden_size`` against the
+    model's; raises :class:`ShapeError` with the same message for every engine."""
     from autodeco_samplers.heads import read_head_checkpoint
 
     config, _ = read_head_checkpoint(heads)
@@ -309,7 +317,6 @@ def check_generate_request(
             f"hidden-size mismatch: the heads in {heads} expect hidden_size={config.hidden_size} but the model "
             f"has hidden size {info.hidden_size}"
         )
-    return info
 
 
 def env_flag(name: str) -> bool:

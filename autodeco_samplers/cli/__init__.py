@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
@@ -79,6 +80,8 @@ def _split_debug(argv: List[str]) -> "tuple[List[str], bool]":
 def main(argv: Optional[List[str]] = None) -> int:
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or env_flag(DEBUG_ENV)
+    # the command line prints its own progress only: no Hugging Face "Loading weights" bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     command = args.command
 

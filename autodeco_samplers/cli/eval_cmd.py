@@ -59,9 +59,9 @@ def run_report(args: argparse.Namespace):
         raise UsageError("--heads is required with --model")
     spec = default_model.task_spec() if args.model is None else TaskSpec()
     if args.model is not None:
-        from autodeco_samplers.validation import inspect_model
+        from autodeco_samplers.validation import check_heads_fit, inspect_model
 
-        inspect_model("transformers", args.model)
+        check_heads_fit(inspect_model("transformers", args.model), heads)
     import torch  # noqa: F401  (a missing torch is reported with its extra before any work)
 
     device = resolve_device(args.device)
