@@ -16,7 +16,7 @@ and :class:`~autodeco_samplers.policy.DecodingPolicy`):
 * It also wraps ``model.generate`` (an instance attribute; the class is untouched). When the
   call's ``logits_processor`` holds an :class:`AutoDecoLogitsProcessor` of this model, the
   wrapper (1) takes the request's ``temperature`` / ``top_p`` (keyword or in a passed
-  ``generation_config``) as *multipliers* of the predicted T and P (DESIGN section 3);
+  ``generation_config``) as *multipliers* of the predicted T and P (docs/design.md section 3);
   (2) sets transformers' own warpers to neutral (temperature 1, top-p 1, top-k 0, typical-p 1,
   epsilon/eta 0) so that they cannot re-truncate the canonical distribution; the model's
   ``generation_config`` static sampling defaults (e.g. ``temperature: 0.6``, ``top_k: 20``)

@@ -1,6 +1,6 @@
 """``autodeco eval``: the paper's comparison on the choice-then-derive task, done honestly.
 
-Strategies (DESIGN section 9):
+Strategies (docs/design.md section 9):
 
 * ``greedy``: ``T = 0`` (argmax, ties to the lowest id);
 * ``default``: ``T = 1, P = 1`` (plain sampling);

@@ -1,4 +1,4 @@
-"""``autodeco train``: train AutoDeco heads on a frozen backbone (DESIGN section 5).
+"""``autodeco train``: train AutoDeco heads on a frozen backbone (docs/design.md section 5).
 
 Flags follow the shared vocabulary (``--model``, ``--device``, ``--threads``, ``--json``);
 ``--train-heads`` picks which head(s) to train. Old spellings (``--base``, ``--heads
