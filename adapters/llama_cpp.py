@@ -526,7 +526,13 @@ class AutoDecoLogitsProcessor:
 
 
 def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, List[str]]:
-    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``."""
+    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``.
+
+    ``args.threads`` (``auto``: llama.cpp's choice) sets ``n_threads``. Text policy (the same
+    for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`): ``text``
+    and ``pieces`` never show special (control) tokens; ``token_ids`` and ``steps`` hold
+    every generated token, the end-of-generation token included.
+    """
     if not args.heads:
         raise AutoDecoError("--engine llama-cpp needs --heads (a sidecar from `autodeco export-heads`, or any heads checkpoint)")
     model_path = Path(args.model)
@@ -534,6 +540,8 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         raise CheckpointError(
             f"{model_path}: --engine llama-cpp needs a model .gguf file (convert a tiny model with `autodeco convert-gguf`)"
         )
+    n_threads = getattr(args, "threads", None)
+    threads = {} if n_threads in (None, "auto") else {"n_threads": int(n_threads)}
     gen = AutoDecoLlama(
         model_path,
         args.heads,
@@ -541,6 +549,7 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         seed=args.seed,
         n_ctx=getattr(args, "n_ctx", None),
         f32_kv_cache=bool(getattr(args, "f32_kv_cache", False)),
+        **threads,
     )
     prompt = args.prompt if getattr(args, "prompt", None) is not None else list(args.prompt_ids)
     stream = gen.stream(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,

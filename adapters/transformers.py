@@ -16,7 +16,7 @@ and :class:`~autodeco_samplers.policy.DecodingPolicy`):
 * It also wraps ``model.generate`` (an instance attribute; the class is untouched). When the
   call's ``logits_processor`` holds an :class:`AutoDecoLogitsProcessor` of this model, the
   wrapper (1) takes the request's ``temperature`` / ``top_p`` (keyword or in a passed
-  ``generation_config``) as *multipliers* of the predicted T and P (DESIGN section 3);
+  ``generation_config``) as *multipliers* of the predicted T and P (docs/design.md section 3);
   (2) sets transformers' own warpers to neutral (temperature 1, top-p 1, top-k 0, typical-p 1,
   epsilon/eta 0) so that they cannot re-truncate the canonical distribution; the model's
   ``generation_config`` static sampling defaults (e.g. ``temperature: 0.6``, ``top_k: 20``)
@@ -629,17 +629,32 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
 
     ``args.model`` is a merged AutoDeco folder, or a base folder with ``args.heads``.
     ``policy`` carries ``--temperature`` / ``--top-p`` (multipliers). ``args.seed`` seeds
-    torch's global generator, which transformers' sampler uses.
+    torch's global generator, which transformers' sampler uses. ``args.device`` (``auto``:
+    CUDA when present) and ``args.threads`` (``auto``: torch's choice) place the model.
+    The request itself was validated by the CLI
+    (:func:`autodeco_samplers.validation.check_generate_request`).
+
+    Text policy (the same for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`):
+    ``text`` and ``pieces`` never show special tokens (``skip_special_tokens=True``);
+    ``token_ids`` and ``steps`` hold every generated token, EOS included.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the command line prints its own output only
     model_path = Path(args.model)
     if args.heads is None and not is_merged_checkpoint(model_path):
         raise CheckpointError(
             f"{model_path} is not a merged AutoDeco checkpoint (config.json model_type is not 'autodeco'); "
             "pass --heads PATH"
         )
-    model = from_pretrained(model_path, args.heads, policy=policy)
+    threads = getattr(args, "threads", None)
+    if threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
+    device = getattr(args, "device", None) or "auto"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = from_pretrained(model_path, args.heads, policy=policy).to(device)
     tokenizer = None
     try:
         tokenizer = load_tokenizer(model_path)
@@ -652,7 +667,7 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         ids = tokenizer(args.prompt, add_special_tokens=True)["input_ids"]
         if not ids:
             raise AutoDecoError("the prompt encodes to no tokens")
-    input_ids = torch.tensor([ids], dtype=torch.long)
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     proc = AutoDecoLogitsProcessor(model, policy)
     pad = model.generation_config.pad_token_id
     if pad is None:
@@ -675,10 +690,15 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
             pad_token_id=pad,
             **extra,
         )
-    result = proc.trace.results(tokenizer)[0]
+    result = proc.trace.results(None)[0]
     result.prompt_ids = ids
+    pieces = None
+    if tokenizer is not None:
+        result.text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in result.token_ids]
     if stop and result.text is not None:  # like the llama.cpp engine: the text ends before the stop string
         cut = min((i for i in (result.text.find(s) for s in stop) if i >= 0), default=None)
-        result.text = result.text if cut is None else result.text[:cut]
-    pieces = [tokenizer.decode([t]) for t in result.token_ids] if tokenizer is not None else None
+        if cut is not None:
+            result.text = result.text[:cut]
+            result.finish_reason = "stop"
     return result, pieces

@@ -1,6 +1,6 @@
 """``autodeco eval``: the paper's comparison on the choice-then-derive task, done honestly.
 
-Strategies (DESIGN section 9):
+Strategies (docs/design.md section 9):
 
 * ``greedy``: ``T = 0`` (argmax, ties to the lowest id);
 * ``default``: ``T = 1, P = 1`` (plain sampling);
@@ -304,17 +304,21 @@ def evaluate(
 
 
 def format_table(report: Dict[str, Any], *, only_key: bool = False) -> str:
-    """The comparison as a fixed-width text table (``only_key``: skip the non-frontier grid)."""
+    """The comparison as a fixed-width text table (``only_key``: skip grid points that are neither
+    on the frontier, the oracle, nor among the static points that dominate AutoDeco)."""
     front = set(report["static_frontier"])
+    dominating = set(report["autodeco_dominated_by"])  # every static point the summary names is shown
     lines = [f"{'strategy':<34} {'T':>6} {'P':>6} {'accuracy':>14} {'derive':>6} {'valid':>6} {'diversity':>9} {'score':>6}  note"]
     for r in report["strategies"]:
-        if only_key and r["group"] == "grid" and r["name"] not in front and not r["oracle"]:
+        if only_key and r["group"] == "grid" and r["name"] not in front | dominating and not r["oracle"]:
             continue
         note = []
         if r["oracle"]:
             note.append("oracle (best static on test)")
         if r["name"] in front:
             note.append("frontier")
+        if r["name"] in dominating:
+            note.append("dominates AutoDeco")
         if r["group"] == "autodeco":
             note.append("beyond static frontier" if report["autodeco_beyond_frontier"] else
                         f"dominated by {len(report['autodeco_dominated_by'])} static")

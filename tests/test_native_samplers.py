@@ -1,4 +1,4 @@
-"""The engines' own samplers, run for real, against the canonical rule (DESIGN section 8)."""
+"""The engines' own samplers, run for real, against the canonical rule (docs/design.md section 8)."""
 
 import numpy as np
 

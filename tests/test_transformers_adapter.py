@@ -416,6 +416,8 @@ def test_eos_and_stopping_criteria_in_the_trace(tok, heads_dir):
     res = tr.results(tok)
     assert [r.finish_reason for r in res] == ["eos", "stop", "length"]
     assert res[0].to_dict()["token_ids"][-1] == eos and len(res[0].to_dict()["steps"]) == 3
+    # special tokens: in token_ids, never in text (the policy of every engine)
+    assert tok.eos_token not in res[0].text and res[0].text == tok.decode(res[0].token_ids[:-1])
 
 
 def test_streamer_kv_cache_and_batch_size(tok, heads_dir):
@@ -506,7 +508,7 @@ def test_cli_json_and_human(checkpoints, capsys):
                          "--max-new-tokens", "5", "--seed", "3", "--json"], capsys)
     assert rc == 0, err
     data = json.loads(out)
-    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "steps"}
+    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps"}
     assert data["engine"] == "transformers" and len(data["token_ids"]) == len(data["steps"]) >= 1
     assert [s["token_id"] for s in data["steps"]] == data["token_ids"]
     assert all(set(s) == {"token_id", "T_pred", "P_pred", "T", "P"} for s in data["steps"])
