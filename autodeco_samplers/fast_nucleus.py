@@ -113,10 +113,14 @@ def nucleus_candidates(q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]
     Returns ``(ids, sorted_q)``: the kept token ids in the reference order (descending ``q``,
     ties by ascending id) and their probabilities as float64. ``P`` must already be in the
     dtype the reference compares in (see :func:`sparse_next_token_distribution`).
-    Tokens of probability zero that the reference would keep may be left out.
+    Tokens of probability zero that the reference would keep may be left out. ``P >= 1``
+    keeps every token of positive probability, returned in ascending id order.
     """
     V = q.shape[0]
     P64 = float(P)
+    if P64 >= 1.0:  # every token of positive probability (float32 q may sum above 1)
+        ids = np.flatnonzero(q > 0)
+        return ids, q[ids].astype(np.float64)
     qmax = q.max()
     positive: Optional[int] = None
     for step in _THRESHOLD_STEPS + (0.0,):
