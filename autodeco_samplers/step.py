@@ -91,10 +91,11 @@ def _torch_nucleus(arr, T, P):
 
     greedy = T < GREEDY_TEMPERATURE
     Tg = torch.where(greedy, torch.ones_like(T), T)
-    z = (arr - arr.amax(dim=-1, keepdim=True)) / Tg[:, None]
+    cmax = N.chunk_max(arr)  # one pass: row maximum, argmax and candidate chunks from it
+    z = (arr - cmax.amax(dim=-1, keepdim=True)) / Tg[:, None]
     q = torch.softmax(z, dim=-1)
-    cand = N.candidate_nucleus(q, P)
-    argmax = arr.argmax(dim=-1)
+    cand = N.candidate_nucleus(q, P, key_cmax=cmax)
+    argmax = N.first_argmax(arr, cmax)
     # greedy rows: every candidate slot is the argmax (so a scatter writes one value), all
     # "kept" with cumulative mass 1, so the draw returns slot 0 = the argmax
     g = greedy[:, None]

@@ -73,6 +73,8 @@ __all__ = [
     "draw_from_candidates",
     "draw_from_mask",
     "top_k_values",
+    "chunk_max",
+    "first_argmax",
 ]
 
 CHUNK = 256
@@ -105,19 +107,56 @@ def _canonical(ids: torch.Tensor, vals: torch.Tensor):
     return ids_asc.gather(-1, order), vals_sorted
 
 
-def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int):
+def chunk_max(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Maximum of each chunk of ``chunk`` consecutive tokens, ``[B, ceil(V / chunk)]`` (the
+    last chunk padded with ``-inf``): one pass over the row."""
+    B, V = x.shape
+    C = -(-V // chunk)
+    pad = C * chunk - V
+    xp = torch.nn.functional.pad(x, (0, pad), value=float("-inf")) if pad else x
+    return xp.view(B, C, chunk).amax(dim=-1)
+
+
+def first_argmax(x: torch.Tensor, cmax: Optional[torch.Tensor] = None, chunk: int = CHUNK) -> torch.Tensor:
+    """``argmax`` of each row with ties to the lowest id (``[B]`` int64), from the chunk maxima
+    ``cmax`` (:func:`chunk_max`): the first chunk holding the row maximum, then the first
+    maximum inside it (cheaper than a full-row ``argmax`` on CPU)."""
+    B, V = x.shape
+    if V <= chunk:
+        return x.argmax(dim=-1)
+    cmax = chunk_max(x, chunk) if cmax is None else cmax
+    m = cmax.amax(dim=-1, keepdim=True)
+    c0 = (cmax == m).to(torch.uint8).argmax(dim=-1)  # first chunk with the maximum
+    ids = c0[:, None] * chunk + torch.arange(chunk, device=x.device)
+    inside = x.gather(-1, ids.clamp_max(V - 1))
+    inside = torch.where(ids < V, inside, float("-inf"))
+    return c0 * chunk + inside.argmax(dim=-1)
+
+
+def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int, key_cmax: Optional[torch.Tensor] = None):
     """The ``chunks`` chunks of largest maximum: candidate ids ``[B, chunks*chunk]`` (ascending
-    chunk order), their values (``-1`` for padding) and the chunk floor ``[B]``."""
+    chunk order), their values (``-1`` for padding) and the chunk floor ``[B]`` (every token
+    outside the gathered chunks has ``q <= floor``).
+
+    With ``key_cmax`` (the :func:`chunk_max` of a tensor ``q`` is a non-decreasing function of
+    per row, e.g. the logits), chunks are ranked by it; the ``(chunks+1)``-th ranked chunk
+    holds the token of the largest key outside the gathered chunks, so its largest ``q`` is
+    the floor."""
     B, V = q.shape
     C = -(-V // chunk)
     pad = C * chunk - V
     qp = torch.nn.functional.pad(q, (0, pad), value=-1.0) if pad else q
-    cmax = qp.view(B, C, chunk).amax(dim=-1)
     if chunks >= C:
         ids = torch.arange(C * chunk, device=q.device).expand(B, -1)
         return ids, qp, q.new_full((B,), -1.0)
-    top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
-    floor = top.values[:, chunks]
+    if key_cmax is None:
+        cmax = qp.view(B, C, chunk).amax(dim=-1)
+        top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
+        floor = top.values[:, chunks]
+    else:
+        top = torch.topk(key_cmax, chunks + 1, dim=-1, sorted=True)
+        last = top.indices[:, chunks:] * chunk + torch.arange(chunk, device=q.device)
+        floor = qp.gather(-1, last).amax(dim=-1)
     sel = torch.sort(top.indices[:, :chunks], dim=-1).values
     ids = (sel[:, :, None] * chunk + torch.arange(chunk, device=q.device)).reshape(B, chunks * chunk)
     return ids, qp.gather(-1, ids), floor
@@ -136,7 +175,7 @@ def top_k_values(q: torch.Tensor, k: int) -> torch.Tensor:
 
 def candidate_nucleus(
     q: torch.Tensor, P: torch.Tensor, *, k: int = CANDIDATES, chunk: int = CHUNK, chunks: int = CHUNKS,
-    small_v: int = _SMALL_V,
+    small_v: int = _SMALL_V, key_cmax: Optional[torch.Tensor] = None,
 ) -> Candidates:
     """The nucleus of each row among at most ``k`` candidates (see the module docstring).
 
