@@ -20,7 +20,8 @@ Torch gives two outputs: :func:`torch_step_logits`, logits whose plain softmax i
 distribution (``(l - max l) / T`` inside the nucleus, a finite ``fill`` outside, for engines
 that sample themselves), and :func:`torch_step_sample`, a drawn token (inverse CDF over the
 kept tokens only, one uniform per row from ``generator``). Neither synchronises with the host
-when ``check=False`` and a CUDA graph is being captured (see ``sync`` below); ``check=True``
+on an accelerator when ``check=False`` (so both can be captured in a CUDA graph; on the CPU
+they read one boolean per step, see ``sync``); ``check=True``
 validates logits, ``T`` and ``P`` (NaN, +inf, negative ``T``) and does synchronise. Inside a
 captured graph no check is possible: a NaN or infinite ``T`` then yields an arbitrary kept
 token, so engines must validate request knobs before capture.
@@ -106,12 +107,12 @@ def _torch_nucleus(arr, T, P):
     return z, q, cand
 
 
-def _sync_mode(sync: Optional[bool]) -> bool:
+def _sync_mode(sync: Optional[bool], device) -> bool:
+    """``sync=None``: synchronise (to run the threshold search only on the rows that need it)
+    on the CPU, where it costs nothing; never on an accelerator (no stall, CUDA-graph safe)."""
     if sync is not None:
         return sync
-    from .torch_nucleus import _capturing
-
-    return not _capturing()
+    return device.type == "cpu"
 
 
 def _fallback_mask(q, P):
@@ -129,8 +130,9 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     ``(logits, T, P)``: ``(l - max l) / T`` in the nucleus (``-inf`` inputs become ``fill``),
     ``fill`` elsewhere; greedy rows have only the argmax, at 0. Always finite.
 
-    ``sync=None`` synchronises once (to run the threshold search only on unproven rows)
-    unless a CUDA graph is being captured; ``sync=False`` never synchronises.
+    ``sync=None`` synchronises once on the CPU (to run the threshold search only on unproven
+    rows) and never on an accelerator; ``sync=False`` never synchronises (the search runs on
+    every row and ``torch.where`` picks), ``sync=True`` always may.
     """
     import torch
 
@@ -138,7 +140,7 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     z, q, cand = _torch_nucleus(arr, T, P)
     kept_z = torch.where(cand.keep, z.gather(-1, cand.ids).clamp_min(fill), fill)
     out = torch.full_like(z, fill).scatter_(-1, cand.ids, kept_z)
-    if _sync_mode(sync):
+    if _sync_mode(sync, arr.device):
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
             mask = _fallback_mask(q[rows], P[rows])
@@ -160,7 +162,7 @@ def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync
     z, q, cand = _torch_nucleus(arr, T, P)
     u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
     token = N.draw_from_candidates(cand, u)
-    if _sync_mode(sync):
+    if _sync_mode(sync, arr.device):
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
             token[rows] = N.draw_from_mask(q[rows], _fallback_mask(q[rows], P[rows]), u[rows])

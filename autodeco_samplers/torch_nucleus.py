@@ -246,22 +246,18 @@ def nucleus_mask(q: torch.Tensor, P: torch.Tensor, *, sync: Optional[bool] = Non
     """Boolean ``[B, V]`` kept set of each row (greedy rows are not special here).
 
     Uses :func:`candidate_nucleus` and :func:`threshold_nucleus` for the rows it cannot prove.
-    ``sync`` (default: True unless a CUDA graph is being captured) lets it look at which rows
-    need the threshold search (one host synchronisation); ``sync=False`` runs the search on
-    every row and selects without synchronising.
+    ``sync`` (default: True on the CPU, False elsewhere) lets it look at which rows need the
+    threshold search (one host synchronisation); ``sync=False`` runs the search on every row
+    and selects without synchronising.
     """
     cand = candidate_nucleus(q, P)
     mask = torch.zeros(q.shape, dtype=torch.bool, device=q.device).scatter_(-1, cand.ids, cand.keep)
     return _patch_unproven(mask, cand.proven, q, P, sync)
 
 
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
 def _patch_unproven(mask, proven, q, P, sync):
     if sync is None:
-        sync = not _capturing()
+        sync = q.device.type == "cpu"
     if sync:
         if bool(proven.all()):
             return mask

@@ -97,7 +97,7 @@ def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int
     from transformers import TopPLogitsWarper
 
     from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+    from autodeco_samplers.step import torch_step_logits
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(batch, vocab, generator=g) * 8
@@ -106,10 +106,8 @@ def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int
     policy = DecodingPolicy()
     warper = TopPLogitsWarper(0.9)
 
-    def ours():
-        T, P = heads(h, logits)
-        T, P = policy.apply(T, P)
-        torch.multinomial(torch.softmax(masked_scaled_logits_topk(logits, T, P), -1), 1)
+    def ours():  # what the processor returns, then transformers' own softmax + multinomial
+        torch.multinomial(torch.softmax(torch_step_logits(h, logits, heads, policy).logits, -1), 1)
 
     def plain():
         torch.multinomial(torch.softmax(warper(None, logits), -1), 1)
