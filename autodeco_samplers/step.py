@@ -115,14 +115,21 @@ def _sync_mode(sync: Optional[bool], device) -> bool:
     return device.type == "cpu"
 
 
-def _fallback_mask(q, P):
+def _fallback_mask(q, P, sync: bool = False):
     """Kept set for rows the candidates did not prove: every positive token when ``P >= 1``,
-    else the threshold search."""
+    else the threshold search (with ``sync``, only on the rows that need it)."""
     import torch
 
     from . import torch_nucleus as N
 
-    return torch.where((P >= 1)[:, None], q > 0, N.threshold_nucleus(q, P))
+    whole = (P >= 1)[:, None]
+    if not sync:
+        return torch.where(whole, q > 0, N.threshold_nucleus(q, P))
+    mask = q > 0
+    search = (P < 1).nonzero()[:, 0]
+    if search.numel():
+        mask[search] = N.threshold_nucleus(q[search], P[search])
+    return mask
 
 
 def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: bool = False, sync: Optional[bool] = None):
@@ -143,7 +150,7 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     if _sync_mode(sync, arr.device):
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
-            mask = _fallback_mask(q[rows], P[rows])
+            mask = _fallback_mask(q[rows], P[rows], sync=True)
             out[rows] = torch.where(mask, z[rows].clamp_min(fill), fill)
         return out
     mask = _fallback_mask(q, P)
@@ -165,7 +172,7 @@ def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync
     if _sync_mode(sync, arr.device):
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
-            token[rows] = N.draw_from_mask(q[rows], _fallback_mask(q[rows], P[rows]), u[rows])
+            token[rows] = N.draw_from_mask(q[rows], _fallback_mask(q[rows], P[rows], sync=True), u[rows])
         return token
     return torch.where(cand.proven, token, N.draw_from_mask(q, _fallback_mask(q, P), u))
 
