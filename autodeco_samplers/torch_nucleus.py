@@ -19,7 +19,11 @@ larger of the ``(KC+1)``-th largest chunk maximum and the ``(K+1)``-th largest g
 
 1. Every token with ``q > floor`` is among the ``K`` candidates: its chunk's maximum is
    ``>= q > `` the ``(KC+1)``-th largest chunk maximum, so its chunk was gathered, and among
-   the gathered values it exceeds the ``(K+1)``-th largest. So the candidates with
+   the gathered values it exceeds the ``(K+1)``-th largest. The step ranks chunks by their
+   maximum *logit* instead (one pass it needs anyway; ``q`` is a non-decreasing function of
+   the logit in a row): every token outside the ``KC`` best chunks has a logit at most the
+   ``(KC+1)``-th chunk's maximum, hence ``q`` at most the largest ``q`` of that chunk, which
+   is then the chunk floor. So the candidates with
    ``q > floor``, sorted by (descending ``q``, ascending id), are exactly the first entries of
    the canonical order of the whole row (ties above ``floor`` lie entirely inside).
 2. Their exclusive prefix sums (float64, sequential ``cumsum``) are the reference's sums of
@@ -32,21 +36,25 @@ larger of the ``(KC+1)``-th largest chunk maximum and the ``(K+1)``-th largest g
    kept set is complete. Rows where both hold are ``proven``; ``P >= 1`` rows never are.
 
 **Threshold search** (:func:`threshold_nucleus`; always exact, fixed shapes, no host
-synchronisation, ``O(V)`` per pass, used for the rows the candidates cannot prove, e.g. a flat
-distribution with ``P`` near 1). Define ``M(v) = sum of q_j over q_j > v``. The last kept
-token's value ``v*`` is the smallest value present in the row with ``M(v*) < P``: every token
-above ``v*`` has exclusive sum ``<= M(v*) < P`` minus its own... precisely, a token of value
-``v`` has ``c >= M(v)`` (everything larger precedes it) and ``c < M(v) + (ties before it)``;
-tokens below ``v*`` have ``c >= M(v') >= P`` for their own value ``v' < v*`` by minimality, and
-tokens above ``v*`` have ``c <= M(v*) + ... `` i.e. they precede the first token of value
-``v*``, whose ``c = M(v*) < P``, so they are kept. ``M`` is monotone in ``v``, and the
-non-negative float32 values are ordered like their int32 bit patterns, so ``v*`` is found by
-bisection on the 31-bit pattern: 31 masked sums, each one pass. Among the ``n`` tokens equal
-to ``v*`` the first ``r = ceil((P - M(v*)) / v*)`` in id order are kept (the ``j``-th has
-``c = M(v*) + j v*``). ``M`` here is a float64 pairwise sum rather than the reference's
-sequential one: the two differ by ~1e-16 per token, so only tokens whose exclusive sum lies
-within that of ``P`` can land on the other side, which the conformance checker allows
-(``docs/conformance.md``: within 1e-5 of ``P`` either side is accepted).
+synchronisation, used for the rows the candidates cannot prove, e.g. a flat distribution with
+``P`` near 1). Let ``M(v)`` be the mass of the tokens with ``q > v``. A token of value ``v``
+comes after every token of larger value, so its exclusive sum is ``c = M(v) + (mass of the
+equal tokens of lower id)``. Let ``v*`` be the smallest value present with ``M(v*) < P``.
+
+* A token with ``q > v*`` precedes the first token of value ``v*``, whose ``c = M(v*) < P``;
+  so its own ``c`` is smaller still: kept.
+* A token with ``q < v*`` has, by minimality of ``v*``, ``M(q) >= P``, so ``c >= P``: dropped.
+* The ``j``-th token equal to ``v*`` (``j = 0, 1, ...`` in id order) has ``c = M(v*) + j v*``:
+  kept iff ``j < (P - M(v*)) / v*``, i.e. the first ``r = ceil((P - M(v*)) / v*)`` of them.
+
+``M`` is non-increasing and changes only at values present in the row, and non-negative
+float32 values are ordered like their int32 bit patterns, so the smallest pattern with
+``M < P`` (found by bisection: 31 masked sums, one pass each) is ``v*``. If the whole mass is
+below ``P`` (or ``P >= 1``) every token of positive probability is kept. ``M`` here is a float64
+pairwise sum where the reference adds sequentially; the two differ by ~1e-16 per token, so
+only tokens whose exclusive sum lies that close to ``P`` can land on the other side, which the
+conformance checker allows (``docs/conformance.md``: within 1e-5 of ``P`` either side is
+accepted).
 
 The draw (:func:`draw_from_candidates`, :func:`draw_from_mask`) is the inverse CDF over the
 kept tokens only, with one uniform number per row: for candidates, in canonical order over at
