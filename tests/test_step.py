@@ -299,3 +299,18 @@ def test_candidates_do_not_claim_a_nucleus_larger_than_themselves():
     assert not bool(cand.proven[0])
     peaked = torch.softmax(torch.tensor([[10.0, 9.0] + [0.0] * 2998]), dim=-1)
     assert bool(N.candidate_nucleus(peaked, torch.tensor([0.9])).proven[0])
+
+
+def test_no_host_synchronisation_off_the_cpu():
+    """On a device other than the CPU the step reads no tensor value on the host (what a CUDA
+    graph needs). Meta tensors have no values at all: any ``.item()``/``bool()``/``nonzero``
+    would raise, and does with ``sync=True``."""
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+    heads = AutoDecoHeadsModule.create(16, width=8, seed=0).requires_grad_(False).to("meta")
+    hidden, logits = torch.empty(3, 16, device="meta"), torch.empty(3, 5000, device="meta")
+    with torch.no_grad():
+        assert torch_step_logits(hidden, logits, heads).logits.shape == (3, 5000)
+        assert torch_step_sample(hidden, logits, heads).token.shape == (3,)
+        with pytest.raises(RuntimeError, match="meta"):
+            torch_step_logits(hidden, logits, heads, sync=True)
