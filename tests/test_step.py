@@ -314,3 +314,19 @@ def test_no_host_synchronisation_off_the_cpu():
         assert torch_step_sample(hidden, logits, heads).token.shape == (3,)
         with pytest.raises(RuntimeError, match="meta"):
             torch_step_logits(hidden, logits, heads, sync=True)
+
+
+def test_sync_free_step_compiles_to_one_graph():
+    """``torch.compile(fullgraph=True)`` refuses any data-dependent host read or shape: the
+    ``sync=False`` step (what SGLang/vLLM capture in CUDA graphs) is one static graph."""
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+    heads = AutoDecoHeadsModule.create(32, width=8, seed=0).requires_grad_(False)
+
+    def step(logits, hidden):
+        return torch_step_logits(hidden, logits, heads, DecodingPolicy(top_p=1.5), sync=False).logits
+
+    compiled = torch.compile(step, fullgraph=True, backend="eager", dynamic=False)
+    g = torch.Generator().manual_seed(0)
+    logits, hidden = torch.randn(3, 5000, generator=g) * 3, torch.randn(3, 32, generator=g)
+    torch.testing.assert_close(compiled(logits, hidden), step(logits, hidden), rtol=0, atol=0)

@@ -46,5 +46,6 @@ def autodeco_logits(
     ``lm_head`` consumed for the same rows. Float32 output. ``temperature`` / ``top_p``
     (optional ``[B]``) are per-request multipliers replacing the policy's scalar ones.
     """
-    st = torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill)
+    # sync=False: no host read on any device (the transform runs inside captured CUDA graphs)
+    st = torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False)
     return AutoDecoStep(st.logits, st.T_pred, st.P_pred, st.T, st.P)
