@@ -6,8 +6,8 @@
 >>> out = model.generate(**enc, do_sample=True, logits_processor=[proc], max_new_tokens=32)  # doctest: +SKIP
 >>> proc.trace.steps(0)[0]          # token id, T_pred, P_pred, T, P                  # doctest: +SKIP
 
-How it is wired (no algorithm of its own; the rules are :mod:`autodeco_samplers.torch_ops`
-and :class:`~autodeco_samplers.policy.DecodingPolicy`):
+How it is wired (no algorithm of its own; each step is one call of the core step
+:func:`autodeco_samplers.step.torch_step_logits`):
 
 * :func:`attach` registers a forward *pre-hook* on ``model.get_output_embeddings()``. It keeps
   the last position of the tensor ``lm_head`` consumes (``[B, 1, H]`` during ``generate``;
@@ -26,8 +26,8 @@ and :class:`~autodeco_samplers.policy.DecodingPolicy`):
   a clear error; (4) after generation stores :class:`AutoDecoTrace` in ``processor.trace``.
   Without an AutoDeco processor the call goes to transformers unchanged.
 * At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
-  and the ``scores`` it receives, applies the policy, and returns
-  ``torch_ops.masked_scaled_logits`` whose plain softmax is exactly the canonical
+  and the ``scores`` it receives, applies the policy, and returns logits
+  (:func:`~autodeco_samplers.step.torch_step_logits`) whose plain softmax is exactly the canonical
   distribution, which transformers then samples (softmax + multinomial). With
   ``do_sample=False`` it returns the scores unchanged (greedy stays greedy, ties to the lowest
   id) and records ``T = 0``. A request temperature of 0 is greedy as well.
@@ -352,8 +352,7 @@ class _CallState:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        from autodeco_samplers import torch_ops
-        from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+        from autodeco_samplers.step import torch_step_logits
 
         cap = self.attachment._capture
         if cap.count == self.last_count or cap.hidden is None:
@@ -369,18 +368,10 @@ class _CallState:
         heads = self.attachment._heads_on(hidden.device)
         with torch.no_grad():
             raw = self.attachment._model_logits(lm_out, scores)
-            T_pred, P_pred = heads(hidden, raw)
-            T_used, P_used = self.policy.apply(T_pred, P_pred)
-            if self.greedy:
-                T_used = torch.zeros_like(T_used)
-                out = scores
-            else:
-                k = self.attachment.candidates
-                if k > 0:
-                    out = masked_scaled_logits_topk(scores, T_used, P_used, k=k)
-                else:
-                    out = torch_ops.masked_scaled_logits(scores, T_used, P_used)
-        self.records.append(torch.stack([T_pred, P_pred, T_used, P_used]))
+            zero = torch.zeros(scores.shape[0], device=scores.device) if self.greedy else None
+            st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw)
+            out = scores if self.greedy else st.logits
+        self.records.append(torch.stack([st.T_pred, st.P_pred, st.T, st.P]))
         return out
 
 
@@ -472,10 +463,8 @@ def attach(
             accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
-        candidates: the nucleus is searched among this many top tokens per row before a full
-            sort (:func:`autodeco_samplers.torch_nucleus.masked_scaled_logits_topk`; same
-            distribution either way, one host sync per step). ``0`` always sorts the whole
-            vocabulary (no host sync in the processor).
+        candidates: ignored, kept for compatibility (the nucleus search of
+            :mod:`autodeco_samplers.torch_nucleus` sorts no vocabulary and needs no tuning).
 
     Raises:
         ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
