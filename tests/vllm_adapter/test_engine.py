@@ -1,0 +1,135 @@
+"""AutoDeco inside one real vLLM engine (TP=1): greedy, sampling, logprobs, batches, knobs.
+
+One engine (session fixture ``engine_a``) serves every check here; the expectations come from
+the independent side (``_reference.py``: HF transformers forward, NumPy heads, NumPy reference).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import PROMPTS, run_engine
+
+from _reference import canonical_steps, hf_greedy
+
+N_DRAWS = 800  # single-token draws per G-test (fixed seeds)
+STEPS = 12
+ALPHA = 1e-3
+
+
+def _tokenize(folders, prompts):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folders["served"]))
+    return [tok(p)["input_ids"] for p in prompts]
+
+
+@pytest.fixture(scope="session")
+def engine_a(folders, tmp_path_factory):
+    draws = [PROMPTS[0]] * N_DRAWS + [PROMPTS[2]] * N_DRAWS
+    requests = [
+        {"prompts": PROMPTS, "params": {"temperature": 0.0, "max_tokens": STEPS, "ignore_eos": True}},
+        {"prompts": PROMPTS, "params": [{"seed": 11 + i, "max_tokens": STEPS, "logprobs": -1, "ignore_eos": True}
+                                        for i in range(len(PROMPTS))]},
+        {"prompts": draws, "params": [{"seed": 1000 + i, "max_tokens": 1} for i in range(len(draws))]},
+        {"prompts": [PROMPTS[0]] * N_DRAWS,
+         "params": [{"seed": 5000 + i, "max_tokens": 1, "temperature": 0.5} for i in range(N_DRAWS)]},
+        {"prompts": [PROMPTS[0]] * N_DRAWS,
+         "params": [{"seed": 9000 + i, "max_tokens": 1, "top_p": 0.5} for i in range(N_DRAWS)]},
+    ]
+    out, log = run_engine(tmp_path_factory.mktemp("engine_a"), folders["served"], requests)
+    assert "error" not in out, out.get("error")
+    return out["results"]
+
+
+def test_greedy_equals_hf_greedy(engine_a, folders, hf_model):
+    ids = _tokenize(folders, PROMPTS)
+    for prompt_ids, row in zip(ids, engine_a[0]):
+        assert row["prompt_token_ids"] == prompt_ids
+        assert row["token_ids"] == hf_greedy(hf_model, prompt_ids, STEPS)
+
+
+def test_batch_of_prompts_of_different_lengths(engine_a, folders):
+    lengths = {len(row["prompt_token_ids"]) for row in engine_a[1]}
+    assert len(lengths) == len(PROMPTS)  # really different lengths, batched in one call
+    assert all(len(row["token_ids"]) == STEPS for row in engine_a[1])
+
+
+def test_returned_logprobs_are_canonical(engine_a, hf_model, heads, policy):
+    """Along each sampled path (a batch of 4 prompts of different lengths), vLLM's returned
+    logprobs equal the canonical log-probabilities at every step, over the whole vocabulary;
+    tokens outside the nucleus get (practically) minus infinity."""
+    checked = 0
+    T_seen = []
+    for row in engine_a[1]:
+        steps = canonical_steps(hf_model, heads, policy, row["prompt_token_ids"], row["token_ids"])
+        for s, tok in enumerate(row["token_ids"]):
+            probs, T, P = steps[s]
+            T_seen.append(T)
+            got = np.full(probs.size, -np.inf)
+            for k, v in row["logprobs"][s].items():
+                got[int(k)] = v
+            assert probs[tok] > 0, f"step {s}: sampled token {tok} is outside the canonical nucleus"
+            inside = probs > 1e-12
+            np.testing.assert_allclose(got[inside], np.log(probs[inside]), atol=2e-4, rtol=0)
+            assert np.all(got[probs == 0] < -1e20)
+            checked += 1
+    assert checked == len(PROMPTS) * STEPS
+    # vLLM's request temperature is bounded to [0, 2]; AutoDeco's T never passes through it
+    assert max(T_seen) > 1.0 and min(T_seen) < 1.0, (min(T_seen), max(T_seen))
+
+
+def _g_test(draws, probs):
+    from _hf_util import g_test_pvalue
+
+    counts = np.bincount(np.asarray(draws), minlength=probs.size)
+    assert counts[probs == 0].sum() == 0, f"draws outside the support: {np.nonzero(counts * (probs == 0))[0]}"
+    return g_test_pvalue(counts, probs)
+
+
+def test_sampled_tokens_follow_canonical_distribution(engine_a, folders, hf_model, heads, policy):
+    rows = engine_a[2]
+    for part, prompt in ((rows[:N_DRAWS], PROMPTS[0]), (rows[N_DRAWS:], PROMPTS[2])):
+        ids = part[0]["prompt_token_ids"]
+        probs = canonical_steps(hf_model, heads, policy, ids, [])[0][0]
+        draws = [r["token_ids"][0] for r in part]
+        assert (probs > 0).sum() >= 3, "test precondition: a nucleus with several tokens"
+        p = _g_test(draws, probs)
+        assert p > ALPHA, f"{prompt!r}: G-test p = {p:.3g}"
+
+
+def _restrict(logits_scaled, support):
+    z = np.where(support, logits_scaled, -np.inf)
+    z = z - z[support].max()
+    e = np.where(support, np.exp(z), 0.0)
+    return e / e.sum()
+
+
+def test_request_temperature_divides_autodeco_logits(engine_a, hf_model, heads, policy):
+    """Documented knob rule: a request temperature ``t`` divides the AutoDeco logits, so the
+    tokens of the AutoDeco nucleus (chosen at the heads' T, P) get ``exp((l - max l) / (T t))``."""
+    ids = engine_a[3][0]["prompt_token_ids"]
+    probs, T, P = canonical_steps(hf_model, heads, policy, ids, [])[0]
+    import torch
+
+    with torch.no_grad():
+        logits = hf_model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy()
+    expected = _restrict((logits - logits.max()) / (T * 0.5), probs > 0)
+    p = _g_test([r["token_ids"][0] for r in engine_a[3]], expected)
+    assert p > ALPHA, f"G-test p = {p:.3g}"
+
+
+def test_request_top_p_filters_autodeco_distribution(engine_a, hf_model, heads, policy):
+    """Documented knob rule: a request top_p ``p`` is vLLM's own top-p applied to the canonical
+    distribution (the smallest top set of mass >= p is kept, then renormalised)."""
+    ids = engine_a[4][0]["prompt_token_ids"]
+    probs = canonical_steps(hf_model, heads, policy, ids, [])[0][0]
+    order = np.argsort(-probs, kind="stable")
+    before = np.cumsum(probs[order]) - probs[order]
+    keep = np.zeros(probs.size, bool)
+    keep[order[before < 0.5]] = True
+    expected = np.where(keep, probs, 0.0)
+    expected /= expected.sum()
+    assert keep.sum() >= 2, "test precondition: top_p 0.5 keeps several tokens"
+    p = _g_test([r["token_ids"][0] for r in engine_a[4]], expected)
+    assert p > ALPHA, f"G-test p = {p:.3g}"
