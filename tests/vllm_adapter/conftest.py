@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from _engine import DRAW_PROMPTS, GREEDY_REQUEST, N_DRAWS, SAMPLED_REQUEST, run_engine  # noqa: E402
 
 try:
     import vllm  # noqa: F401
@@ -36,37 +37,6 @@ except ImportError as exc:
     collect_ignore_glob = ["test_[!e]*.py"]  # only test_environment.py reports the skip
 else:
     VLLM_MISSING = None
-
-#: Engine settings shared by every test engine: float32 (so HF comparisons are exact up to
-#: kernel rounding), eager mode, a small KV cache, full-vocabulary logprobs allowed.
-ENGINE = dict(dtype="float32", max_model_len=256, enforce_eager=True, max_num_seqs=64, seed=0, max_logprobs=-1)
-PROMPTS = ["The quick brown fox", "alpha", "Sampling is a choice; precision is a duty.", "red green"]
-
-
-def engine_env(extra=None):
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    env.update(extra or {})
-    return env
-
-
-def run_engine(tmp: Path, model, requests, engine=None, env=None, timeout=900):
-    """Run ``_engine_job.py`` once; returns ``(result dict, combined log text)``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    job = {"model": str(model), "engine": {**ENGINE, **(engine or {})}, "requests": requests}
-    job_path, out_path = tmp / "job.json", tmp / "out.json"
-    job_path.write_text(json.dumps(job))
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_engine_job.py"), str(job_path), str(out_path)],
-        env=engine_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-    )
-    log = proc.stdout
-    if not out_path.is_file():
-        raise AssertionError(f"engine job exited with {proc.returncode} and no result; log tail:\n{log[-4000:]}")
-    return json.loads(out_path.read_text()), log
-
 
 @pytest.fixture(scope="session")
 def vllm_missing():
@@ -101,3 +71,22 @@ def policy(folders):
 
     cfg = json.loads((Path(folders["served"]) / "config.json").read_text())
     return parse_autodeco_block(cfg["autodeco"])[1]
+
+
+@pytest.fixture(scope="session")
+def engine_a(folders, tmp_path_factory):
+    """The TP=1 engine on the prepared folder: greedy, seeded sampled paths with full logprobs,
+    and single-token draws (default knobs, temperature 0.5, top_p 0.5) for the G-tests."""
+    draws = [DRAW_PROMPTS[0]] * N_DRAWS + [DRAW_PROMPTS[1]] * N_DRAWS
+    requests = [
+        GREEDY_REQUEST,
+        SAMPLED_REQUEST,
+        {"prompts": draws, "params": [{"seed": 1000 + i, "max_tokens": 1} for i in range(len(draws))]},
+        {"prompts": [DRAW_PROMPTS[0]] * N_DRAWS,
+         "params": [{"seed": 5000 + i, "max_tokens": 1, "temperature": 0.5} for i in range(N_DRAWS)]},
+        {"prompts": [DRAW_PROMPTS[0]] * N_DRAWS,
+         "params": [{"seed": 9000 + i, "max_tokens": 1, "top_p": 0.5} for i in range(N_DRAWS)]},
+    ]
+    out, log = run_engine(tmp_path_factory.mktemp("engine_a"), folders["served"], requests)
+    assert "error" not in out, out.get("error")
+    return out["results"]
