@@ -15,10 +15,18 @@ straight through to it. With the block it
   runner passes the post-norm hidden rows it samples from (one per request per step), so the
   heads read exactly what ``lm_head`` read, and vLLM's sampler at temperature 1 / top-p 1
   draws from the canonical AutoDeco distribution (``docs/design.md`` section 3).
+
+Trace (debugging and the conformance suite's end-to-end level): when the environment
+variable :data:`TRACE_ENV` names a folder, every ``compute_logits`` call of an AutoDeco model
+writes ``step_NNNNNN_rankR.npz`` there with the raw logits, hidden rows and the predicted /
+used ``T`` and ``P`` of each row (batch order). It syncs with the host on every step: never
+for serving.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 import torch
@@ -32,6 +40,7 @@ from .transform import AutoDecoStep, autodeco_step
 
 Weights = Iterable[Tuple[str, torch.Tensor]]
 HEADS_ATTR = "autodeco_heads"
+TRACE_ENV = "AUTODECO_VLLM_TRACE_DIR"
 
 
 class AutoDecoModelMixin:
@@ -45,6 +54,8 @@ class AutoDecoModelMixin:
         self.autodeco_last_step: Optional[AutoDecoStep] = None
         self._autodeco_loaded: Set[str] = set()
         self._autodeco_ready = False
+        self._autodeco_trace = os.environ.get(TRACE_ENV) or None
+        self._autodeco_calls = 0
         if not self.autodeco_enabled:
             return
         from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
@@ -105,7 +116,20 @@ class AutoDecoModelMixin:
             return logits
         step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), self.autodeco_policy)
         self.autodeco_last_step = step
+        if self._autodeco_trace:
+            self._write_trace(logits, hidden_states, step)
         return step.logits
+
+    def _write_trace(self, logits: torch.Tensor, hidden: torch.Tensor, step: AutoDecoStep) -> None:
+        import numpy as np
+
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        folder = Path(self._autodeco_trace)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"logits": logits, "hidden": hidden, "T_pred": step.T_pred, "P_pred": step.P_pred, "T": step.T, "P": step.P}
+        np.savez(folder / f"step_{self._autodeco_calls:06d}_rank{rank}.npz",
+                 **{k: v.detach().float().cpu().numpy() for k, v in arrays.items()})
+        self._autodeco_calls += 1
 
     def compute_logits_local(self, *args: Any, **kwargs: Any):
         if not self.autodeco_enabled:
