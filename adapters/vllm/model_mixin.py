@@ -14,7 +14,9 @@ straight through to it. With the block it
 * returns from ``compute_logits`` the logits of :func:`.transform.autodeco_step`: vLLM's
   runner passes the post-norm hidden rows it samples from (one per request per step), so the
   heads read exactly what ``lm_head`` read, and vLLM's sampler at temperature 1 / top-p 1
-  draws from the canonical AutoDeco distribution (``docs/design.md`` section 3).
+  draws from the canonical AutoDeco distribution (``docs/design.md`` section 3). Requests
+  that set ``autodeco_temperature`` / ``autodeco_top_p`` in ``extra_args`` get those
+  multipliers for their rows (:mod:`.knobs`).
 
 Trace (debugging and the conformance suite's end-to-end level): when the environment
 variable :data:`TRACE_ENV` names a folder, every ``compute_logits`` call of an AutoDeco model
@@ -114,7 +116,11 @@ class AutoDecoModelMixin:
         logits = super().compute_logits(hidden_states, *args, **kwargs)
         if not self.autodeco_enabled or logits is None:
             return logits
-        step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), self.autodeco_policy)
+        from .knobs import row_multipliers
+
+        policy = self.autodeco_policy
+        t, p = row_multipliers(logits.shape[0], policy.temperature, policy.top_p, logits.device)
+        step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), policy, t, p)
         self.autodeco_last_step = step
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)

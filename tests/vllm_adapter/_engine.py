@@ -53,3 +53,13 @@ N_DRAWS = 800  # single-token draws per G-test (fixed seeds)
 #: Prompts whose first canonical step has a nucleus of several tokens with this seeded model
 #: (checked in the tests from the reference side, never assumed).
 DRAW_PROMPTS = ["The quick brown fox", "beta gamma"]
+
+#: AutoDeco's own per-request multipliers (``extra_args``): one draw setting, and a batch of
+#: four rows with different settings (none, temperature, top-p, greedy) sampled together.
+KNOBS_DRAW = {"autodeco_temperature": 0.6, "autodeco_top_p": 0.8}
+KNOBS_ROWS = [None, {"autodeco_temperature": 0.5}, {"autodeco_top_p": 0.5}, {"autodeco_temperature": 0.0}]
+KNOBS_REQUEST = {
+    "prompts": PROMPTS,
+    "params": [dict({"seed": 31 + i, "max_tokens": STEPS, "logprobs": -1, "ignore_eos": True},
+                    **({"extra_args": k} if k else {})) for i, k in enumerate(KNOBS_ROWS)],
+}

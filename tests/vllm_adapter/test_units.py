@@ -89,3 +89,14 @@ def test_step_at_real_vocabulary_sizes(vocab):
     verdict = check_distribution(logits, T.astype(np.float32), P.astype(np.float32), probs)
     assert verdict.ok, verdict.describe("vllm")
     assert probs[2].max() == 1.0 and probs[2].argmax() == logits[2].argmax()
+
+
+def test_request_knobs_are_validated_with_their_name():
+    from vllm import SamplingParams
+
+    from autodeco_samplers.adapters.vllm.knobs import AutoDecoRequestKnobs
+
+    AutoDecoRequestKnobs.validate_params(SamplingParams(extra_args={"autodeco_temperature": 0.5}))
+    for bad in ({"autodeco_temperature": -1}, {"autodeco_top_p": "x"}, {"autodeco_temperature": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AutoDecoRequestKnobs.validate_params(SamplingParams(extra_args=bad))
