@@ -100,3 +100,14 @@ def test_request_knobs_are_validated_with_their_name():
     for bad in ({"autodeco_temperature": -1}, {"autodeco_top_p": "x"}, {"autodeco_temperature": float("inf")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AutoDecoRequestKnobs.validate_params(SamplingParams(extra_args=bad))
+
+
+def test_conformance_end_to_end_on_a_real_engine(tmp_path):
+    """``autodeco conformance --engines vllm --levels end-to-end``: a real engine's trace (raw
+    logits, predicted / used T and P) and returned logprobs, checked against the reference."""
+    from autodeco_samplers.conformance.engines import get_engine
+    from autodeco_samplers.conformance.runner import run_end_to_end
+
+    result = run_end_to_end(get_engine("vllm"), steps=8, seed=0, workdir=tmp_path)
+    assert result.verdict == "pass", result.reason
+    assert result.cases == 8
