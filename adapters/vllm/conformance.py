@@ -32,7 +32,7 @@ from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutpu
 
 __all__ = ["VLLMEngine"]
 
-_MODEL = dict(vocab_size=256, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
+_MODEL = dict(vocab_size=320, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
 _PROMPT = "The quick brown fox"
 
 
@@ -92,10 +92,9 @@ class VLLMEngine(ConformanceEngine):
         with torch.no_grad():
             tf = model(input_ids=torch.tensor([prompt + toks]), output_hidden_states=True)
         records = []
-        V = _MODEL["vocab_size"]
         for s in range(len(toks)):
             rec = np.load(files[s])
-            probs = np.zeros(V)
+            probs = np.zeros(rec["logits"].shape[-1])
             for k, v in lps[s].items():
                 probs[int(k)] = np.exp(v)
             t = len(prompt) + s - 1
