@@ -50,5 +50,9 @@ echo "setup_vllm: [3/4] removing CUDA-only torchvision/torchaudio/torchcodec and
 echo "setup_vllm: [4/4] autodeco-samplers (editable) and test tools"
 pipi "torch==2.13.0" pytest hypothesis scipy openai
 pipi --no-deps -e .
-"$PY" -c "$CHECK"
+if ! "$PY" -c "$CHECK" >>"$LOG" 2>&1; then
+  echo "setup_vllm: the environment does not import as expected; last lines of $LOG:" >&2
+  tail -n 30 "$LOG" >&2
+  exit 1
+fi
 "$PY" -c "import vllm, torch, transformers; print('setup_vllm: vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)" 2>/dev/null | tail -n 1
