@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Set, Tuple
 
 import torch
 
@@ -53,7 +53,6 @@ class AutoDecoModelMixin:
         config = vllm_config.model_config.hf_config
         block = autodeco_block_of(config)
         self.autodeco_enabled = block is not None
-        self.autodeco_last_step: Optional[AutoDecoStep] = None
         self._autodeco_loaded: Set[str] = set()
         self._autodeco_ready = False
         self._autodeco_trace = os.environ.get(TRACE_ENV) or None
@@ -121,7 +120,6 @@ class AutoDecoModelMixin:
         policy = self.autodeco_policy
         t, p = row_multipliers(logits.shape[0], policy.temperature, policy.top_p, logits.device)
         step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), policy, t, p)
-        self.autodeco_last_step = step
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)
         return step.logits
@@ -137,13 +135,18 @@ class AutoDecoModelMixin:
                  **{k: v.detach().float().cpu().numpy() for k, v in arrays.items()})
         self._autodeco_calls += 1
 
+
+def _local_logits_for(base: type):
     def compute_logits_local(self, *args: Any, **kwargs: Any):
+        """vLLM's vocabulary-sharded logits (V2 runner): stock without heads, refused with them."""
         if not self.autodeco_enabled:
-            return super().compute_logits_local(*args, **kwargs)
+            return base.compute_logits_local(self, *args, **kwargs)
         raise NotImplementedError(
             "AutoDeco needs the full vocabulary row of each step (the nucleus is a global sort); "
             "vocabulary-sharded sampling is not supported with an autodeco checkpoint"
         )
+
+    return compute_logits_local
 
 
 def autodeco_model_class(base: type) -> type:
@@ -152,6 +155,9 @@ def autodeco_model_class(base: type) -> type:
     import sys
 
     caller = sys._getframe(1).f_globals.get("__name__", __name__)
-    cls = type(base.__name__, (AutoDecoModelMixin, base), {"__module__": caller, "__qualname__": base.__qualname__})
+    namespace: Dict[str, Any] = {"__module__": caller, "__qualname__": base.__qualname__}
+    if hasattr(base, "compute_logits_local"):  # only where the stock class offers it
+        namespace["compute_logits_local"] = _local_logits_for(base)
+    cls = type(base.__name__, (AutoDecoModelMixin, base), namespace)
     cls.__doc__ = f"vLLM ``{base.__name__}`` with AutoDeco heads when config.json has an ``autodeco`` block."
     return cls

@@ -28,7 +28,10 @@ def test_tensor_parallel_2_gives_the_same_tokens(engine_a, folders, tmp_path_fac
 
 
 def test_checkpoint_without_heads_is_stock_vllm(folders, tmp_path_factory):
-    """A plain base model behaves exactly as with the plugin switched off (VLLM_PLUGINS="")."""
+    """A plain base model behaves exactly as with the plugin switched off (VLLM_PLUGINS=""):
+    same greedy and seeded sampled tokens, same full-vocabulary logprobs. (The knobs logits
+    processor is an entry point of another group and loads in both runs; for a model without
+    heads it never changes a logit.)"""
     requests = [GREEDY_REQUEST, SAMPLED_REQUEST]
     tmp = tmp_path_factory.mktemp("stock")
     ours, _ = run_engine(tmp / "plugin", folders["base"], requests)
