@@ -205,6 +205,7 @@ ENGINE_MODULES: Dict[str, Tuple[str, str]] = {
     "transformers": ("autodeco_samplers.adapters.hf_conformance", "TransformersEngine"),
     "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "conformance_engine"),
     "sglang-transform": ("autodeco_samplers.adapters.sglang.conformance", "SGLangTransformEngine"),
+    "vllm": ("autodeco_samplers.adapters.vllm.conformance", "VLLMEngine"),
 }
 
 

