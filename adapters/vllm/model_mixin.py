@@ -37,7 +37,6 @@ from autodeco_samplers.adapters.sglang.config import autodeco_block_of, parse_au
 from autodeco_samplers.adapters.sglang.model_mixin import route_weights
 from autodeco_samplers.errors import CheckpointError, ShapeError
 from autodeco_samplers.heads.layout import HEAD_NAMES, PARAM_SUFFIXES, head_key
-
 from autodeco_samplers.step import TorchStep
 
 from .transform import autodeco_step
