@@ -108,6 +108,7 @@ def placeholders(files):
         "tiny.gguf": d / "tiny.gguf",
         "/models/AutoDeco-R1-Distill-Qwen-7B": files["merged"],
         "/models/autodeco-r1-sglang": d / "sglang_out",
+        "/models/autodeco-r1-vllm": d / "vllm_out",
         "./my_hf_model": files["base"],
         "train.jsonl": files["train"],
         "./my_heads": d / "my_heads",
@@ -148,8 +149,8 @@ def concrete(command: str, files) -> list:
 def test_readme_lists_the_commands_this_test_runs():
     commands = readme_commands()
     seen = {shlex.split(c)[1] for c in commands}
-    assert {"inspect", "init-heads", "export-heads", "generate", "convert-gguf", "prepare-sglang", "train", "eval",
-            "conformance"} <= seen, seen
+    assert {"inspect", "init-heads", "export-heads", "generate", "convert-gguf", "prepare-sglang", "prepare-vllm", "train",
+            "eval", "conformance"} <= seen, seen
 
 
 @pytest.mark.slow
