@@ -176,11 +176,12 @@ def test_transformers_loads_the_official_merged_folder(official, which, one_torc
     for s in range(out.shape[1] - L):
         h = tf.hidden_states[-1][:, L + s - 1].float()
         T_ref, P_ref = module.predict(h, tf.logits[:, L + s - 1].float())
-        # float32: KV-cached vs full forward differ by float noise only; bf16: the model's
-        # own bf16 rounding of the hidden state differs between the two forwards
-        atol = 2e-5 if which == "merged" else 2e-2
-        assert abs(float(trace.T_pred[0, s]) - float(T_ref[0])) <= atol
-        assert abs(float(trace.P_pred[0, s]) - float(P_ref[0])) <= atol
+        # KV-cached steps vs one full forward: measured max |dT| 2.4e-7 (float32), |dP| 9e-8
+        # (bf16, whose hidden states both forwards round the same way); 1e-6 leaves 4x
+        atol = 1e-6
+        dT = abs(float(trace.T_pred[0, s]) - float(T_ref[0]))
+        dP = abs(float(trace.P_pred[0, s]) - float(P_ref[0]))
+        assert dT <= atol and dP <= atol
 
 
 def test_merged_and_base_plus_heads_generate_the_same(official, one_torch_thread):
