@@ -141,10 +141,16 @@ def build_tiny_model(arch: str = "llama", *, seed: int = 0, tokenizer=None, **co
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)  # float32 by default
-        # Random init gives near-uniform logits; widen them so sampling rules matter.
+        # Random init gives near-uniform logits; widen them so sampling rules matter. With tied
+        # embeddings the shared matrix is left alone (scaling it would scale the inputs too and
+        # make every row one-hot); the final norm's weight is scaled (by 3) instead.
         with torch.no_grad():
-            out = model.get_output_embeddings()
-            out.weight.mul_(8.0)
+            if getattr(config, "tie_word_embeddings", False):
+                base = model.base_model
+                norm = getattr(base, "norm", None) or getattr(base, "ln_f", None)
+                norm.weight.mul_(3.0)
+            else:
+                model.get_output_embeddings().weight.mul_(8.0)
     return model.eval()
 
 
