@@ -31,11 +31,11 @@ STEPS = 10
 PROMPT = "The quick brown fox"
 
 # Tolerances, from measurements on these models (max over all six, 10 steps, 2 policies):
-# * f32 GGUF + f32 KV cache: |dh| / max|h| 3.1e-7, |dT|, |dP| 4.2e-7, probabilities 6.8e-7:
-#   float32 noise of two implementations; the bounds leave a 30x-100x margin, and the
+# * f32 GGUF + f32 KV cache: |dh| / max|h| 3.3e-7, |dT|, |dP| 6.6e-7, probabilities 6.8e-7:
+#   float32 noise of two implementations; the bounds leave a 40x-90x margin, and the
 #   nucleus boundary allowance is the conformance suite's eps (1e-5).
-# * f32 GGUF + llama.cpp's default f16 KV cache: |dh| / max|h| 3.6e-4, |dT|, |dP| 4.6e-4,
-#   probabilities 5.6e-4 (the cache rounds K and V to 11 significant bits); bounds about 3x
+# * f32 GGUF + llama.cpp's default f16 KV cache: |dh| / max|h| 5.1e-4, |dT|, |dP| 7.2e-4,
+#   probabilities 8.2e-4 (the cache rounds K and V to 11 significant bits); bounds 2x-3x
 #   that; prefix sums then move by up to ~1e-3, so tokens within 2e-3 of P may fall either side.
 TOL = {
     True: dict(hidden=3e-5, head=3e-5, dist=5e-5, eps=1e-5),  # f32 KV cache
