@@ -31,7 +31,7 @@ import numpy as np
 
 from autodeco_samplers.policy import DecodingPolicy
 
-from .checker import DEFAULT_EPS, DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
+from .checker import DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
 from .engines import ConformanceEngine, get_engine
 from .stats import draws_fit_pvalue
 
@@ -80,7 +80,7 @@ def reference_step(hidden, logits, heads, policy):
     return T_pred, P_pred, T, P
 
 
-def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=DEFAULT_EPS, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
+def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=None, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
     """Check one (heads case, policy) on ``engine``; returns ``(ok, max_tv, message)``."""
     heads = case.heads()
     out = engine.kernel(case.hidden, case.logits, heads, policy)

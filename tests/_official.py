@@ -1,5 +1,5 @@
 """The heads exactly as the reference AutoDeco project builds them (structure and forward
-written from DESIGN section 2 for these tests), so key names and shapes in our tests come
+written from docs/design.md section 2 for these tests), so key names and shapes in our tests come
 from a real ``torch.nn.Sequential``, not from our own writer."""
 
 import torch
