@@ -35,7 +35,7 @@ def test_kernel_cases_reach_real_vocabulary_sizes():
     sizes = []
 
     @seed(0)
-    @settings(max_examples=2000, database=None, deadline=None, derandomize=False)
+    @settings(max_examples=1000, database=None, deadline=None, derandomize=False)
     @given(heads_cases())
     def collect(case):
         sizes.append(case.logits.shape[1])
@@ -44,7 +44,7 @@ def test_kernel_cases_reach_real_vocabulary_sizes():
     sizes = np.array(sizes)
     assert sizes.min() == 1 and (sizes <= 300).mean() > 0.8
     assert ((sizes > 1025) & (sizes <= 4096)).any()  # the transformers candidate path's range
-    assert np.isin(sizes, REAL_VOCAB_SIZES).sum() >= 5  # ~1% at 32k..152k
+    assert np.isin(sizes, REAL_VOCAB_SIZES).sum() >= 3  # ~1% at 32k..152k
     assert np.isin(sizes, REAL_VOCAB_SIZES).mean() < 0.03  # big cases stay a small fraction
     fixed = {case.logits.shape[1] for case, _ in real_size_cases()}
     assert fixed == {32000, 152064}
