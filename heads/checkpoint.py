@@ -8,6 +8,11 @@ Accepted inputs (head tensors are found by *key*, never by file name):
 * a merged folder: base weights under ``llm.`` plus the head keys, possibly sharded with a
   ``*.safetensors.index.json``; only the head tensors are read, the shards' other bytes are
   never touched;
+* the official ``split`` tool's output: the heads in ``model.safetensors`` next to the merged
+  folder's stale index (it names shards that are not there); the heads are read from the
+  folder's safetensors files and one line is logged at WARNING level on the
+  ``autodeco_samplers.heads.checkpoint`` logger (Python ``logging``: it concerns a file on
+  disk, not the calling code, and is logged on every load);
 * a single ``.safetensors`` file;
 * a ``.gguf`` sidecar written by ``autodeco export-heads`` (needs the ``gguf`` package).
 
