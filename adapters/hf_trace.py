@@ -68,12 +68,13 @@ class AutoDecoTrace:
 
     def results(self, tokenizer: Any = None, engine: str = "transformers") -> List[GenerationResult]:
         """One :class:`GenerationResult` per row (the JSON schema shared by every engine);
-        ``text`` is decoded with ``tokenizer`` when given."""
+        ``text`` is decoded with ``tokenizer`` when given, without special tokens (the policy
+        of every engine: ``token_ids`` keep EOS, ``text`` never shows it)."""
         out = []
         for b in range(self.num_rows):
             steps = self.steps(b)
             ids = [s.token_id for s in steps]
-            text = tokenizer.decode(ids, skip_special_tokens=False) if tokenizer is not None else None
+            text = tokenizer.decode(ids, skip_special_tokens=True) if tokenizer is not None else None
             prompt = self.prompt_ids[b] if self.prompt_ids is not None else []
             out.append(GenerationResult(engine, list(prompt), ids, text, steps, self.finish_reasons[b]))
         return out

@@ -5,11 +5,11 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
 1. :class:`AutoDecoLlama` (recommended): our own decode loop. Each step makes one
    ``llama_decode`` of the last token with embeddings switched on, reads zero-copy views of
    ``llama_get_logits_ith(ctx, -1)`` and ``llama_get_embeddings_ith(ctx, -1)`` (the final
-   hidden state, i.e. ``lm_head``'s input), runs the heads, applies the
-   :class:`~autodeco_samplers.policy.DecodingPolicy` and draws from the canonical distribution
-   (:mod:`autodeco_samplers.fast_nucleus`, proved and tested equal to
-   :func:`autodeco_samplers.reference.next_token_distribution`; ``exact=True`` uses
-   :class:`~autodeco_samplers.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
+   hidden state, i.e. ``lm_head``'s input) and calls the core NumPy step
+   :func:`autodeco_samplers.step.numpy_step` (heads, policy, canonical nucleus without a
+   vocabulary sort, proved and tested equal to
+   :func:`autodeco_samplers.reference.next_token_distribution`, seeded draw; ``exact=True``
+   uses :class:`~autodeco_samplers.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
    own samplers (whose chain applies top-p *before* temperature) are never used. The prompt is
    decoded with embeddings off except for its last token, so prefill costs what it always costs.
 2. :class:`AutoDecoLogitsProcessor` for code that keeps ``Llama.create_completion``; see its
@@ -33,11 +33,11 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
-from autodeco_samplers.fast_nucleus import sample_next_token, sparse_next_token_distribution
 from autodeco_samplers.heads import AutoDecoHeads, load_heads
 from autodeco_samplers.interfaces import GenerationResult, TokenStep
 from autodeco_samplers.policy import DecodingPolicy
 from autodeco_samplers.sampler import AutoDecoSampler
+from autodeco_samplers.step import numpy_step, numpy_step_distribution
 
 __all__ = [
     "ENGINE_NAME",
@@ -152,10 +152,8 @@ def step_distribution(heads: AutoDecoHeads, policy: DecodingPolicy, logits: np.n
     """One step of the adapter without the engine: heads on ``hidden`` ``[H]`` and ``logits``
     ``[V]``, the policy, and the sparse canonical distribution. Returns
     ``((T_pred, P_pred, T_used, P_used), (ids, probs))`` (each of the first four ``[1]``)."""
-    T_pred, P_pred = heads.predict(hidden[None, :], logits[None, :])
-    T_used, P_used = policy.apply(T_pred, P_pred)
-    ids, probs = sparse_next_token_distribution(logits, T_used[0], P_used[0])
-    return (T_pred, P_pred, T_used, P_used), (ids, probs)
+    rows, T_pred, P_pred, T_used, P_used = numpy_step_distribution(hidden[None, :], logits[None, :], heads, policy)
+    return (T_pred, P_pred, T_used, P_used), rows[0]
 
 
 def draw_step(
@@ -166,10 +164,7 @@ def draw_step(
     ``exact=True`` uses :class:`AutoDecoSampler` (the reference's full sort)."""
     if exact:
         return AutoDecoSampler(heads, policy, rng=rng).step(hidden[None, :], logits[None, :]).row(0)
-    T_pred, P_pred = heads.predict(hidden[None, :], logits[None, :])
-    T_used, P_used = policy.apply(T_pred, P_pred)
-    token, _, _ = sample_next_token(logits, T_used[0], P_used[0], rng)
-    return TokenStep(token, float(T_pred[0]), float(P_pred[0]), float(T_used[0]), float(P_used[0]))
+    return numpy_step(hidden[None, :], logits[None, :], heads, policy, rng).row(0)
 
 
 @dataclass(frozen=True)
@@ -515,9 +510,8 @@ class AutoDecoLogitsProcessor:
                 f"the logits processor got {logits.shape[0]} scores, expected the full vocabulary "
                 f"({self._n_vocab}) in token-id order; it must run first in the chain"
             )
-        T_pred, P_pred = self.heads.predict(hidden[None, :], logits[None, :])
-        T_used, P_used = self.policy.apply(T_pred, P_pred)
-        ids, probs = sparse_next_token_distribution(logits, T_used[0], P_used[0])
+        rows, T_pred, P_pred, T_used, P_used = numpy_step_distribution(hidden[None, :], logits[None, :], self.heads, self.policy)
+        ids, probs = rows[0]
         out = np.full(logits.shape[0], -np.inf, dtype=np.float32)
         with np.errstate(divide="ignore"):
             out[ids] = np.log(probs)
@@ -526,7 +520,13 @@ class AutoDecoLogitsProcessor:
 
 
 def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, List[str]]:
-    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``."""
+    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``.
+
+    ``args.threads`` (``auto``: llama.cpp's choice) sets ``n_threads``. Text policy (the same
+    for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`): ``text``
+    and ``pieces`` never show special (control) tokens; ``token_ids`` and ``steps`` hold
+    every generated token, the end-of-generation token included.
+    """
     if not args.heads:
         raise AutoDecoError("--engine llama-cpp needs --heads (a sidecar from `autodeco export-heads`, or any heads checkpoint)")
     model_path = Path(args.model)
@@ -534,6 +534,8 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         raise CheckpointError(
             f"{model_path}: --engine llama-cpp needs a model .gguf file (convert a tiny model with `autodeco convert-gguf`)"
         )
+    n_threads = getattr(args, "threads", None)
+    threads = {} if n_threads in (None, "auto") else {"n_threads": int(n_threads)}
     gen = AutoDecoLlama(
         model_path,
         args.heads,
@@ -541,6 +543,7 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         seed=args.seed,
         n_ctx=getattr(args, "n_ctx", None),
         f32_kv_cache=bool(getattr(args, "f32_kv_cache", False)),
+        **threads,
     )
     prompt = args.prompt if getattr(args, "prompt", None) is not None else list(args.prompt_ids)
     stream = gen.stream(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,

@@ -6,8 +6,8 @@
 >>> out = model.generate(**enc, do_sample=True, logits_processor=[proc], max_new_tokens=32)  # doctest: +SKIP
 >>> proc.trace.steps(0)[0]          # token id, T_pred, P_pred, T, P                  # doctest: +SKIP
 
-How it is wired (no algorithm of its own; the rules are :mod:`autodeco_samplers.torch_ops`
-and :class:`~autodeco_samplers.policy.DecodingPolicy`):
+How it is wired (no algorithm of its own; each step is one call of the core step
+:func:`autodeco_samplers.step.torch_step_logits`):
 
 * :func:`attach` registers a forward *pre-hook* on ``model.get_output_embeddings()``. It keeps
   the last position of the tensor ``lm_head`` consumes (``[B, 1, H]`` during ``generate``;
@@ -16,7 +16,7 @@ and :class:`~autodeco_samplers.policy.DecodingPolicy`):
 * It also wraps ``model.generate`` (an instance attribute; the class is untouched). When the
   call's ``logits_processor`` holds an :class:`AutoDecoLogitsProcessor` of this model, the
   wrapper (1) takes the request's ``temperature`` / ``top_p`` (keyword or in a passed
-  ``generation_config``) as *multipliers* of the predicted T and P (DESIGN section 3);
+  ``generation_config``) as *multipliers* of the predicted T and P (docs/design.md section 3);
   (2) sets transformers' own warpers to neutral (temperature 1, top-p 1, top-k 0, typical-p 1,
   epsilon/eta 0) so that they cannot re-truncate the canonical distribution; the model's
   ``generation_config`` static sampling defaults (e.g. ``temperature: 0.6``, ``top_k: 20``)
@@ -26,8 +26,8 @@ and :class:`~autodeco_samplers.policy.DecodingPolicy`):
   a clear error; (4) after generation stores :class:`AutoDecoTrace` in ``processor.trace``.
   Without an AutoDeco processor the call goes to transformers unchanged.
 * At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
-  and the ``scores`` it receives, applies the policy, and returns
-  ``torch_ops.masked_scaled_logits`` whose plain softmax is exactly the canonical
+  and the ``scores`` it receives, applies the policy, and returns logits
+  (:func:`~autodeco_samplers.step.torch_step_logits`) whose plain softmax is exactly the canonical
   distribution, which transformers then samples (softmax + multinomial). With
   ``do_sample=False`` it returns the scores unchanged (greedy stays greedy, ties to the lowest
   id) and records ``T = 0``. A request temperature of 0 is greedy as well.
@@ -352,8 +352,7 @@ class _CallState:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        from autodeco_samplers import torch_ops
-        from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+        from autodeco_samplers.step import torch_step_logits
 
         cap = self.attachment._capture
         if cap.count == self.last_count or cap.hidden is None:
@@ -369,18 +368,10 @@ class _CallState:
         heads = self.attachment._heads_on(hidden.device)
         with torch.no_grad():
             raw = self.attachment._model_logits(lm_out, scores)
-            T_pred, P_pred = heads(hidden, raw)
-            T_used, P_used = self.policy.apply(T_pred, P_pred)
-            if self.greedy:
-                T_used = torch.zeros_like(T_used)
-                out = scores
-            else:
-                k = self.attachment.candidates
-                if k > 0:
-                    out = masked_scaled_logits_topk(scores, T_used, P_used, k=k)
-                else:
-                    out = torch_ops.masked_scaled_logits(scores, T_used, P_used)
-        self.records.append(torch.stack([T_pred, P_pred, T_used, P_used]))
+            zero = torch.zeros(scores.shape[0], device=scores.device) if self.greedy else None
+            st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw)
+            out = scores if self.greedy else st.logits
+        self.records.append(torch.stack([st.T_pred, st.P_pred, st.T, st.P]))
         return out
 
 
@@ -472,10 +463,8 @@ def attach(
             accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
-        candidates: the nucleus is searched among this many top tokens per row before a full
-            sort (:func:`autodeco_samplers.torch_nucleus.masked_scaled_logits_topk`; same
-            distribution either way, one host sync per step). ``0`` always sorts the whole
-            vocabulary (no host sync in the processor).
+        candidates: ignored, kept for compatibility (the nucleus search of
+            :mod:`autodeco_samplers.torch_nucleus` sorts no vocabulary and needs no tuning).
 
     Raises:
         ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
@@ -629,17 +618,32 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
 
     ``args.model`` is a merged AutoDeco folder, or a base folder with ``args.heads``.
     ``policy`` carries ``--temperature`` / ``--top-p`` (multipliers). ``args.seed`` seeds
-    torch's global generator, which transformers' sampler uses.
+    torch's global generator, which transformers' sampler uses. ``args.device`` (``auto``:
+    CUDA when present) and ``args.threads`` (``auto``: torch's choice) place the model.
+    The request itself was validated by the CLI
+    (:func:`autodeco_samplers.validation.check_generate_request`).
+
+    Text policy (the same for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`):
+    ``text`` and ``pieces`` never show special tokens (``skip_special_tokens=True``);
+    ``token_ids`` and ``steps`` hold every generated token, EOS included.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the command line prints its own output only
     model_path = Path(args.model)
     if args.heads is None and not is_merged_checkpoint(model_path):
         raise CheckpointError(
             f"{model_path} is not a merged AutoDeco checkpoint (config.json model_type is not 'autodeco'); "
             "pass --heads PATH"
         )
-    model = from_pretrained(model_path, args.heads, policy=policy)
+    threads = getattr(args, "threads", None)
+    if threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
+    device = getattr(args, "device", None) or "auto"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = from_pretrained(model_path, args.heads, policy=policy).to(device)
     tokenizer = None
     try:
         tokenizer = load_tokenizer(model_path)
@@ -652,7 +656,7 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
         ids = tokenizer(args.prompt, add_special_tokens=True)["input_ids"]
         if not ids:
             raise AutoDecoError("the prompt encodes to no tokens")
-    input_ids = torch.tensor([ids], dtype=torch.long)
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     proc = AutoDecoLogitsProcessor(model, policy)
     pad = model.generation_config.pad_token_id
     if pad is None:
@@ -675,10 +679,15 @@ def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResul
             pad_token_id=pad,
             **extra,
         )
-    result = proc.trace.results(tokenizer)[0]
+    result = proc.trace.results(None)[0]
     result.prompt_ids = ids
+    pieces = None
+    if tokenizer is not None:
+        result.text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in result.token_ids]
     if stop and result.text is not None:  # like the llama.cpp engine: the text ends before the stop string
         cut = min((i for i in (result.text.find(s) for s in stop) if i >= 0), default=None)
-        result.text = result.text if cut is None else result.text[:cut]
-    pieces = [tokenizer.decode([t]) for t in result.token_ids] if tokenizer is not None else None
+        if cut is not None:
+            result.text = result.text[:cut]
+            result.finish_reason = "stop"
     return result, pieces

@@ -33,3 +33,20 @@ class InvalidLogitsError(AutoDecoError, ValueError):
 
 class InvalidParameterError(AutoDecoError, ValueError):
     """A temperature, top-p or knob outside its domain (negative, NaN, ...)."""
+
+
+class UsageError(AutoDecoError, ValueError):
+    """A command line that cannot be run as given: a flag value outside its domain, flags
+    that do not go together, an unknown engine name. The CLI exits with status 2 on it."""
+
+
+class MissingDependencyError(AutoDecoError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install.
+
+    ``extra`` is the name in ``pip install 'autodeco-samplers[EXTRA]'`` (``None`` when the
+    package is not part of any extra, e.g. SGLang, which needs its own environment)."""
+
+    def __init__(self, message: str, *, package: str = "", extra: "str | None" = None) -> None:
+        super().__init__(message)
+        self.package = package
+        self.extra = extra

@@ -1,6 +1,6 @@
 """``autodeco eval``: the paper's comparison on the choice-then-derive task, done honestly.
 
-Strategies (DESIGN section 9):
+Strategies (docs/design.md section 9):
 
 * ``greedy``: ``T = 0`` (argmax, ties to the lowest id);
 * ``default``: ``T = 1, P = 1`` (plain sampling);
@@ -118,15 +118,17 @@ def sample_batch(
 
     Each step: logits and final hidden state of the last position; ``(T_pred, P_pred)`` from
     the heads (when given); ``(T, P)`` used = the strategy's constants, or the heads'
-    predictions through the default :class:`DecodingPolicy`; the token is drawn from
-    ``torch_ops.next_token_distribution`` with a ``torch.Generator`` seeded by ``seed``.
+    predictions through the default :class:`DecodingPolicy`; the token is drawn from the
+    canonical distribution by the core step (:func:`autodeco_samplers.step.torch_step_sample`,
+    or :func:`~autodeco_samplers.step.torch_rule_sample` for static strategies) with a
+    ``torch.Generator`` seeded by ``seed``.
     Rows stop at EOS (later positions are padding and are not reported). For static
     strategies the heads run only when ``record_predictions`` (else ``T_pred``/``P_pred`` are NaN).
     """
     import torch
 
-    from autodeco_samplers import torch_ops
     from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.step import torch_rule_sample, torch_step_sample
     from autodeco_samplers.training.trainer import HiddenCapture
 
     if strategy.kind == "autodeco" and heads is None:
@@ -149,17 +151,16 @@ def sample_batch(
         for step in range(max_new_tokens):
             logits = out.logits[:, -1].float()
             hidden = cap.hidden[:, -1].float()
-            if heads is not None and (strategy.kind == "autodeco" or record_predictions):
-                T_pred, P_pred = heads(hidden, logits)
-            else:
-                T_pred = P_pred = torch.full((B,), float("nan"), device=device)
             if strategy.kind == "autodeco":
-                T, P = policy.apply(T_pred, P_pred)
+                tok, _, T_pred, P_pred, T, P = torch_step_sample(hidden, logits, heads, policy, gen)
             else:
+                if heads is not None and record_predictions:
+                    T_pred, P_pred = heads(hidden, logits)
+                else:
+                    T_pred = P_pred = torch.full((B,), float("nan"), device=device)
                 T = torch.full((B,), float(strategy.temperature), device=device)
                 P = torch.full((B,), float(strategy.top_p), device=device)
-            probs = torch_ops.next_token_distribution(logits, T, P, check=False)
-            tok = torch_ops.sample_tokens(probs, gen)
+                tok = torch_rule_sample(logits, T, P, gen)
             tok = torch.where(finished, torch.full_like(tok, pad), tok)
             lengths += (~finished).long()
             out_tokens.append(tok)
@@ -304,17 +305,21 @@ def evaluate(
 
 
 def format_table(report: Dict[str, Any], *, only_key: bool = False) -> str:
-    """The comparison as a fixed-width text table (``only_key``: skip the non-frontier grid)."""
+    """The comparison as a fixed-width text table (``only_key``: skip grid points that are neither
+    on the frontier, the oracle, nor among the static points that dominate AutoDeco)."""
     front = set(report["static_frontier"])
+    dominating = set(report["autodeco_dominated_by"])  # every static point the summary names is shown
     lines = [f"{'strategy':<34} {'T':>6} {'P':>6} {'accuracy':>14} {'derive':>6} {'valid':>6} {'diversity':>9} {'score':>6}  note"]
     for r in report["strategies"]:
-        if only_key and r["group"] == "grid" and r["name"] not in front and not r["oracle"]:
+        if only_key and r["group"] == "grid" and r["name"] not in front | dominating and not r["oracle"]:
             continue
         note = []
         if r["oracle"]:
             note.append("oracle (best static on test)")
         if r["name"] in front:
             note.append("frontier")
+        if r["name"] in dominating:
+            note.append("dominates AutoDeco")
         if r["group"] == "autodeco":
             note.append("beyond static frontier" if report["autodeco_beyond_frontier"] else
                         f"dominated by {len(report['autodeco_dominated_by'])} static")

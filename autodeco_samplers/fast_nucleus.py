@@ -1,4 +1,4 @@
-"""Fast, provably equivalent forms of the canonical nucleus rule for one row (no full sort).
+"""The NumPy nucleus: the canonical rule for one row without a full sort (proved equal).
 
 :mod:`autodeco_samplers.reference` sorts the whole vocabulary (a stable ``argsort`` of
 ``V`` entries, ~15 ms at ``V = 152k``) to find the top-p nucleus. The kept set is a *prefix*
@@ -34,8 +34,8 @@ kept tokens in ascending id order, the same rule as :func:`reference.sample_toke
 seeded generator gives the reference's token except when the uniform number falls within
 float32 rounding of a CDF step.
 
-:func:`top_k_sum` is the top-p head's "top-5 mass" feature without a full sort, bit-identical
-to ``-np.sort(-q, axis=1)[:, :k].sum(axis=1)``.
+:func:`autodeco_samplers.step.numpy_step` is the engine-facing wiring (heads, policy, this
+module, the draw).
 """
 
 from __future__ import annotations
@@ -49,45 +49,12 @@ from . import reference as R
 __all__ = [
     "COVER_MARGIN",
     "descending_order_row",
-    "nucleus_candidates", "sparse_next_token_distribution", "sample_next_token", "top_k_sum"]
+    "nucleus_candidates", "sparse_next_token_distribution", "sample_next_token"]
 
 COVER_MARGIN = 1e-12
 """Candidates are complete once their inclusive float64 mass reaches ``P + COVER_MARGIN``."""
 
 _THRESHOLD_STEPS = (2.0 ** -8, 2.0 ** -16, 2.0 ** -32, 2.0 ** -64)
-
-
-def top_k_sum(q: np.ndarray, k: int) -> np.ndarray:
-    """Sum of the ``k`` largest entries per row of ``q`` (``[B, V]``), bit-identical to
-    ``-np.sort(-q, axis=1)[:, :k].sum(axis=1)`` (same values, same order, same additions).
-
-    The ``k`` largest values are found among ``{i : q_i >= max(q) * 2^-8}`` (then ``2^-16``,
-    ...) once that set has at least ``k`` entries (nothing outside it can be larger), else
-    with ``np.partition``.
-    """
-    q = np.atleast_2d(q)
-    B, V = q.shape
-    if k >= V:
-        return -np.sort(-q, axis=1)[:, :k].sum(axis=1)
-    out = np.empty(B, dtype=q.dtype)
-    for b in range(B):
-        row = q[b]
-        top = row.max()
-        cand = None
-        for step in _THRESHOLD_STEPS:
-            thr = top * q.dtype.type(step)
-            if not thr > 0:
-                break
-            found = row[row >= thr]
-            if found.size > V // 2:
-                break
-            if found.size >= k:
-                cand = found
-                break
-        if cand is None:
-            cand = np.partition(row, V - k)[V - k:]
-        out[b] = (-np.sort(-cand)[:k]).sum()
-    return out
 
 
 def descending_order_row(q: np.ndarray) -> np.ndarray:
@@ -113,10 +80,14 @@ def nucleus_candidates(q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]
     Returns ``(ids, sorted_q)``: the kept token ids in the reference order (descending ``q``,
     ties by ascending id) and their probabilities as float64. ``P`` must already be in the
     dtype the reference compares in (see :func:`sparse_next_token_distribution`).
-    Tokens of probability zero that the reference would keep may be left out.
+    Tokens of probability zero that the reference would keep may be left out. ``P >= 1``
+    keeps every token of positive probability, returned in ascending id order.
     """
     V = q.shape[0]
     P64 = float(P)
+    if P64 >= 1.0:  # every token of positive probability (float32 q may sum above 1)
+        ids = np.flatnonzero(q > 0)
+        return ids, q[ids].astype(np.float64)
     qmax = q.max()
     positive: Optional[int] = None
     for step in _THRESHOLD_STEPS + (0.0,):

@@ -1,6 +1,6 @@
 """The decoding policy: how predicted (T, P) and a request's knobs become the (T, P) used.
 
-The rule (DESIGN section 3, following the official AutoDeco inference code):
+The rule (docs/design.md section 3, following the official AutoDeco inference code):
 
 * ``T_base`` is ``fixed_temperature`` when set, else the predicted ``T``; it is clamped to
   ``[min_temperature, max_temperature]`` when those are set;

@@ -1,8 +1,10 @@
 """The canonical AutoDeco decoding semantics as a NumPy reference (float64 capable).
 
 This module *is* the specification every engine adapter must reproduce; the torch
-implementation in :mod:`autodeco_samplers.torch_ops` follows it rule for rule and the
-conformance suite checks that it does. Nothing here imports torch or an engine.
+implementations (:mod:`autodeco_samplers.step`, with the nucleus in
+:mod:`autodeco_samplers.torch_nucleus` and :mod:`autodeco_samplers.fast_nucleus`) follow it
+rule for rule and the conformance suite checks that they do. Nothing here imports torch, an
+engine or a fast path.
 
 Rules, for one row of logits ``l`` (shape ``[V]``) with temperature ``T`` and top-p ``P``:
 
@@ -11,7 +13,9 @@ Rules, for one row of logits ``l`` (shape ``[V]``) with temperature ``T`` and to
    step is greedy: all mass on the argmax, ties to the lowest token id.
 2. Nucleus. Order tokens by descending ``q``, ties by ascending token id. With the
    exclusive prefix sum ``c_i = sum_{j<i} q_(j)`` keep token ``(i)`` iff ``c_i < P``. The
-   first token is always kept, so the token that crosses ``P`` is kept too.
+   first token is always kept, so the token that crosses ``P`` is kept too. ``P >= 1`` keeps
+   every token (so every token of positive probability, even when the float32 ``q`` sum
+   above 1 and the prefix sums would reach 1 before the tail).
 3. Renormalise the kept mass; draw one token.
 
 Soft top-p (training only), with the inclusive prefix sum ``C_i``:
@@ -50,6 +54,7 @@ __all__ = [
     "next_token_distribution",
     "soft_top_p",
     "sample_tokens",
+    "reference_step",
 ]
 
 
@@ -157,9 +162,10 @@ def probability_stats(logits: np.ndarray, T) -> np.ndarray:
     var = q.var(axis=1, ddof=1) if V > 1 else np.zeros(q.shape[0], dtype=q.dtype)
     k = min(5, V)
     if k < V:
-        from .fast_nucleus import top_k_sum  # == -np.sort(-q, axis=1)[:, :k].sum(axis=1), bit for bit
-
-        top5 = top_k_sum(q, k)
+        # the k largest entries (np.partition), summed in descending order: the same numbers
+        # and additions as -np.sort(-q, axis=1)[:, :k].sum(axis=1), without sorting V entries
+        largest = np.partition(q, V - k, axis=1)[:, V - k:]
+        top5 = (-np.sort(-largest, axis=1)).sum(axis=1)
     else:
         top5 = q.sum(axis=1)
     return np.stack([max_prob, entropy, var, top5], axis=1).astype(arr.dtype, copy=False)
@@ -182,7 +188,7 @@ def nucleus_mask(q: np.ndarray, P) -> np.ndarray:
     sorted_q = np.take_along_axis(q, order, axis=1).astype(np.float64)
     exclusive = np.cumsum(sorted_q, axis=1) - sorted_q
     exclusive[:, 0] = 0.0
-    keep_sorted = exclusive < P[:, None]
+    keep_sorted = (exclusive < P[:, None]) | (P[:, None] >= 1.0)
     keep_sorted[:, 0] = True
     keep = np.zeros_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=1)
@@ -251,3 +257,18 @@ def sample_tokens(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     idx = (cdf <= u[:, None]).sum(axis=1)
     last_nonzero = probs.shape[1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)
     return np.minimum(idx, last_nonzero).astype(np.int64)
+
+
+def reference_step(hidden: np.ndarray, logits: np.ndarray, heads, policy, *, temperature=None, top_p=None, distribution: bool = True):
+    """The whole step as specified: ``T_pred, P_pred = heads.predict(hidden, logits)``;
+    ``T, P = policy.apply(T_pred, P_pred, temperature, top_p)``; the distribution is
+    :func:`next_token_distribution` ``(logits, T, P)``. Returns ``(probs, T_pred, P_pred, T, P)``.
+
+    ``heads`` is anything with ``predict(hidden, logits) -> (T, P)`` (NumPy heads) and
+    ``policy`` a :class:`~autodeco_samplers.policy.DecodingPolicy`.
+    """
+    logits = np.atleast_2d(logits)
+    T_pred, P_pred = heads.predict(np.atleast_2d(hidden), logits)
+    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
+    probs = next_token_distribution(logits, T, P) if distribution else None
+    return probs, T_pred, P_pred, T, P

@@ -1,7 +1,8 @@
-"""NumPy AutoDeco sampling: heads + policy + canonical distribution + a seeded draw.
+"""The reference sampler: heads + policy + the reference's dense distribution + a seeded draw.
 
-This is the whole per-token algorithm for engines that hand us logits and hidden states
-(llama.cpp); torch engines use the same rules from :mod:`autodeco_samplers.torch_ops`.
+:class:`AutoDecoSampler` runs the specification itself (:func:`reference.reference_step`,
+a full sort per row): slow at large vocabularies, exact by definition. Engines use the fast
+step functions of :mod:`autodeco_samplers.step` (NumPy: :func:`~autodeco_samplers.step.numpy_step`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from .interfaces import Heads, StepOutput
 from .policy import DecodingPolicy
-from .reference import next_token_distribution, sample_tokens
+from .reference import next_token_distribution, reference_step, sample_tokens
 
 __all__ = ["AutoDecoSampler", "sample"]
 
@@ -50,10 +51,8 @@ class AutoDecoSampler:
 
     def distribution(self, hidden: np.ndarray, logits: np.ndarray) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
         """``(probs [B, V], (T_pred, P_pred, T_used, P_used))`` for one step."""
-        logits = np.atleast_2d(logits)
-        T_pred, P_pred = self.heads.predict(hidden, logits)
-        T_used, P_used = self.policy.apply(T_pred, P_pred)
-        return next_token_distribution(logits, T_used, P_used), (T_pred, P_pred, T_used, P_used)
+        probs, T_pred, P_pred, T_used, P_used = reference_step(hidden, logits, self.heads, self.policy)
+        return probs, (T_pred, P_pred, T_used, P_used)
 
     def step(self, hidden: np.ndarray, logits: np.ndarray) -> StepOutput:
         """Predict, apply the policy, and draw one token per row."""

@@ -1,88 +1,303 @@
-"""Batched torch nucleus without a full-vocabulary sort, equal to :mod:`torch_ops`' rule.
+"""The canonical nucleus and draw in torch, batched and without sorting the vocabulary.
 
-:func:`autodeco_samplers.torch_ops.masked_scaled_logits` sorts the whole vocabulary (a
-stable ``torch.sort`` of ``V`` entries: ~20 ms per row at ``V = 152k`` on a small CPU, more
-than a whole decoder layer). The kept set is a *prefix* of that order, usually a few dozen
-tokens, so :func:`masked_scaled_logits_topk` looks for it among the ``k + 1`` largest
-probabilities (``torch.topk``) and sorts only those; rows where that cannot be proven
-complete go through the full sort. The result has the same softmax as ``masked_scaled_logits``.
+This is the one torch statement of "which tokens are kept" (the NumPy one is
+:mod:`autodeco_samplers.fast_nucleus`; the specification is :mod:`autodeco_samplers.reference`).
+:mod:`autodeco_samplers.step` wires it to the heads and the policy.
 
-Why it is the same kept set (per row, ``q = softmax((l - max l) / T)``, the same float32
-tensor both functions compute; ``v`` = the smallest of the ``k + 1`` values ``topk`` returns):
+Rule (per row, ``q`` = the float32 probabilities ``softmax((l - max l) / T)``, ``T >= 1e-6``):
+order tokens by descending ``q``, ties by ascending id; keep token ``(i)`` iff its exclusive
+prefix sum ``c_i < P`` (the first token always); when ``P >= 1`` keep every token of positive
+probability (float32 probabilities can sum above 1, so the prefix-sum test alone would drop
+tail tokens at ``P = 1``). Greedy rows (``T < 1e-6``) keep only ``argmax l`` (lowest id).
 
-1. Every token outside the ``k + 1`` candidates has ``q <= v``. Candidates are put in the
-   canonical order (descending ``q``, ties by ascending id: ids sorted ascending, then a
-   stable descending sort by value), so the candidates with ``q > v`` are exactly the first
-   entries of the canonical order of the full row, in that order.
-2. Exclusive prefix sums ``c_i = cumsum(q)_i - q_i`` along that order over those first entries
-   are the same sums of the same numbers as the full path's (a row-wise ``cumsum`` on the
-   CPU adds sequentially from the top, so they agree bit for bit there; on other devices to
-   float32 rounding of the scan).
-3. Keep ``i`` iff ``c_i < P`` (first always kept). Let ``i*`` be the last kept candidate. If
-   ``q_(i*) > v``, every token of the full order up to ``i*`` is a candidate with ``q > v``
-   (point 1), and the next token has ``c >= P``, as does every later one (prefix sums of
-   non-negative terms only grow): the kept set is complete. That is the per-row test; rows
-   failing it (a nucleus reaching the ``k + 1``-th largest value, e.g. ``P`` close to 1 on a
-   flat distribution) use :func:`torch_ops.masked_scaled_logits`. Greedy rows
-   (``T < 1e-6``) keep only the argmax, as in ``torch_ops``.
+Two exact algorithms, neither sorts the vocabulary:
 
-The one-bool test "does any row need the full path" is the only host synchronisation.
+**Candidates** (:func:`candidate_nucleus`; fixed shapes, no host synchronisation). The row is
+cut into chunks of ``S`` tokens; the ``KC`` chunks with the largest maxima are gathered
+(``KC * S`` tokens) and ``torch.topk`` takes the ``K`` largest of those. Let ``floor`` be the
+larger of the ``(KC+1)``-th largest chunk maximum and the ``(K+1)``-th largest gathered value.
+
+1. Every token with ``q > floor`` is among the ``K`` candidates: its chunk's maximum is
+   ``>= q > `` the ``(KC+1)``-th largest chunk maximum, so its chunk was gathered, and among
+   the gathered values it exceeds the ``(K+1)``-th largest. The step ranks chunks by their
+   maximum *logit* instead (one pass it needs anyway; ``q`` is a non-decreasing function of
+   the logit in a row): every token outside the ``KC`` best chunks has a logit at most the
+   ``(KC+1)``-th chunk's maximum, hence ``q`` at most the largest ``q`` of that chunk, which
+   is then the chunk floor. So the candidates with
+   ``q > floor``, sorted by (descending ``q``, ascending id), are exactly the first entries of
+   the canonical order of the whole row (ties above ``floor`` lie entirely inside).
+2. Their exclusive prefix sums (float64, sequential ``cumsum``) are the reference's sums of
+   the same numbers in the same order.
+3. Keep ``i`` iff ``c_i < P``. If the last kept candidate has ``q > floor``, every token
+   up to it in the full order is a candidate (point 1), so the kept prefix is the
+   reference's; if moreover the kept mass (the inclusive sum at the last kept token) is
+   ``>= P``, the token after it in the full order, whichever it is, has exclusive sum
+   ``>= P``, as has every later token (prefix sums of non-negative terms only grow): the
+   kept set is complete. Rows where both hold are ``proven``; ``P >= 1`` rows never are.
+
+**Threshold search** (:func:`threshold_nucleus`; always exact, fixed shapes, no host
+synchronisation, used for the rows the candidates cannot prove, e.g. a flat distribution with
+``P`` near 1). Let ``M(v)`` be the mass of the tokens with ``q > v``. A token of value ``v``
+comes after every token of larger value, so its exclusive sum is ``c = M(v) + (mass of the
+equal tokens of lower id)``. Let ``v*`` be the smallest value present with ``M(v*) < P``.
+
+* A token with ``q > v*`` precedes the first token of value ``v*``, whose ``c = M(v*) < P``;
+  so its own ``c`` is smaller still: kept.
+* A token with ``q < v*`` has, by minimality of ``v*``, ``M(q) >= P``, so ``c >= P``: dropped.
+* The ``j``-th token equal to ``v*`` (``j = 0, 1, ...`` in id order) has ``c = M(v*) + j v*``:
+  kept iff ``j < (P - M(v*)) / v*``, i.e. the first ``r = ceil((P - M(v*)) / v*)`` of them.
+
+``M`` is non-increasing and changes only at values present in the row, and non-negative
+float32 values are ordered like their int32 bit patterns, so the smallest pattern with
+``M < P`` (found by bisection: 31 masked sums, one pass each) is ``v*``. If the whole mass is
+below ``P`` (or ``P >= 1``) every token of positive probability is kept. ``M`` here is a float64
+pairwise sum where the reference adds sequentially; the two differ by ~1e-16 per token, so
+only tokens whose exclusive sum lies that close to ``P`` can land on the other side, which the
+conformance checker allows (``docs/conformance.md``: within 1e-5 of ``P`` either side is
+accepted).
+
+The draw (:func:`draw_from_candidates`, :func:`draw_from_mask`) is the inverse CDF over the
+kept tokens only, with one uniform number per row: for candidates, in canonical order over at
+most ``K`` numbers; for a full mask, over the row in id order. Either way token ``i`` is
+returned with probability ``q_i / sum of kept q`` (float64), the canonical distribution.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
 
-from . import torch_ops
 from .reference import GREEDY_TEMPERATURE
 
-__all__ = ["masked_scaled_logits_topk", "DEFAULT_CANDIDATES"]
+__all__ = [
+    "CHUNK",
+    "CHUNKS",
+    "CANDIDATES",
+    "Candidates",
+    "candidate_nucleus",
+    "threshold_nucleus",
+    "nucleus_mask",
+    "draw_from_candidates",
+    "draw_from_mask",
+    "top_k_values",
+    "chunk_max",
+    "first_argmax",
+]
 
-DEFAULT_CANDIDATES = 1024
+CHUNK = 256
+"""``S``: tokens per chunk of the candidate search."""
+CHUNKS = 16
+"""``KC``: chunks gathered per row."""
+CANDIDATES = 64
+"""``K``: candidates kept per row (nuclei of up to about ``min(K, KC)`` tokens are proven)."""
+
+_SMALL_V = 512  # up to this vocabulary every token is a candidate (always proven)
 
 
-def masked_scaled_logits_topk(
-    logits: torch.Tensor, T, P, *, k: int = DEFAULT_CANDIDATES, fill: float = -1e30, check: bool = False
-) -> torch.Tensor:
-    """Logits whose plain softmax is the canonical distribution (like
-    :func:`torch_ops.masked_scaled_logits`), sorting only ``k + 1`` candidates per row.
+class Candidates(NamedTuple):
+    """The candidate nucleus of each row, ``[B, K]`` in canonical order (descending ``q``,
+    ties by ascending id): ``ids``, ``q`` (float64), ``keep`` (a prefix), ``cum`` (inclusive
+    float64 prefix sums of the *kept* probabilities), and ``proven`` ``[B]``."""
+
+    ids: torch.Tensor
+    q: torch.Tensor
+    keep: torch.Tensor
+    cum: torch.Tensor
+    proven: torch.Tensor
+
+
+def _canonical(ids: torch.Tensor, vals: torch.Tensor):
+    """Sort ``(ids, vals)`` rows into (descending value, ascending id) order."""
+    ids_asc, perm = torch.sort(ids, dim=-1)
+    vals_asc = vals.gather(-1, perm)
+    vals_sorted, order = torch.sort(vals_asc, dim=-1, descending=True, stable=True)
+    return ids_asc.gather(-1, order), vals_sorted
+
+
+def chunk_max(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Maximum of each chunk of ``chunk`` consecutive tokens, ``[B, ceil(V / chunk)]`` (the
+    last chunk padded with ``-inf``): one pass over the row."""
+    B, V = x.shape
+    C = -(-V // chunk)
+    pad = C * chunk - V
+    xp = torch.nn.functional.pad(x, (0, pad), value=float("-inf")) if pad else x
+    return xp.view(B, C, chunk).amax(dim=-1)
+
+
+def first_argmax(x: torch.Tensor, cmax: Optional[torch.Tensor] = None, chunk: int = CHUNK) -> torch.Tensor:
+    """``argmax`` of each row with ties to the lowest id (``[B]`` int64), from the chunk maxima
+    ``cmax`` (:func:`chunk_max`): the first chunk holding the row maximum, then the first
+    maximum inside it (cheaper than a full-row ``argmax`` on CPU)."""
+    B, V = x.shape
+    if V <= chunk:
+        return x.argmax(dim=-1)
+    cmax = chunk_max(x, chunk) if cmax is None else cmax
+    m = cmax.amax(dim=-1, keepdim=True)
+    c0 = (cmax == m).to(torch.uint8).argmax(dim=-1)  # first chunk with the maximum
+    ids = c0[:, None] * chunk + torch.arange(chunk, device=x.device)
+    inside = x.gather(-1, ids.clamp_max(V - 1))
+    inside = torch.where(ids < V, inside, float("-inf"))
+    return c0 * chunk + inside.argmax(dim=-1)
+
+
+def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int, key_cmax: Optional[torch.Tensor] = None):
+    """The ``chunks`` chunks of largest maximum: candidate ids ``[B, chunks*chunk]`` (ascending
+    chunk order), their values (``-1`` for padding) and the chunk floor ``[B]`` (every token
+    outside the gathered chunks has ``q <= floor``).
+
+    With ``key_cmax`` (the :func:`chunk_max` of a tensor ``q`` is a non-decreasing function of
+    per row, e.g. the logits), chunks are ranked by it; the ``(chunks+1)``-th ranked chunk
+    holds the token of the largest key outside the gathered chunks, so its largest ``q`` is
+    the floor."""
+    B, V = q.shape
+    C = -(-V // chunk)
+    pad = C * chunk - V
+    qp = torch.nn.functional.pad(q, (0, pad), value=-1.0) if pad else q
+    if chunks >= C:
+        ids = torch.arange(C * chunk, device=q.device).expand(B, -1)
+        return ids, qp, q.new_full((B,), -1.0)
+    if key_cmax is None:
+        cmax = qp.view(B, C, chunk).amax(dim=-1)
+        top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
+        floor = top.values[:, chunks]
+    else:
+        top = torch.topk(key_cmax, chunks + 1, dim=-1, sorted=True)
+        last = top.indices[:, chunks:] * chunk + torch.arange(chunk, device=q.device)
+        floor = qp.gather(-1, last).amax(dim=-1)
+    sel = torch.sort(top.indices[:, :chunks], dim=-1).values
+    ids = (sel[:, :, None] * chunk + torch.arange(chunk, device=q.device)).reshape(B, chunks * chunk)
+    return ids, qp.gather(-1, ids), floor
+
+
+def top_k_values(q: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest values of each row of ``q`` ``[B, V]`` (descending), found among the
+    ``k`` chunks of largest maximum (a chunk holding one of the ``k`` largest values has a
+    maximum at least that value, so at most ``k - 1`` chunks can have a larger one)."""
+    B, V = q.shape
+    if V <= _SMALL_V or k >= V:
+        return torch.topk(q, min(k, V), dim=-1, sorted=True).values
+    _, vals, _ = _gather_chunks(q, CHUNK, k)
+    return torch.topk(vals, k, dim=-1, sorted=True).values
+
+
+def candidate_nucleus(
+    q: torch.Tensor, P: torch.Tensor, *, k: int = CANDIDATES, chunk: int = CHUNK, chunks: int = CHUNKS,
+    small_v: int = _SMALL_V, key_cmax: Optional[torch.Tensor] = None,
+) -> Candidates:
+    """The nucleus of each row among at most ``k`` candidates (see the module docstring).
 
     Args:
-        logits: ``[B, V]``; upcast to float32 (float64 stays).
-        T, P: scalars or ``[B]``: the temperature and top-p used for sampling.
-        k: candidates proven sufficient per row before falling back to the full sort.
-        fill: value of the tokens outside the nucleus (large finite negative).
+        q: ``[B, V]`` non-negative float32/float64 probabilities.
+        P: ``[B]`` top-p in ``[0, 1]``; rows with ``P >= 1`` are never ``proven`` (their kept
+            set is every positive token: use :func:`nucleus_mask`).
     """
-    arr = torch_ops.as_logits(logits, check=check)
-    B, V = arr.shape
-    if k + 1 >= V:
-        return torch_ops.masked_scaled_logits(arr, T, P, fill=fill, check=check)
-    T = torch_ops._rows(T, arr, "temperature", check)
-    P = torch_ops._rows(P, arr, "top_p", check)
-    greedy = T < GREEDY_TEMPERATURE
-    shifted = arr - arr.max(dim=-1, keepdim=True).values
-    scaled = shifted / torch.where(greedy, torch.ones_like(T), T)[:, None]
-    q = torch.softmax(scaled, dim=-1)
-
-    vals, idx = torch.topk(q, k + 1, dim=-1, sorted=False)
-    idx_asc, perm = torch.sort(idx, dim=-1)
-    vals_asc = vals.gather(-1, perm)
-    cand_q, order = torch.sort(vals_asc, dim=-1, descending=True, stable=True)
-    cand_ids = idx_asc.gather(-1, order)
-    floor = cand_q[:, -1:]  # v: every non-candidate has q <= v
-
-    exclusive = torch.cumsum(cand_q, dim=-1) - cand_q
-    keep = exclusive < P[:, None]
+    B, V = q.shape
+    if V <= max(small_v, k + 1):
+        ids = torch.arange(V, device=q.device).expand(B, -1)
+        cand_ids, cand_q = _canonical(ids, q)
+        floor = q.new_full((B,), -1.0)
+    else:
+        ids, vals, floor = _gather_chunks(q, chunk, chunks)
+        # at least (gathered chunks - 1) * chunk + 1 gathered values are real (only the last
+        # chunk of the row is padded with -1), so the k + 1 largest are never padding
+        gathered_all = ids.shape[1] >= V
+        kk = min(k, V - 1) if gathered_all else min(k, (ids.shape[1] // chunk - 1) * chunk)
+        top = torch.topk(vals, kk + 1, dim=-1, sorted=True)
+        floor = torch.maximum(floor, top.values[:, kk])
+        cand_ids, cand_q = _canonical(ids.gather(-1, top.indices[:, :kk]), top.values[:, :kk])
+    cand_q = cand_q.double()
+    inclusive = torch.cumsum(cand_q, dim=-1)
+    keep = (inclusive - cand_q) < P.double()[:, None]
     keep[:, 0] = True
-    last = keep.sum(dim=-1, keepdim=True) - 1
-    proven = (cand_q.gather(-1, last) > floor)[:, 0] | greedy
+    n_kept = keep.sum(dim=-1, keepdim=True)
+    last_q = cand_q.gather(-1, n_kept - 1)[:, 0]
+    kept_mass = inclusive.gather(-1, n_kept - 1)[:, 0]
+    proven = (last_q > floor.double()) & (kept_mass >= P.double()) & (P < 1)
+    cum = torch.where(keep, inclusive, inclusive.gather(-1, n_kept - 1))
+    return Candidates(cand_ids, cand_q, keep, cum, proven)
 
-    out = torch.full_like(scaled, fill)
-    kept_vals = torch.where(keep, scaled.gather(-1, cand_ids), torch.full_like(cand_q, fill))
-    out.scatter_(-1, cand_ids, kept_vals)
-    onehot = torch.full_like(scaled, fill).scatter_(-1, arr.argmax(dim=-1, keepdim=True), 0.0)
-    out = torch.where(greedy[:, None], onehot, out)
-    if not bool(proven.all()):  # the one host sync
+
+def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, V]`` kept set of each row by bisection on the threshold (exact; see the
+    module docstring). ``P >= 1`` keeps every token with ``q > 0``."""
+    q32 = q.float()
+    B = q32.shape[0]
+    P64 = P.double()
+    q64 = q32.double()
+    lo = torch.zeros(B, dtype=torch.int64, device=q.device)  # M(lo) >= P or lo == 0
+    hi = torch.full((B,), 0x7F800000, dtype=torch.int64, device=q.device)  # +inf: M = 0 < P
+    for _ in range(31):
+        mid = (lo + hi) // 2
+        v = mid.to(torch.int32).view(torch.float32)
+        mass = torch.where(q32 > v[:, None], q64, 0.0).sum(dim=-1)
+        ok = mass < P64
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    # hi is the smallest pattern with M(hi) < P (or M(0) < P: then hi may be 0 or 1 .. keep all)
+    v_star = hi.to(torch.int32).view(torch.float32)
+    above = q32 > v_star[:, None]
+    m_star = torch.where(above, q64, 0.0).sum(dim=-1)
+    tie = q32 == v_star[:, None]
+    v64 = v_star.double()
+    r = torch.where(v64 > 0, torch.ceil((P64 - m_star) / torch.where(v64 > 0, v64, 1.0)), 0.0)
+    tie_rank = torch.cumsum(tie.to(torch.int32), dim=-1)
+    keep = above | (tie & (tie_rank <= r[:, None]))
+    everything = (P64 >= 1) | (q64.sum(dim=-1) < P64)
+    keep = torch.where(everything[:, None], q32 > 0, keep)
+    # the first token of the canonical order is always kept
+    first = torch.zeros_like(keep).scatter_(-1, q32.argmax(dim=-1, keepdim=True), True)
+    return keep | first
+
+
+def nucleus_mask(q: torch.Tensor, P: torch.Tensor, *, sync: Optional[bool] = None) -> torch.Tensor:
+    """Boolean ``[B, V]`` kept set of each row (greedy rows are not special here).
+
+    Uses :func:`candidate_nucleus` and :func:`threshold_nucleus` for the rows it cannot prove.
+    ``sync`` (default: True on the CPU, False elsewhere) lets it look at which rows need the
+    threshold search (one host synchronisation); ``sync=False`` runs the search on every row
+    and selects without synchronising.
+    """
+    cand = candidate_nucleus(q, P)
+    mask = torch.zeros(q.shape, dtype=torch.bool, device=q.device).scatter_(-1, cand.ids, cand.keep)
+    return _patch_unproven(mask, cand.proven, q, P, sync)
+
+
+def _patch_unproven(mask, proven, q, P, sync):
+    if sync is None:
+        sync = q.device.type == "cpu"
+    if sync:
+        if bool(proven.all()):
+            return mask
         rows = (~proven).nonzero()[:, 0]
-        out[rows] = torch_ops.masked_scaled_logits(arr[rows], T[rows], P[rows], fill=fill, check=False)
-    return out
+        mask[rows] = threshold_nucleus(q[rows], P[rows])
+        return mask
+    return torch.where(proven[:, None], mask, threshold_nucleus(q, P))
+
+
+def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF over the kept candidates (canonical order) with uniforms ``u`` ``[B]``."""
+    total = cand.cum[:, -1:]
+    x = u.double()[:, None] * total
+    idx = torch.searchsorted(cand.cum, x, right=True)
+    n_kept = cand.keep.sum(dim=-1, keepdim=True)
+    idx = torch.minimum(idx, n_kept - 1)
+    return cand.ids.gather(-1, idx)[:, 0]
+
+
+def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF over the kept tokens of ``mask`` ``[B, V]`` in id order (never a token of
+    zero probability) with uniforms ``u`` ``[B]``."""
+    w = torch.where(mask, q.double(), 0.0)
+    cdf = torch.cumsum(w, dim=-1)
+    x = u.double()[:, None] * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, x, right=True)
+    positive = w > 0
+    V = q.shape[-1]
+    last = V - 1 - positive.flip(-1).int().argmax(dim=-1, keepdim=True)
+    return torch.minimum(idx, last)[:, 0]
+
+
+def greedy_rows(T: torch.Tensor) -> torch.Tensor:
+    """``T < 1e-6``: the rows that are greedy."""
+    return T < GREEDY_TEMPERATURE

@@ -1,13 +1,16 @@
 """The canonical AutoDeco semantics in torch: batched, device-agnostic, no loop over rows.
 
 Rule for rule the same as :mod:`autodeco_samplers.reference` (read its docstring for the
-exact definitions); the transformers and SGLang adapters and the trainer use these.
+exact definitions). The kept set itself is computed in one place,
+:mod:`autodeco_samplers.torch_nucleus` (no vocabulary sort); engines call the step functions
+of :mod:`autodeco_samplers.step`, which wire heads, policy and these rules together.
 Everything runs in float32 (float16/bfloat16 inputs are upcast; float64 stays float64).
-No function here synchronises with the host unless ``check=True`` is passed, so the
-CUDA-graph path (SGLang) can call them with ``check=False``.
+Validation (NaN, +inf, negative ``T``, ``P`` outside ``[0, 1]``) needs a host synchronisation
+and happens only with ``check=True``; inside a captured CUDA graph pass ``check=False`` and
+validate upstream: there a NaN temperature gives an undefined (but finite-index) draw.
 
-Tie rule: ``torch.sort(..., stable=True, descending=True)`` keeps equal probabilities in
-ascending token-id order, exactly as the reference does.
+The training mask :func:`soft_top_p` sorts (it needs every prefix sum, with gradients);
+``torch.sort(..., stable=True, descending=True)`` keeps ties in ascending id order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Tuple, Union
 
 import torch
 
+from . import torch_nucleus
 from .errors import InvalidLogitsError, InvalidParameterError, ShapeError
 from .reference import (
     ENTROPY_EPS,
@@ -103,12 +107,20 @@ def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) ->
     entropy, unbiased variance (0 when ``V == 1``), top-``min(5, V)`` mass."""
     arr = as_logits(logits, check=check)
     T = _rows(T, arr, "temperature", check)
-    q = _stable_softmax(arr, T + STATS_TEMPERATURE_EPS)
+    z = (arr - arr.amax(dim=-1, keepdim=True)) / (T + STATS_TEMPERATURE_EPS)[:, None]
+    # exp(z) below e^-70 is raised to e^-70 (then q >= e^-70 / V: no subnormal numbers, which
+    # are slow on CPUs); this moves each feature by at most V * e^-70 (< 1e-25 at V = 152k)
+    q = torch.softmax(z.clamp_(min=-70.0), dim=-1)
     V = q.shape[-1]
-    max_prob = q.max(dim=-1).values
+    top = torch_nucleus.top_k_values(q, min(5, V))  # no sort of the row
+    max_prob = top[:, 0]
     entropy = -(q * torch.log(q + ENTROPY_EPS)).sum(dim=-1)
-    var = q.var(dim=-1, correction=1) if V > 1 else torch.zeros_like(max_prob)
-    top5 = torch.topk(q, min(5, V), dim=-1).values.sum(dim=-1)
+    if V > 1:  # unbiased variance; torch.var over many long rows is slow on CPU
+        d = q - q.mean(dim=-1, keepdim=True)
+        var = torch.linalg.vecdot(d, d) / (V - 1)
+    else:
+        var = torch.zeros_like(max_prob)
+    top5 = top.sum(dim=-1)
     return torch.stack([max_prob, entropy, var, top5], dim=-1)
 
 
@@ -117,13 +129,10 @@ def _sorted(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def nucleus_mask(q: torch.Tensor, P: Number, *, check: bool = True) -> torch.Tensor:
-    """Rule 2: boolean mask, keep ``(i)`` iff the exclusive prefix sum ``c_i < P``; first kept."""
+    """Rule 2: boolean mask, keep ``(i)`` iff the exclusive prefix sum ``c_i < P``; first kept;
+    ``P >= 1`` keeps everything of positive probability (:func:`torch_nucleus.nucleus_mask`)."""
     P = _rows(P, q, "top_p", check)
-    sorted_q, order = _sorted(q)
-    exclusive = torch.cumsum(sorted_q, dim=-1) - sorted_q
-    keep_sorted = exclusive < P[:, None]
-    keep_sorted[:, 0] = True
-    return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+    return torch_nucleus.nucleus_mask(q, P)
 
 
 def next_token_distribution(logits: torch.Tensor, T: Number, P: Number, *, check: bool = True) -> torch.Tensor:
@@ -133,9 +142,7 @@ def next_token_distribution(logits: torch.Tensor, T: Number, P: Number, *, check
         P_rows = _rows(P, arr, "top_p", True)
         if (P_rows > 1).any():
             raise InvalidParameterError(f"top_p must lie in [0, 1], got {P_rows.tolist()}")
-    q = temperature_probs(arr, T, check=check)
-    kept = torch.where(nucleus_mask(q, P, check=False), q, torch.zeros_like(q))
-    return kept / kept.sum(dim=-1, keepdim=True)
+    return torch.softmax(masked_scaled_logits(arr, T, P, check=check), dim=-1)
 
 
 def masked_scaled_logits(
@@ -144,18 +151,18 @@ def masked_scaled_logits(
     """Logits whose plain softmax *is* :func:`next_token_distribution`.
 
     ``(l - max l) / T`` inside the nucleus and ``fill`` (a large finite negative, so a later
-    additive mask cannot produce NaN) outside; greedy rows keep only the argmax at 0. For
-    engines that sample from the logits with temperature 1 and top-p 1.
+    additive mask cannot produce NaN) outside and for ``-inf`` inputs: the result is always
+    finite. Greedy rows keep only the argmax at 0. For engines that sample from the logits
+    with temperature 1 and top-p 1. Same as :func:`autodeco_samplers.step.torch_rule_logits`.
     """
+    from .step import torch_rule_logits
+
     arr = as_logits(logits, check=check)
     T = _rows(T, arr, "temperature", check)
-    greedy = T < GREEDY_TEMPERATURE
-    shifted = arr - arr.max(dim=-1, keepdim=True).values
-    scaled = shifted / torch.where(greedy, torch.ones_like(T), T)[:, None]
-    q = torch.softmax(scaled, dim=-1)
-    onehot = torch.zeros_like(q, dtype=torch.bool).scatter_(-1, arr.argmax(dim=-1, keepdim=True), True)
-    keep = torch.where(greedy[:, None], onehot, nucleus_mask(q, P, check=False))
-    return torch.where(keep, scaled, torch.full_like(scaled, fill))
+    P = _rows(P, arr, "top_p", check)
+    if check and (P > 1).any():
+        raise InvalidParameterError(f"top_p must lie in [0, 1], got {P.tolist()}")
+    return torch_rule_logits(arr, T, P, fill=fill)
 
 
 def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA) -> torch.Tensor:
@@ -174,5 +181,8 @@ def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA) -> t
 
 
 def sample_tokens(probs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
-    """One token id per row of ``probs`` ``[B, V]`` (``torch.multinomial``, seeded by ``generator``)."""
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    """One token id per row of ``probs`` ``[B, V]``: inverse CDF in id order over the tokens
+    of positive probability, one uniform per row from ``generator`` (never a zero-probability
+    token). The step functions draw from the kept tokens only, without a ``[B, V]`` input."""
+    u = torch.rand(probs.shape[0], generator=generator, device=probs.device, dtype=torch.float64)
+    return torch_nucleus.draw_from_mask(probs, probs > 0, u)

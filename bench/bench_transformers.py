@@ -17,8 +17,10 @@ median time of each and the median of the per-pair ratios heads / plain.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -97,7 +99,7 @@ def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int
     from transformers import TopPLogitsWarper
 
     from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+    from autodeco_samplers.step import torch_step_logits
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(batch, vocab, generator=g) * 8
@@ -106,10 +108,8 @@ def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int
     policy = DecodingPolicy()
     warper = TopPLogitsWarper(0.9)
 
-    def ours():
-        T, P = heads(h, logits)
-        T, P = policy.apply(T, P)
-        torch.multinomial(torch.softmax(masked_scaled_logits_topk(logits, T, P), -1), 1)
+    def ours():  # what the processor returns, then transformers' own softmax + multinomial
+        torch.multinomial(torch.softmax(torch_step_logits(h, logits, heads, policy).logits, -1), 1)
 
     def plain():
         torch.multinomial(torch.softmax(warper(None, logits), -1), 1)
@@ -135,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_transformers.json"),
+                   help="JSON of the generate() runs (median ratios heads / plain)")
     p.add_argument("--step-only", action="store_true",
                    help="time only the per-step sampling work (heads + nucleus vs top-p warper), no model")
     a = p.parse_args(argv)
@@ -155,15 +157,25 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, hidden {a.hidden}, layers {a.layers}, "
           f"prompt {a.prompt_len}, {tokens} new tokens, {repeats} alternated pairs")
     print(f"{'vocab':>7} {'batch':>5} {'plain ms/tok':>13} {'heads ms/tok':>13} {'median ratio':>13}")
+    runs = []
     for vocab in vocabs:
         model = build_model(vocab, a.hidden, a.layers, seed=a.seed)
         heads = AutoDecoHeadsModule.create(a.hidden, width=256, seed=a.seed)
         attach(model, heads)
         for batch in batches:
             r = bench_one(model, batch, tokens, a.prompt_len, repeats, a.seed)
+            runs.append(r)
             print(f"{r['vocab']:>7} {r['batch']:>5} {r['plain_ms_per_token']:>13.2f} {r['heads_ms_per_token']:>13.2f} "
                   f"{r['median_ratio']:>13.3f}", flush=True)
         del model
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "hidden": a.hidden, "layers": a.layers,
+        "prompt_len": a.prompt_len, "repeats": repeats,
+        "note": "provisional when taken on a shared machine; median_ratio = median over alternated pairs of heads / plain",
+        "runs": runs}, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

@@ -80,7 +80,7 @@ class NumpyReferenceEngine(ConformanceEngine):
 
 
 class TorchEngine(ConformanceEngine):
-    """The torch implementation (heads module + policy + ``torch_ops``) on a device."""
+    """The torch step (:mod:`autodeco_samplers.step`: heads module + policy + sort-free nucleus) on a device."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
@@ -98,17 +98,16 @@ class TorchEngine(ConformanceEngine):
     def _dist(self, hidden, logits, heads, policy):
         import torch
 
-        from autodeco_samplers import torch_ops
         from autodeco_samplers.heads import AutoDecoHeadsModule
+        from autodeco_samplers.step import torch_step_logits
 
         module = AutoDecoHeadsModule.from_numpy(heads).to(self.device)
         h = torch.from_numpy(np.asarray(hidden, np.float32)).to(self.device)
         l = torch.from_numpy(np.asarray(logits, np.float32)).to(self.device)
         with torch.no_grad():
-            T_pred, P_pred = module(h, l)
-            T, P = policy.apply(T_pred, P_pred)
-            probs = torch_ops.next_token_distribution(l, T, P)
-        return probs, (T_pred, P_pred, T, P)
+            st = torch_step_logits(h, l, module, policy, check=True)
+            probs = torch.softmax(st.logits, dim=-1)
+        return probs, (st.T_pred, st.P_pred, st.T, st.P)
 
     def kernel(self, hidden, logits, heads, policy):
         probs, rest = self._dist(hidden, logits, heads, policy)
@@ -117,11 +116,15 @@ class TorchEngine(ConformanceEngine):
     def draw(self, hidden, logits, heads, policy, n, seed):
         import torch
 
-        from autodeco_samplers import torch_ops
+        from autodeco_samplers.heads import AutoDecoHeadsModule
+        from autodeco_samplers.step import torch_step_sample
 
-        probs, _ = self._dist(hidden[:1], logits[:1], heads, policy)
+        module = AutoDecoHeadsModule.from_numpy(heads).to(self.device)
+        h = torch.from_numpy(np.asarray(hidden[:1], np.float32)).to(self.device).expand(n, -1)
+        l = torch.from_numpy(np.asarray(logits[:1], np.float32)).to(self.device).expand(n, -1)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        return torch_ops.sample_tokens(probs.expand(n, -1).contiguous(), gen).cpu().numpy()
+        with torch.no_grad():
+            return torch_step_sample(h, l.contiguous(), module, policy, gen).token.cpu().numpy()
 
 
 class WrongRuleEngine(ConformanceEngine):
@@ -158,8 +161,9 @@ class WrongRuleEngine(ConformanceEngine):
         return q / q.sum(1, keepdims=True)
 
     def kernel(self, hidden, logits, heads, policy):
-        T_pred, P_pred = heads.predict(hidden, logits)
-        T, P = policy.apply(T_pred, P_pred)
+        from autodeco_samplers.reference import reference_step
+
+        _, T_pred, P_pred, T, P = reference_step(hidden, logits, heads, policy)
         return KernelOutput(self._probs(logits, T, P), T_pred, P_pred, T, P)
 
     def draw(self, hidden, logits, heads, policy, n, seed):

@@ -1,4 +1,4 @@
-"""Where each engine's *own* temperature/top-p departs from the canonical rule (DESIGN s. 8).
+"""Where each engine's *own* temperature/top-p departs from the canonical rule (docs/design.md section 8).
 
 Native kernels run the engine's real code on the same logits with a static (T, P):
 

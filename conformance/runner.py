@@ -73,10 +73,10 @@ class ConformanceFailure(AssertionError):
 def reference_step(hidden, logits, heads, policy):
     """The reference (T_pred, P_pred, T, P) in float64 for one batch."""
     from autodeco_samplers.heads import AutoDecoHeads
+    from autodeco_samplers.reference import reference_step as spec_step
 
     heads64 = AutoDecoHeads(heads.config, heads.tensors, dtype=np.float64)
-    T_pred, P_pred = heads64.predict(np.asarray(hidden, np.float64), np.asarray(logits, np.float64))
-    T, P = policy.apply(T_pred, P_pred)
+    _, T_pred, P_pred, T, P = spec_step(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy, distribution=False)
     return T_pred, P_pred, T, P
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything from nothing: a .venv with the CPU torch wheel, then this package in
 # editable mode with every extra (transformers, llama-cpp-python, dev tools).
-# Safe to re-run: it only installs what is missing.
+# Safe to re-run: it only installs what is missing. Prints one line per stage; pip's own
+# output goes to logs/setup.log (named, with its last lines, if a stage fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +18,20 @@ case "$(uname -m)" in
 esac
 export CMAKE_ARGS=${CMAKE_ARGS:-$DEFAULT_CMAKE_ARGS}
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# shellcheck disable=SC1091
-. .venv/bin/activate
-python -m pip install -q --disable-pip-version-check --upgrade pip
-python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
-echo "setup: installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes about 5 minutes on 2 cores)"
-python -m pip install -q --disable-pip-version-check -e ".[all,dev]"
-python -c "import autodeco_samplers, torch; print('setup: autodeco-samplers', autodeco_samplers.__version__, '| torch', torch.__version__)"
+LOG=${AUTODECO_SETUP_LOG:-logs/setup.log}
+PREFIX=setup
+# shellcheck source=scripts/_quiet.sh
+. scripts/_quiet.sh
+
+if [ ! -x .venv/bin/python ]; then
+  stage "creating .venv"
+  quietly "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip install --disable-pip-version-check --no-input)
+stage "upgrading pip"
+quietly "${PIP[@]}" --upgrade pip
+stage "installing $TORCH_SPEC"
+quietly "${PIP[@]}" "$TORCH_SPEC"
+stage "installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes about 5 minutes on 2 cores)"
+quietly "${PIP[@]}" -e ".[all,dev]"
+.venv/bin/python -c "import autodeco_samplers, torch; print('setup: done: autodeco-samplers', autodeco_samplers.__version__, '| torch', torch.__version__, '| log: $LOG')"

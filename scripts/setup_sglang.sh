@@ -23,21 +23,34 @@ assert md.version("sglang") == "0.5.23" and md.version("transformers") == "5.19.
 assert md.version("torch").split("+")[0] == "2.14.1"
 '
 
-[ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+LOG=${AUTODECO_SETUP_LOG:-logs/setup_sglang.log}
+PREFIX=setup_sglang
+# shellcheck source=scripts/_quiet.sh
+. scripts/_quiet.sh
+
+if [ ! -x "$PY" ]; then
+  stage "creating $VENV"
+  quietly "$PYTHON" -m venv "$VENV"
+fi
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . >/dev/null
+  quietly "$PY" -m pip install --disable-pip-version-check --no-deps -e .
   echo "setup_sglang: $VENV already complete"
   exit 0
 fi
 
-pipi() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
+pipi() { quietly "$PY" -m pip install --disable-pip-version-check --no-input "$@"; }
+stage "upgrading pip"
 pipi --upgrade pip
 # 1. torch first, pinned (a bare requirement could resolve to another build)
+stage "installing torch 2.14.1 (a CUDA build, ~5.5 GB)"
 pipi "torch==2.14.1" "torchvision==0.29.1"
-# 2. SGLang without its dependency list
+# 2. SGLang without its dependency list (pip then reports SGLang's unmet requirements as an
+#    ERROR; that is expected here and goes to the log with the rest)
+stage "installing sglang 0.5.23 without its dependency list"
 pipi --no-deps "sglang==0.5.23"
 # 3. what the imported modules need (torch pinned again so nothing can move it). Versions
 #    SGLang pins are SGLang's; the others are the set these tests were last run with.
+stage "installing what the imported SGLang modules need"
 pipi "torch==2.14.1" "torchvision==0.29.1" "torchaudio==2.11.0" \
   "transformers==5.19.0" "tokenizers==0.23.2" "sentencepiece==0.2.1" \
   "compressed-tensors==0.18.0" "openai==2.8.0" "apache-tvm-ffi==0.1.11" \
@@ -45,8 +58,10 @@ pipi "torch==2.14.1" "torchvision==0.29.1" "torchaudio==2.11.0" \
   "pyzmq==27.3.0" "ipython==9.18.1" "aiohttp==3.14.5" "dill==0.4.1" "gguf==0.19.0" \
   "partial-json-parser==0.2.1.1.post7" "einops==0.8.2" "uvicorn==0.54.0" "fastapi==0.165.0" \
   "starlette==1.10.0" "pydantic==2.14.4" \
-  "numpy==2.4.6" "safetensors==0.8.0" "scipy==1.17.1" pytest hypothesis
+  "numpy==2.4.6" "safetensors==0.8.0" "scipy==1.17.1" pytest hypothesis jsonschema
 # 4. this project, editable, without touching the pins above
+stage "installing autodeco-samplers (editable, no dependencies)"
 pipi --no-deps -e .
-"$PY" -c "$CHECK"
-"$PY" -c "import sglang, torch, transformers; print('setup_sglang: sglang', sglang.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+stage "checking the imports"
+quietly "$PY" -c "$CHECK"
+"$PY" -c "import sglang, torch, transformers; print('setup_sglang: done: sglang', sglang.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| log: $LOG')"

@@ -176,9 +176,9 @@ def test_nan_and_dead_logits_in_predict(tmp_path):
         heads.predict(np.zeros((2, H), np.float32), logits)
 
 
-def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
+def test_cli_reports_errors_with_exit_code_1(tmp_path, capsys):
     (tmp_path / "model.bin").write_bytes(b"\x80\x04junk")
-    assert cli_main(["inspect", str(tmp_path / "model.bin")]) == 2
+    assert cli_main(["inspect", str(tmp_path / "model.bin")]) == 1
     assert "refused" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
-"""The ``autodeco`` command line: inspect and init-heads, console script and ``-m``."""
+"""The ``autodeco`` command line: inspect and init-heads, console script and ``-m``, the shared
+flag vocabulary, old spellings, exit codes. (The newcomer's end-to-end run is test_newcomer.py.)"""
 
 import json
 import subprocess
@@ -28,7 +29,7 @@ def test_init_heads_then_inspect(tmp_path, capsys):
 
 
 def test_init_heads_variants(tmp_path, capsys):
-    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features", "--no-temperature-head"]) == 0
+    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--no-enhanced-features", "--no-temperature-head"]) == 0
     heads = ad.load_heads(tmp_path / "p")
     assert not heads.config.enable_temperature_head and not heads.config.use_enhanced_features
     T, P = heads.predict(np.ones((1, 8), np.float32))
@@ -85,5 +86,95 @@ def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys)
     assert main(["init-heads", str(tmp_path / "h"), "--hidden-size", "8"]) == 0
     capsys.readouterr()
     code = main(["generate", "--engine", "transformers", "--model", str(tmp_path / "nope"), "--heads", str(tmp_path / "h"), "--prompt", "hi"])
-    assert code == 2
+    assert code == 1
+    assert "no such model folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", "--engine", "transformers", "--model", str(tmp_path / "empty"), "--heads", str(tmp_path / "h"), "--prompt", "hi"]) == 1
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
+    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"]) == 0
+    captured = capsys.readouterr()
+    assert not ad.load_heads(tmp_path / "p").config.use_enhanced_features
+    assert captured.err.strip() == (
+        "autodeco init-heads: note: --plain-features is deprecated and will be removed in the next release; "
+        "use --no-enhanced-features"
+    )
+    # conformance: space-separated engines
+    assert main(["conformance", "--engines", "numpy", "torch-cpu", "--levels", "kernel", "--examples", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["engine"] for r in json.loads(captured.out)["results"]] == ["numpy", "torch-cpu"]
+    assert "use --engines numpy,torch-cpu" in captured.err
+
+
+def test_train_old_spellings_are_translated(monkeypatch, tmp_path, capsys):
+    """--base and train's old --heads meaning reach the trainer as --model / --train-heads."""
+    import pytest
+
+    pytest.importorskip("torch")
+    import autodeco_samplers.training as training
+    from autodeco_samplers import default_model
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, data, out, cfg, **kw):
+        seen.update(model=model, temperature=cfg.train_temperature, top_p=cfg.train_top_p, device=cfg.device)
+        raise Stop
+
+    monkeypatch.setattr(training, "train_heads", fake_train)
+    base = str(default_model.base_path())
+    try:
+        main(["train", "--base", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "top-p"])
+    except Stop:
+        pass
+    err = capsys.readouterr().err
+    assert seen == {"model": base, "temperature": False, "top_p": True, "device": "auto"}
+    assert "--base is deprecated" in err and "use --model" in err and "use --train-heads top-p" in err
+    # --heads with a path in train is not silently taken as a head choice
+    assert main(["train", "--model", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "some/ckpt"]) == 2
+    assert "--train-heads" in capsys.readouterr().err
+    assert main(["train", "--data", "d.jsonl", "--out", str(tmp_path)]) == 2
+    assert "required: --model" in capsys.readouterr().err
+
+
+def test_every_command_has_json_and_the_shared_flags():
+    from autodeco_samplers.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        flags = {s for a in p._actions for s in a.option_strings}
+        assert "--json" in flags, name
+        if name in ("generate", "eval", "demo", "train"):
+            assert {"--device", "--threads"} <= flags, name
+            defaults = {a.dest: a.default for a in p._actions}
+            assert defaults["device"] == "auto" and defaults["threads"] == "auto", name
+        if name in ("generate", "eval", "train"):
+            assert "--model" in flags, name
+        if name in ("demo", "conformance"):
+            assert "--engines" in flags, name
+
+
+def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
+    import pytest
+
+    for argv, needle in (
+        (["init-heads", str(tmp_path / "x"), "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),
+        (["conformance", "--engines", "numpy,bogus"], "unknown engine 'bogus'"),
+        (["conformance", "--levels", "kernel,everything"], "unknown level 'everything'"),
+        (["demo", "--engines", "vllm-fork", "--no-eval"], "unknown engine 'vllm-fork'"),
+    ):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2, argv
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert main(["inspect", str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autodeco inspect: error: ") and "no such file" in err[0]

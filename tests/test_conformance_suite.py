@@ -117,7 +117,7 @@ def test_an_outsider_engine_with_an_off_by_one_is_caught():
 
 
 def test_cli_table_json_and_skips(capsys):
-    assert main(["conformance", "--engines", "numpy", "torch-cuda", "--examples", "20", "--levels", "kernel", "--wrong-rules"]) == 0
+    assert main(["conformance", "--engines", "numpy,torch-cuda", "--examples", "20", "--levels", "kernel", "--wrong-rules"]) == 0
     out = capsys.readouterr().out
     assert "numpy" in out and "pass" in out
     assert "torch-cuda" in out and "skipped (no CUDA device)" in out

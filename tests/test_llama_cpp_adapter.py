@@ -84,7 +84,7 @@ def test_generate_reports_a_consistent_trace(gen):
     assert [s.token_id for s in res.steps] == res.token_ids
     assert res.text == hf_tokenizer().decode(res.token_ids, skip_special_tokens=True)
     d = res.to_dict()
-    assert set(d) == {"engine", "prompt_ids", "token_ids", "text", "steps"}
+    assert set(d) == {"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps"}
     assert set(d["steps"][0]) == {"token_id", "T_pred", "P_pred", "T", "P"}
 
 
@@ -227,7 +227,7 @@ def test_model_file_errors(tmp_path):
 
 
 def test_bad_files_never_reach_llama_cpp_in_a_subprocess(tmp_path):
-    """Loading through the public API in a child process: a clean error and exit code 2 from
+    """Loading through the public API in a child process: a clean error and exit code 1 from
     the CLI, never an abort (which would give a negative return code)."""
     data = assets()["gguf_f32"].read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 1000])
@@ -238,7 +238,7 @@ def test_bad_files_never_reach_llama_cpp_in_a_subprocess(tmp_path):
              "--heads", str(assets()["heads_gguf"]), "--prompt", "hi"],
             capture_output=True, text=True,
         )
-        assert proc.returncode == 2, (model, proc.returncode, proc.stderr[-500:])
+        assert proc.returncode == 1, (model, proc.returncode, proc.stderr[-500:])
         assert "error" in proc.stderr
 
 
@@ -308,10 +308,10 @@ def test_cli_generate_json(capsys):
     assert cli_main(["generate", "--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--heads",
                      str(a["heads_dir"]), "--prompt-ids", "5,6,7", "--max-new-tokens", "3"]) == 0
     assert "T_pred" in capsys.readouterr().out
-    assert cli_main(["generate", "--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--prompt", "x"]) == 2
-    assert "needs --heads" in capsys.readouterr().err
+    assert cli_main(["generate", "--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--prompt", "x"]) == 2  # usage
+    assert "--heads is required" in capsys.readouterr().err
     assert cli_main(["generate", "--engine", "llama-cpp", "--model", str(a["model_dir"]), "--heads",
-                     str(a["heads_gguf"]), "--prompt", "x"]) == 2
+                     str(a["heads_gguf"]), "--prompt", "x"]) == 1  # a folder is not a model .gguf
 
 
 def test_adapter_never_imports_torch():

@@ -66,11 +66,17 @@ def test_no_generic_top_level_packages_are_installed(tmp_path):
 def test_regular_install_maps_folders_into_the_root(tmp_path):
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
+        [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)],
         capture_output=True,
         text=True,
     )
     assert build.returncode == 0, build.stderr
+    # our pyproject gives setuptools nothing to warn about (license field, data folders)
+    log = build.stdout + build.stderr
+    for warning in ("SetuptoolsDeprecationWarning", "Package would be ignored", "License classifiers are deprecated",
+                    "project.license` as a TOML table is deprecated"):
+        assert warning not in log, warning
+    assert (target / "autodeco_samplers" / "schemas" / "generation.schema.json").is_file()
     assert not (target / "heads").exists() and not (target / "adapters").exists()
     env = dict(os.environ, PYTHONPATH=str(target))
     res = run_python(
@@ -88,3 +94,49 @@ def test_regular_install_maps_folders_into_the_root(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().startswith(str(target / "autodeco_samplers" / "heads"))
+
+
+    # Python started in the repository root imports the root's autodeco_samplers/ folder (the
+    # current directory comes first), not the installed copy: the mapped sub-packages must
+    # still import. -S keeps an editable install's import hook of this venv out of the way.
+    import numpy
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(Path(numpy.__file__).parents[1])]))
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", "import autodeco_samplers, autodeco_samplers.heads, autodeco_samplers.adapters.sglang, "
+         "autodeco_samplers.conformance.engines; print(autodeco_samplers.__file__); print(autodeco_samplers.heads.__file__)"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    init_file, heads_file = res.stdout.split()
+    assert init_file == str(ROOT / "autodeco_samplers" / "__init__.py")
+    assert heads_file == str(ROOT / "heads" / "__init__.py")
+
+
+def test_the_source_tree_maps_exactly_three_names(tmp_path):
+    """From the repository root, only heads/adapters/conformance join the package: other
+    top-level folders (tests, scripts, docs ...) never become autodeco_samplers.* modules."""
+    res = run_python(
+        """
+        import importlib.util, autodeco_samplers
+        print([n for n in ("tests", "scripts", "docs", "bench") if importlib.util.find_spec("autodeco_samplers." + n)])
+        """,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_all_extra_holds_every_extra_that_needs_no_own_environment():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    spec = " ".join(extras["all"])
+    included = set(spec.split("[", 1)[1].split("]", 1)[0].split(","))
+    # dev is for contributors; sglang/vllm-style extras would need their own environment
+    expected = {name for name in extras if name not in ("all", "dev") and not name.startswith(("sglang", "vllm"))}
+    assert expected <= included, expected - included
+    assert "conformance" in included
+    assert any(r.startswith("jsonschema") for r in extras["conformance"])
+    assert isinstance(project["license"], str)  # an SPDX expression, not the deprecated table

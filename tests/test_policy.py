@@ -1,4 +1,4 @@
-"""The decoding policy: request knobs as multipliers, clamps, overrides (DESIGN section 3)."""
+"""The decoding policy: request knobs as multipliers, clamps, overrides (docs/design.md section 3)."""
 
 import numpy as np
 import torch

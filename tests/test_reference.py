@@ -1,4 +1,4 @@
-"""The NumPy reference against an independent, loop-based reading of DESIGN section 3/4."""
+"""The NumPy reference against an independent, loop-based reading of docs/design.md sections 3 and 4."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from autodeco_samplers.conformance.strategies import decoding_cases
 
 
 def brute_force_distribution(logits_row, T, P):
-    """DESIGN section 3, row by row in float64 with Python sorting (independent of the code)."""
+    """docs/design.md section 3, row by row in float64 with Python sorting (independent of the code)."""
     l = np.asarray(logits_row, dtype=np.float64)
     V = len(l)
     if T < 1e-6:

@@ -1,4 +1,4 @@
-"""The torch implementation agrees with the NumPy reference (DESIGN section 3 and 4).
+"""The torch implementation agrees with the NumPy reference (docs/design.md sections 3 and 4).
 
 Agreement is the conformance checker's definition: identical kept sets except tokens whose
 exclusive prefix sum lies within eps = 1e-5 of P, and total-variation distance at most

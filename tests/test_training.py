@@ -293,8 +293,8 @@ def test_cli_train(tmp_path, records):
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records[:32]))
-    rc = main(["train", "--base", str(default_model.base_path()), "--data", str(data), "--out", str(tmp_path / "h"),
-               "--steps", "3", "--batch-size", "8", "--width", "8", "--heads", "top-p", "--quiet", "--save-every", "0"])
+    rc = main(["train", "--model", str(default_model.base_path()), "--data", str(data), "--out", str(tmp_path / "h"),
+               "--steps", "3", "--batch-size", "8", "--width", "8", "--train-heads", "top-p", "--quiet", "--save-every", "0"])
     assert rc == 0
     heads = load_heads(tmp_path / "h")
     assert heads.config.enable_top_p_head and not heads.config.enable_temperature_head

@@ -416,6 +416,8 @@ def test_eos_and_stopping_criteria_in_the_trace(tok, heads_dir):
     res = tr.results(tok)
     assert [r.finish_reason for r in res] == ["eos", "stop", "length"]
     assert res[0].to_dict()["token_ids"][-1] == eos and len(res[0].to_dict()["steps"]) == 3
+    # special tokens: in token_ids, never in text (the policy of every engine)
+    assert tok.eos_token not in res[0].text and res[0].text == tok.decode(res[0].token_ids[:-1])
 
 
 def test_streamer_kv_cache_and_batch_size(tok, heads_dir):
@@ -506,7 +508,7 @@ def test_cli_json_and_human(checkpoints, capsys):
                          "--max-new-tokens", "5", "--seed", "3", "--json"], capsys)
     assert rc == 0, err
     data = json.loads(out)
-    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "steps"}
+    assert set(data) == {"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps"}
     assert data["engine"] == "transformers" and len(data["token_ids"]) == len(data["steps"]) >= 1
     assert [s["token_id"] for s in data["steps"]] == data["token_ids"]
     assert all(set(s) == {"token_id", "T_pred", "P_pred", "T", "P"} for s in data["steps"])
@@ -528,48 +530,19 @@ def test_cli_json_and_human(checkpoints, capsys):
     assert rc == 2 and "--heads" in err
 
 
-# --------------------------------------------------------------------------- torch_nucleus
+# --------------------------------------------------------------------------- the core step
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    V=st.integers(2, 64),
-    B=st.integers(1, 4),
-    k=st.integers(1, 12),
-    scale=st.sampled_from([0.1, 1.0, 5.0, 30.0]),
-    round_to=st.sampled_from([None, 0.5, 1.0]),
-    P=st.floats(0.0, 1.0),
-    greedy_row=st.booleans(),
-)
-def test_property_topk_nucleus_equals_full_sort(seed, V, B, k, scale, round_to, P, greedy_row):
-    """``masked_scaled_logits_topk`` has the same kept set and softmax as ``torch_ops``'s
-    full sort, ties (rounded logits), greedy rows and both of its paths included."""
-    from autodeco_samplers import torch_ops
-    from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, V, generator=g) * scale
-    if round_to:
-        x = torch.round(x / round_to) * round_to
-    T = torch.rand(B, generator=g) * 2 + 0.05
-    if greedy_row:
-        T[0] = 0.0
-    Ps = torch.full((B,), P)
-    full = torch.softmax(torch_ops.masked_scaled_logits(x, T, Ps), dim=-1)
-    fast = torch.softmax(masked_scaled_logits_topk(x, T, Ps, k=k), dim=-1)
-    assert torch.equal(full > 0, fast > 0)
-    torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-5)
-
-
-def test_topk_nucleus_large_vocab_matches_reference():
-    from autodeco_samplers.torch_nucleus import masked_scaled_logits_topk
+def test_step_logits_large_vocab_match_reference():
+    """The processor's rule (:func:`autodeco_samplers.step.torch_rule_logits`, sort-free) at a
+    large vocabulary; the property tests against the reference are in tests/test_step.py."""
+    from autodeco_samplers.step import torch_rule_logits
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 50000, generator=g) * 6
     T = torch.tensor([0.3, 0.9, 1.5, 4.0])
     P = torch.tensor([0.5, 0.9, 0.95, 0.99])
-    got = torch.softmax(masked_scaled_logits_topk(x, T, P, k=64), dim=-1).double().numpy()
+    got = torch.softmax(torch_rule_logits(x, T, P), dim=-1).double().numpy()
     for b in range(4):
         ref = next_token_distribution(x[b].double().numpy(), float(T[b]), float(P[b]))
         assert_same_distribution(got[b], ref, x[b].double().numpy(), float(T[b]), float(P[b]), atol=1e-6)

@@ -13,7 +13,7 @@ How it works (details and the launch command in ``docs/sglang.md``):
   logits to sample, and replaces those logits by
   :func:`autodeco_samplers.torch_ops.masked_scaled_logits` (``(l - max l) / T`` inside the
   nucleus, ``-1e30`` outside), so SGLang's stock sampler at temperature 1 / top-p 1 draws
-  exactly the canonical distribution of DESIGN section 3.
+  exactly the canonical distribution of docs/design.md section 3.
 * ``autodeco prepare-sglang`` (:func:`prepare_sglang_checkpoint`) writes a folder SGLang
   serves: base ``model_type`` plus the ``autodeco`` block, sampling keys stripped from
   ``generation_config.json``.

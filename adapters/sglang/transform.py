@@ -1,9 +1,9 @@
 """The in-model AutoDeco transform in plain torch (no SGLang import).
 
-:func:`autodeco_logits` is the only algorithmic step of the SGLang adapter and it is pure
-wiring of the core: heads -> :class:`~autodeco_samplers.policy.DecodingPolicy` ->
-:func:`~autodeco_samplers.torch_ops.masked_scaled_logits`. Static shapes, no host sync, so
-it can run inside a captured CUDA graph.
+:func:`autodeco_logits` is the only algorithmic step of the SGLang adapter and it is one
+call of the core step :func:`autodeco_samplers.step.torch_step_logits` (heads -> policy ->
+canonical nucleus, no vocabulary sort). Static shapes; no host sync while a CUDA graph is
+being captured, so it can run inside one.
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autodeco_samplers import torch_ops
 from autodeco_samplers.policy import DecodingPolicy
-
-#: Value written outside the nucleus: large, negative and *finite*, so a later additive mask
-#: (a grammar's ``-inf``, a logit bias) can never produce ``-inf - -inf = NaN``.
-OUTSIDE_NUCLEUS = -1e30
+from autodeco_samplers.step import OUTSIDE_NUCLEUS, torch_step_logits
 
 
 @dataclass
@@ -43,16 +39,13 @@ def autodeco_logits(
 ) -> AutoDecoStep:
     """Logits ``[B, V]`` whose plain softmax is the canonical AutoDeco distribution.
 
-    Rule: ``T_pred, P_pred = heads(hidden, logits)``; ``T, P = policy.apply(T_pred, P_pred)``;
-    the result is ``masked_scaled_logits(logits, T, P, fill)``: ``(l - max l) / T`` for the
-    tokens of the nucleus (exclusive prefix sum ``< P``, ties by lower token id), ``fill``
-    elsewhere, only the argmax at 0 when ``T < 1e-6``. ``hidden`` ``[B, H]`` must be the
-    post-norm state ``lm_head`` consumed for the same rows. Float32 output.
-    ``temperature`` / ``top_p`` (optional ``[B]``) are per-request multipliers replacing the
-    policy's scalar ones (see :meth:`DecodingPolicy.apply`).
+    Exactly :func:`autodeco_samplers.step.torch_step_logits`: ``(l - max l) / T`` for the
+    tokens of the nucleus (exclusive prefix sum ``< P``, ties by lower token id; ``P >= 1``
+    keeps every token of positive probability), ``fill`` elsewhere (always finite), only the
+    argmax at 0 when ``T < 1e-6``. ``hidden`` ``[B, H]`` must be the post-norm state
+    ``lm_head`` consumed for the same rows. Float32 output. ``temperature`` / ``top_p``
+    (optional ``[B]``) are per-request multipliers replacing the policy's scalar ones.
     """
-    logits32 = logits.float()
-    T_pred, P_pred = heads(hidden, logits32)
-    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
-    out = torch_ops.masked_scaled_logits(logits32, T, P, fill=fill, check=False)
-    return AutoDecoStep(out, T_pred, P_pred, T, P)
+    # sync=False: no host read on any device (the transform runs inside captured CUDA graphs)
+    st = torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False)
+    return AutoDecoStep(st.logits, st.T_pred, st.P_pred, st.T, st.P)

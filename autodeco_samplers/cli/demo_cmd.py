@@ -19,7 +19,11 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from autodeco_samplers.validation import positive_int
+
+from ._common import add_json, names_arg, resolve_threads
 
 # engine name -> (adapter module, python package the engine needs, install hint)
 ENGINES: Dict[str, tuple] = {
@@ -33,12 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="generate with the embedded default model on every engine and print the evaluation summary")
     p.add_argument("--prompt", default=None, help="prompt text (default: the first held-out task prompt)")
-    p.add_argument("--engines", default="transformers,llama-cpp", help="comma-separated engines to run")
-    p.add_argument("--demo-tokens", type=int, default=16, help="max new tokens of the demo generation")
+    p.add_argument("--engines", nargs="+", default=None, metavar="A,B",
+                   help=f"comma-separated engines to run (default: {','.join(ENGINES)})")
+    p.add_argument("--demo-tokens", type=positive_int, default=16, help="max new tokens of the demo generation")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation summary")
     add_eval_arguments(p, with_model=False)
     p.set_defaults(samples=12)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +62,8 @@ def _sidecar(heads_dir: Path) -> Path:
 
 
 def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model: Optional[str] = None,
-               heads: Optional[str] = None, engines: Optional[Dict[str, tuple]] = None) -> Dict[str, Any]:
+               heads: Optional[str] = None, engines: Optional[Dict[str, tuple]] = None,
+               threads: Optional[int] = 1) -> Dict[str, Any]:
     """Run one engine on the default (or given) model; never raises, reports the status."""
     from autodeco_samplers import default_model
     from autodeco_samplers.policy import DecodingPolicy
@@ -77,7 +83,8 @@ def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model:
             model_path = model or str(default_model.base_path())
             heads_path = heads or str(default_model.heads_path())
         args = argparse.Namespace(model=model_path, heads=heads_path, prompt=prompt, prompt_ids=None,
-                                  max_new_tokens=max_new_tokens, seed=seed, json=True, n_ctx=None, stop=None)
+                                  max_new_tokens=max_new_tokens, seed=seed, json=True, n_ctx=None, stop=None,
+                                  device="cpu", threads=threads)
         result, pieces = module.generate_for_cli(args, DecodingPolicy())
     except ImportError as exc:
         return {"engine": name, "status": "not installed", "reason": f"{exc}; install with: {hint}"}
@@ -86,6 +93,31 @@ def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model:
                 "traceback": traceback.format_exc(limit=4)}
     return {"engine": name, "status": "ok", "model": model_path, "heads": heads_path,
             "result": result.to_dict(), "pieces": pieces, "_result": result}
+
+
+def prompt_options(prompt: str) -> Optional[Tuple[str, ...]]:
+    """The listed words of a task prompt (``"pick one of A B C and spell it backwards:"``),
+    ``None`` for any other prompt (then the demo does not judge the answer)."""
+    import re
+
+    m = re.fullmatch(r"\s*pick one of (.+?) and spell it backwards:\s*", prompt)
+    return tuple(m.group(1).split()) if m else None
+
+
+def judge_answer(text: str, options: Sequence[str]) -> Tuple[bool, str]:
+    """``(valid, reason)`` for one generated answer, by the task's scoring rule
+    (:func:`autodeco_samplers.task.score_completion`): the reason says what is wrong."""
+    from autodeco_samplers.task import derive, score_completion
+
+    scored = score_completion(text, options)
+    if scored.correct:
+        return True, f"valid: {scored.choice!r} is a listed word and {derive(scored.choice)!r} spells it backwards"
+    if scored.choice is None:
+        return False, f"invalid: {text!r} is not of the form ' WORD -> L E T T E R S'"
+    if not scored.valid_choice:
+        return False, f"invalid: {scored.choice!r} is not one of the listed words ({', '.join(options)})"
+    letters = text.split("->", 1)[1].strip()
+    return False, f"invalid: {letters!r} does not spell {scored.choice!r} backwards (expected {derive(scored.choice)!r})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,20 +132,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         prompt = args.prompt
     out = sys.stdout
-    names = [n.strip() for n in args.engines.split(",") if n.strip()]
+    names = names_arg(args.engines, "--engines", list(ENGINES), "demo") or list(ENGINES)
+    options = prompt_options(prompt)
     engines = []
     if not args.json:
         print(f"default model: {default_model.path()} (tiny Llama + AutoDeco heads, task: choice-then-derive)", file=out)
         print(f"prompt: {prompt!r}\n", file=out)
     for name in names:
-        rep = run_engine(name, prompt, args.demo_tokens, args.seed)
+        rep = run_engine(name, prompt, args.demo_tokens, args.seed, threads=resolve_threads(args.threads, default_model=True))
         result = rep.pop("_result", None)
+        if result is not None and options is not None and result.text is not None:
+            valid, why = judge_answer(result.text, options)
+            rep["answer"] = {"valid": valid, "reason": why}
         engines.append(rep)
         if args.json:
             continue
         print(f"== engine {name}: {rep['status']}", file=out)
         if result is not None:
             render_steps(result, rep["pieces"], stream=out)
+            if "answer" in rep:
+                print(f"answer: {rep['answer']['reason']}", file=out)
         else:
             print(f"   {rep['reason']}", file=out)
         print(file=out)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from autodeco_samplers.validation import positive_int
+
+from ._common import add_device_threads, add_json, resolve_device, resolve_threads, set_torch_threads
 
 
 def _floats(text: str):
@@ -24,15 +27,13 @@ def add_eval_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) -
         p.add_argument("--heads", default=None, help="heads checkpoint (default: the embedded default heads)")
     else:
         p.set_defaults(model=None, heads=None)
-    p.add_argument("--prompts", type=int, default=None, help="number of held-out prompts (default: all)")
-    p.add_argument("--samples", type=int, default=24, help="samples per prompt and strategy")
+    p.add_argument("--prompts", type=positive_int, default=None, help="number of held-out prompts (default: all)")
+    p.add_argument("--samples", type=positive_int, default=24, help="samples per prompt and strategy")
     p.add_argument("--temperatures", type=_floats, default=DEFAULT_TEMPERATURES, help="static grid temperatures")
     p.add_argument("--top-ps", type=_floats, default=DEFAULT_TOP_PS, help="static grid top-p values")
-    p.add_argument("--max-new-tokens", type=int, default=12)
+    p.add_argument("--max-new-tokens", type=positive_int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: fastest for the tiny default model, robust on a busy machine)")
+    add_device_threads(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot-dir", default="autodeco_eval", help="where the PNGs go (default ./autodeco_eval)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--full-table", action="store_true", help="print every grid point (default: frontier + oracle)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -53,21 +54,24 @@ def run_report(args: argparse.Namespace):
     model = args.model or default_model.base_path()
     heads = args.heads or (default_model.heads_path() if args.model is None else None)
     if heads is None:
-        from autodeco_samplers.errors import AutoDecoError
+        from autodeco_samplers.errors import UsageError
 
-        raise AutoDecoError("--heads is required with --model")
+        raise UsageError("--heads is required with --model")
     spec = default_model.task_spec() if args.model is None else TaskSpec()
-    import torch
+    if args.model is not None:
+        from autodeco_samplers.validation import check_heads_fit, inspect_model
 
-    previous = torch.get_num_threads()
-    if str(args.device).startswith("cpu") and args.threads:
-        torch.set_num_threads(int(args.threads))
+        check_heads_fit(inspect_model("transformers", args.model), heads)
+    import torch  # noqa: F401  (a missing torch is reported with its extra before any work)
+
+    device = resolve_device(args.device)
+    previous = set_torch_threads(resolve_threads(args.threads, default_model=args.model is None))
     try:
         return evaluate(model, heads, spec=spec, n_prompts=args.prompts, n_samples=args.samples,
                         temperatures=args.temperatures, top_ps=args.top_ps, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, device=args.device, progress=not getattr(args, "json", False))
+                        seed=args.seed, device=device, progress=not getattr(args, "json", False))
     finally:
-        torch.set_num_threads(previous)
+        set_torch_threads(previous)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ._common import add_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="heads-only or merged folder, .safetensors file, or .gguf sidecar")
     p.add_argument("--out", required=True, help="output .gguf file")
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -19,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.heads.gguf_sidecar import export_heads
 
     config, out = export_heads(args.checkpoint, args.out)
+    if args.json:
+        print(json.dumps({"out": str(out), **config.summary()}))
+        return 0
     print(
         f"wrote {config.parameter_count:,} head parameters (hidden_size={config.hidden_size}, "
         f"{'enhanced' if config.use_enhanced_features else 'plain'} features) to {out}"

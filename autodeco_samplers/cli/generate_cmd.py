@@ -2,7 +2,10 @@
 
 An engine module (see ``ENGINES``) provides ``generate_for_cli(args, policy)`` returning a
 :class:`~autodeco_samplers.interfaces.GenerationResult`, optionally with per-token
-``pieces`` (decoded text of each token) for the human view.
+``pieces`` (decoded text of each token) for the human view. The request is validated once,
+here, before any engine is imported (:func:`autodeco_samplers.validation.check_generate_request`),
+so every engine answers the same bad input with the same message. ``--json`` prints
+``GenerationResult.to_dict()``, the schema in ``autodeco_samplers/schemas/generation.schema.json``.
 """
 
 from __future__ import annotations
@@ -12,19 +15,15 @@ import importlib
 import json
 import sys
 
-from autodeco_samplers.errors import AutoDecoError
+from autodeco_samplers.errors import UsageError
+from autodeco_samplers.validation import non_negative_float, positive_int, token_ids
+
+from ._common import add_device_threads, add_json, resolve_threads
 
 ENGINES = {
-    "transformers": ("autodeco_samplers.adapters.transformers", "pip install 'autodeco-samplers[transformers]'"),
-    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "pip install 'autodeco-samplers[llama-cpp]'"),
+    "transformers": ("autodeco_samplers.adapters.transformers", "transformers"),
+    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "llama-cpp"),
 }
-
-
-def _prompt_ids(text: str) -> list:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise AutoDecoError(f"--prompt-ids must be comma-separated integers, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,25 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", default=None, help="heads checkpoint (default: the model's own, if merged)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompt-ids", type=_prompt_ids, help="prompt token ids, e.g. 1,2,3")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    src.add_argument("--prompt-ids", type=token_ids, help="prompt token ids, e.g. 1,2,3")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="multiplier of the predicted T (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0, help="multiplier of the predicted P (result clamped to [0, 1])")
+    p.add_argument("--temperature", type=non_negative_float, default=1.0, help="multiplier of the predicted T (0 = greedy)")
+    p.add_argument("--top-p", type=non_negative_float, default=1.0, help="multiplier of the predicted P (result clamped to [0, 1])")
     p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop when this text appears (repeatable)")
     p.add_argument(
         "--f32-kv-cache",
         action="store_true",
         help="llama-cpp only: keep the KV cache in float32 (matches transformers to ~1e-6; default f16, ~1e-3)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object (same schema for every engine)")
+    add_device_threads(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
 def render_steps(result, pieces=None, stream=None) -> None:
     """A compact table: position, token id, text piece, predicted and used T and P."""
     stream = sys.stdout if stream is None else stream  # resolved per call, not at import
-    print(f"engine: {result.engine}   prompt ids: {len(result.prompt_ids)}   generated: {len(result.token_ids)}", file=stream)
+    print(f"engine: {result.engine}   prompt ids: {len(result.prompt_ids)}   generated: {len(result.token_ids)}"
+          f"   finish: {result.finish_reason}", file=stream)
     print(f"{'#':>4}  {'id':>7}  {'token':<16} {'T_pred':>7} {'P_pred':>7} {'T':>7} {'P':>7}", file=stream)
     for i, step in enumerate(result.steps):
         piece = repr(pieces[i])[1:-1] if pieces else ""
@@ -64,15 +65,49 @@ def render_steps(result, pieces=None, stream=None) -> None:
         print(f"text: {result.text!r}", file=stream)
 
 
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """Flags that only one engine understands are usage errors with the other."""
+    if args.engine != "llama-cpp" and args.f32_kv_cache:
+        raise UsageError("--f32-kv-cache applies to --engine llama-cpp only (transformers keeps the model's own dtype)")
+    if args.stop is not None and not all(args.stop):
+        raise UsageError("--stop needs a non-empty text")
+    if args.engine == "llama-cpp" and args.device not in ("auto", "cpu"):
+        raise UsageError(f"--engine llama-cpp runs on the CPU here; --device {args.device} is not supported")
+
+
+def is_default_model(model) -> bool:
+    """Whether ``model`` is the embedded default model (its folder, or the GGUF made from it)."""
+    from pathlib import Path
+
+    from autodeco_samplers import default_model
+
+    p = Path(model).resolve()
+    return p == default_model.base_path() or (p.suffix == ".gguf" and p.name.startswith("default-tiny-llama-"))
+
+
 def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.validation import check_generate_request, install_command, missing_dependency
 
-    module_name, install_hint = ENGINES[args.engine]
+    check_engine_flags(args)
+    args.threads = resolve_threads(args.threads, default_model=is_default_model(args.model))
+    check_generate_request(args.engine, args.model, args.heads, prompt=args.prompt, prompt_ids=args.prompt_ids,
+                           max_new_tokens=args.max_new_tokens)
+    module_name, extra = ENGINES[args.engine]
     try:
         module = importlib.import_module(module_name)
         generate_for_cli = module.generate_for_cli
+        if args.engine == "transformers":
+            import torch  # noqa: F401  (the adapter imports its engine lazily; fail here, clearly)
+            import transformers  # noqa: F401
+        else:
+            import llama_cpp  # noqa: F401
     except ImportError as exc:
-        raise AutoDecoError(f"engine {args.engine!r} is not available ({exc}); install it with: {install_hint}") from None
+        missing = missing_dependency(exc)
+        if missing is not None:
+            raise type(missing)(f"engine {args.engine!r} is not installed; install it with: {install_command(extra)}",
+                                package=missing.package, extra=extra) from None
+        raise
     policy = DecodingPolicy(temperature=args.temperature, top_p=args.top_p)
     result, pieces = generate_for_cli(args, policy)
     if args.json:

@@ -9,6 +9,9 @@ SRC is an official merged AutoDeco checkpoint, or a plain base model folder with
 from __future__ import annotations
 
 import argparse
+import json
+
+from ._common import add_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", default=None, help="heads checkpoint to merge with a base model SRC")
     p.add_argument("--copy", action="store_true", help="copy the weight shards of a merged SRC instead of symlinking")
     p.add_argument("--base-model-type", default=None, help="base model_type when a merged config does not record it")
+    add_json(p)
     g = p.add_argument_group("server-wide decoding policy (exact official semantics, applied in the model)")
     g.add_argument("--temperature", type=float, default=1.0, help="multiplier of the predicted T (0 = greedy)")
     g.add_argument("--top-p", type=float, default=1.0, help="multiplier of the predicted P (clamped to [0, 1])")
@@ -51,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
         link=not args.copy,
         base_model_type_override=args.base_model_type,
     )
-    print(f"wrote {out}; serve it with:")
-    print(
-        "  SGLANG_EXTERNAL_MODEL_PACKAGE=autodeco_samplers.adapters.sglang.models "
-        f"python -m sglang.launch_server --model-path {out} --sampling-defaults openai"
-    )
+    serve = ("SGLANG_EXTERNAL_MODEL_PACKAGE=autodeco_samplers.adapters.sglang.models "
+             f"python -m sglang.launch_server --model-path {out} --sampling-defaults openai")
+    if args.json:
+        print(json.dumps({"out": str(out), "serve": serve}))
+    else:
+        print(f"wrote {out}; serve it with:")
+        print(f"  {serve}")
     return 0

@@ -1,4 +1,4 @@
-"""Training AutoDeco heads on a frozen backbone (DESIGN section 5). Needs torch + transformers.
+"""Training AutoDeco heads on a frozen backbone (docs/design.md section 5). Needs torch + transformers.
 
 >>> from autodeco_samplers.training import TrainConfig, train_heads      # doctest: +SKIP
 >>> train_heads("base_model_dir", "train.jsonl", "heads_out", TrainConfig(steps=200))  # doctest: +SKIP

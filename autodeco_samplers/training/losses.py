@@ -1,4 +1,4 @@
-"""The two AutoDeco training losses (DESIGN section 5), as pure functions.
+"""The two AutoDeco training losses (docs/design.md section 5), as pure functions.
 
 Both take *already shifted* tensors: ``logits[n]`` are the frozen backbone's logits at the
 position that predicts ``labels[n]``; ``T[n]``, ``P[n]`` the heads' predictions at that

@@ -1,4 +1,4 @@
-"""The AutoDeco head trainer: frozen backbone, heads only (DESIGN section 5).
+"""The AutoDeco head trainer: frozen backbone, heads only (docs/design.md section 5).
 
 One optimisation step = ``grad_accum`` micro-batches of ``batch_size`` examples. For each
 micro-batch the frozen backbone runs under ``torch.no_grad``; a forward pre-hook on

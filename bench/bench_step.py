@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Benchmark (not a test): the AutoDeco step against the engines' own samplers, side by side.
+
+Per vocabulary size (32k, 152k) and batch size (1, 8, 64), on the same logits (random normal
+x 8, peaked like a mid-size model's) and hidden states (random, width 1024), with random heads
+(width 256, enhanced features, seeded):
+
+* torch ``step``: :func:`autodeco_samplers.step.torch_step_sample` (heads with their
+  statistics, policy, sort-free nucleus, draw among the kept tokens); ``step_logits``: the
+  masked-logits form :func:`~autodeco_samplers.step.torch_step_logits` (what SGLang/vLLM take);
+* (a) ``hf``: transformers' ``TemperatureLogitsWarper(0.8)`` + ``TopPLogitsWarper(0.9)`` +
+  softmax + ``torch.multinomial`` (what ``generate(do_sample=True)`` does per step);
+* (b) ``softmax``: one ``torch.softmax`` over the same logits (a lower bound on any sampler);
+* pieces of the step: ``heads`` (both heads with the top-p head's statistics) and ``rule``
+  (nucleus + draw for the used T and P);
+* NumPy ``numpy_step`` (:func:`autodeco_samplers.step.numpy_step`, one row at a time as
+  llama.cpp needs) against (c) ``llama_native``: llama.cpp's own sampler chain
+  ``temp -> top_p -> dist`` applied per token to the same logits through
+  ``llama_sampler_apply`` (llama.cpp fills the same ``llama_token_data`` array in
+  ``llama_sampler_sample``); reported per token.
+
+Every measurement alternates the order of the contenders per repeat and reports medians; the
+ratios are of medians. JSON goes to ``bench/results/bench_step.json``.
+
+    python bench/bench_step.py                 # full grid
+    python bench/bench_step.py --quick         # fewer repeats, batch 1 and 8
+    python bench/bench_step.py --device cuda   # the torch part on a GPU (synchronised timing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HIDDEN = 1024
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def alternate(fns: dict, repeats: int, device: str) -> dict:
+    """Median seconds of each callable; the order is reversed on every other repeat."""
+    names = list(fns)
+    times = {n: [] for n in names}
+    for n in names:  # warm-up
+        fns[n]()
+    _sync(device)
+    for r in range(repeats):
+        for n in names if r % 2 == 0 else reversed(names):
+            t0 = time.perf_counter()
+            fns[n]()
+            _sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> dict:
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from autodeco_samplers import torch_ops
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.step import torch_rule_sample, torch_step_logits, torch_step_sample
+
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(batch, vocab, generator=g) * 8).to(device)
+    hidden = torch.randn(batch, HIDDEN, generator=g).to(device)
+    heads = AutoDecoHeadsModule.create(HIDDEN, width=256, seed=seed).requires_grad_(False).to(device)
+    policy = DecodingPolicy()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    temp, top_p = TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)
+    with torch.no_grad():
+        T_pred, P_pred = heads(hidden, logits)
+    T, P = policy.apply(T_pred, P_pred)
+
+    fns = {
+        "step": lambda: torch_step_sample(hidden, logits, heads, policy, gen),
+        "step_logits": lambda: torch_step_logits(hidden, logits, heads, policy),
+        "hf": lambda: torch.multinomial(torch.softmax(top_p(None, temp(None, logits)), -1), 1, generator=gen),
+        "softmax": lambda: torch.softmax(logits, -1),
+        "heads": lambda: heads(hidden, logits),
+        "stats": lambda: torch_ops.probability_stats(logits, T_pred, check=False),
+        "rule": lambda: torch_rule_sample(logits, T, P, gen),
+    }
+    with torch.no_grad():
+        t = alternate(fns, repeats, device)
+    ms = {k: 1e3 * v for k, v in t.items()}
+    return {
+        "vocab": vocab, "batch": batch, "device": device, "ms": ms,
+        "hf_over_step": ms["hf"] / ms["step"],
+        "step_over_softmax": ms["step"] / ms["softmax"],
+        "step_logits_over_softmax": ms["step_logits"] / ms["softmax"],
+        "T_used_mean": float(T.mean()), "P_used_mean": float(P.mean()),
+    }
+
+
+def _native_chain(temp: float, top_p: float, seed: int):
+    import llama_cpp as lc
+
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temp))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+    return chain
+
+
+def numpy_case(vocab: int, repeats: int, seed: int) -> dict:
+    """Per token: the NumPy step on one row vs llama.cpp's native chain on the same row."""
+    import ctypes
+
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.step import numpy_step
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(vocab) * 8).astype(np.float32)
+    hidden = rng.standard_normal(HIDDEN).astype(np.float32)
+    heads = AutoDecoHeadsModule.create(HIDDEN, width=256, seed=seed).to_numpy()
+    policy = DecodingPolicy()
+    draw_rng = np.random.default_rng(seed)
+    out = {"vocab": vocab}
+
+    def ours():
+        numpy_step(hidden[None], logits[None], heads, policy, draw_rng)
+
+    fns = {"numpy_step": ours}
+    try:
+        import llama_cpp as lc
+
+        chain = _native_chain(0.8, 0.9, seed)
+        data = (lc.llama_token_data * vocab)()
+        view = np.frombuffer(data, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        ids = np.arange(vocab, dtype=np.int32)
+        arr = lc.llama_token_data_array(data=ctypes.cast(data, ctypes.POINTER(lc.llama_token_data)), size=vocab,
+                                        selected=-1, sorted=False)
+
+        def native():
+            # what llama_sampler_sample does before the chain: fill (id, logit, p) for every token
+            view["id"] = ids
+            view["logit"] = logits
+            view["p"] = 0.0
+            arr.size, arr.selected, arr.sorted = vocab, -1, False
+            lc.llama_sampler_apply(chain, ctypes.byref(arr))
+            return data[arr.selected].id
+
+        fns["llama_native"] = native
+    except ImportError:
+        out["llama_native"] = "llama-cpp-python not installed"
+    t = alternate(fns, repeats, "cpu")
+    out["ms"] = {k: 1e3 * v for k, v in t.items()}
+    if "llama_native" in t:
+        out["native_over_numpy_step"] = t["llama_native"] / t["numpy_step"]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="batch 1 and 8, fewer repeats")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--vocab", type=int, nargs="*", default=[32000, 152064])
+    p.add_argument("--batch", type=int, nargs="*", default=None, help="default 1 8 64 (--quick: 1 8)")
+    p.add_argument("--repeats", type=int, default=None, help="alternated repeats (default 31, --quick 9)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--no-numpy", action="store_true", help="skip the NumPy / llama.cpp part")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_step.json"))
+    a = p.parse_args(argv)
+    batches = a.batch or ([1, 8] if a.quick else [1, 8, 64])
+    repeats = a.repeats or (9 if a.quick else 31)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    results = {
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": a.device,
+        "machine": platform.processor() or platform.machine(), "repeats": repeats,
+        "note": "provisional when taken on a shared machine; ratios are of medians",
+        "torch_cases": [], "numpy_cases": [],
+    }
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}, {repeats} alternated repeats")
+    print(f"{'vocab':>7} {'batch':>5} {'step ms':>8} {'logits ms':>9} {'hf ms':>8} {'softmax':>8} {'heads':>7} "
+          f"{'rule':>7} {'hf/step':>8} {'step/sm':>8}")
+    for vocab in a.vocab:
+        for batch in batches:
+            r = torch_case(vocab, batch, repeats, a.device, a.seed)
+            results["torch_cases"].append(r)
+            m = r["ms"]
+            print(f"{vocab:>7} {batch:>5} {m['step']:>8.3f} {m['step_logits']:>9.3f} {m['hf']:>8.3f} {m['softmax']:>8.3f} "
+                  f"{m['heads']:>7.3f} {m['rule']:>7.3f} {r['hf_over_step']:>8.2f} {r['step_over_softmax']:>8.2f}", flush=True)
+    if not a.no_numpy:
+        print(f"{'vocab':>7} {'numpy step ms':>14} {'llama native ms':>16} {'native/numpy':>13}")
+        for vocab in a.vocab:
+            r = numpy_case(vocab, repeats * 2, a.seed)
+            results["numpy_cases"].append(r)
+            m = r["ms"]
+            print(f"{vocab:>7} {m['numpy_step']:>14.3f} {m.get('llama_native', float('nan')):>16.3f} "
+                  f"{r.get('native_over_numpy_step', float('nan')):>13.2f}", flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
