@@ -7,10 +7,13 @@ Levels (see :mod:`autodeco_samplers.conformance.engines`):
   distribution is the softmax transformers' sampler takes of the returned logits.
 * ``sampling``: draws by transformers' own rule (softmax + ``torch.multinomial``) from those
   logits, seeded.
-* ``end-to-end``: a tiny seeded Llama model with random heads, a left-padded batch, an
-  ordinary ``model.generate(do_sample=True, logits_processor=[AutoDecoLogitsProcessor])``;
-  per step the scores transformers sampled from, the trace's T and P, and, as reference
-  for the heads, NumPy heads on a teacher-forced forward's ``output_hidden_states``.
+* ``end-to-end``: tiny seeded models of every architecture a released AutoDeco checkpoint
+  uses (Llama, Qwen2, Qwen3, Qwen3-MoE, GPT-OSS) and of Gemma2 (final-logit softcap), Cohere
+  (``logit_scale``) and Granite (``logits_scaling``), with random heads, a left-padded batch,
+  an ordinary ``model.generate(do_sample=True, logits_processor=[AutoDecoLogitsProcessor])``;
+  per step the scores transformers sampled from, the trace's T and P, and, as reference for
+  the heads, NumPy heads on a teacher-forced forward's ``output_hidden_states`` and the
+  model's own (transformed) logits, so the adapter's ``_model_logits`` is checked too.
 
 Register with ``ENGINE_MODULES["transformers"] = ("autodeco_samplers.adapters.hf_conformance",
 "TransformersEngine")``.
@@ -31,6 +34,11 @@ __all__ = ["TransformersEngine"]
 class TransformersEngine(ConformanceEngine):
     name = "transformers"
 
+    def __init__(self, architectures=None) -> None:
+        from autodeco_samplers.tiny_models import LOGIT_TRANSFORM_ARCHITECTURES, OFFICIAL_ARCHITECTURES
+
+        self.architectures = tuple(architectures or OFFICIAL_ARCHITECTURES + LOGIT_TRANSFORM_ARCHITECTURES)
+
     def availability(self):
         try:
             import torch  # noqa: F401
@@ -46,17 +54,19 @@ class TransformersEngine(ConformanceEngine):
 
         from .transformers import AutoDecoAttachment, _CallState
 
-        class _Stub:  # what the attachment needs of a model here: nothing but a config
-            config = None
+        from transformers import PretrainedConfig
 
-        att = AutoDecoAttachment(_Stub(), AutoDecoHeadsModule.from_numpy(heads), policy)
+        class _Model:  # what the attachment reads of a model at a step: its config
+            config = PretrainedConfig()  # no logit transform: the given logits are the model's own
+
+        att = AutoDecoAttachment(_Model(), AutoDecoHeadsModule.from_numpy(heads), policy)
         call = _CallState(att, policy, greedy=False)
         h = torch.from_numpy(np.asarray(hidden, np.float32))
         lg = torch.from_numpy(np.asarray(logits, np.float32))
-        # exactly what the lm_head hooks store for one forward
+        # exactly what the lm_head hooks store for one forward; the step then runs the real
+        # _model_logits on the stored lm_head output
         att._pre_hook(None, (h[:, None, :],))
-        att._capture.logits = lg
-        att._model_logits = lambda lm_out, scores: lm_out  # type: ignore[assignment]
+        att._post_hook(None, (h[:, None, :],), lg[:, None, :])
         out = call(None, lg.clone())
         T_pred, P_pred, T, P = call.records[-1]
         return out, (T_pred, P_pred, T, P)
@@ -78,6 +88,15 @@ class TransformersEngine(ConformanceEngine):
             return torch.multinomial(probs, num_samples=1)[:, 0].numpy()  # transformers' draw
 
     def end_to_end(self, workdir, steps: int, seed: int) -> List[dict]:
+        """Per architecture in :attr:`architectures` (every base of a released AutoDeco
+        checkpoint, plus final-logit softcap, ``logit_scale`` and ``logits_scaling`` models),
+        ``steps`` sampled steps of a left-padded batch; the records of all of them."""
+        records: List[dict] = []
+        for i, arch in enumerate(self.architectures):
+            records.extend(self._end_to_end_one(Path(workdir) / arch, arch, steps, seed + 10 * i))
+        return records
+
+    def _end_to_end_one(self, workdir, arch: str, steps: int, seed: int) -> List[dict]:
         import torch
 
         from autodeco_samplers import load_heads
@@ -87,7 +106,7 @@ class TransformersEngine(ConformanceEngine):
 
         tok = build_tokenizer(256)
         tok.padding_side = "left"
-        model = build_tiny_model("llama", seed=seed, tokenizer=tok)
+        model = build_tiny_model(arch, seed=seed, tokenizer=tok)
         heads_dir = save_tiny_heads(Path(workdir) / "heads", model.config.hidden_size, seed=seed + 1)
         heads = load_heads(heads_dir)
         enc = tok(["The quick brown fox", "alpha"], return_tensors="pt", padding=True)
@@ -108,9 +127,10 @@ class TransformersEngine(ConformanceEngine):
         tr = proc.trace
         for s in range(n):
             hidden = tf.hidden_states[-1][:, L + s - 1].float().numpy()
-            ref_logits = tf.logits[:, L + s - 1].float().numpy()
+            ref_logits = tf.logits[:, L + s - 1].float().numpy()  # the model's own (transformed) logits
             ref_T, ref_P = heads.predict(hidden, ref_logits)
             records.append({
+                "arch": arch,
                 "logits": out.logits[s].float().numpy(),
                 "hidden": hidden,
                 "probs": torch.softmax(out.scores[s].double(), dim=-1).numpy(),

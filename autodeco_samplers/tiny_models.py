@@ -12,7 +12,13 @@ from typing import Optional
 
 import numpy as np
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "qwen3_moe", "gpt_oss", "mistral", "gemma2", "cohere", "granite", "gpt2")
+#: The base architectures of the released AutoDeco checkpoints (R1-Distill-Qwen: qwen2,
+#: Llama-Nemotron: llama, Qwen3-30B-A3B / 235B: qwen3_moe, GPT-OSS: gpt_oss) plus qwen3, and
+#: two with a final logit transform the heads must see: gemma2 (``final_logit_softcapping``)
+#: and cohere (``logit_scale``); granite divides by ``logits_scaling``.
+OFFICIAL_ARCHITECTURES = ("llama", "qwen2", "qwen3", "qwen3_moe", "gpt_oss")
+LOGIT_TRANSFORM_ARCHITECTURES = ("gemma2", "cohere", "granite")
 
 _CORPUS = (
     "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
@@ -63,14 +69,29 @@ def tiny_config(
     bos_token_id: int = 1,
     eos_token_id: int = 0,
     pad_token_id: int = 2,
+    tie_word_embeddings: bool = False,
 ):
-    """A small ``PretrainedConfig`` of the given architecture family."""
+    """A small ``PretrainedConfig`` of the given architecture family (see ``ARCHITECTURES``).
+
+    ``tie_word_embeddings`` defaults to False; mixture-of-experts families get 4 experts of
+    which 2 are routed per token; gemma2, cohere and granite keep a non-trivial final logit
+    transform (softcap 5 / ``logit_scale`` 0.5 / ``logits_scaling`` 4)."""
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_position_embeddings, **common)
-    classes = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config, "mistral": tf.MistralConfig}
+    classes = {
+        "llama": tf.LlamaConfig,
+        "qwen2": tf.Qwen2Config,
+        "qwen3": tf.Qwen3Config,
+        "qwen3_moe": tf.Qwen3MoeConfig,
+        "gpt_oss": tf.GptOssConfig,
+        "mistral": tf.MistralConfig,
+        "gemma2": tf.Gemma2Config,
+        "cohere": tf.CohereConfig,
+        "granite": tf.GraniteConfig,
+    }
     if arch not in classes:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {ARCHITECTURES}")
     kwargs = dict(
@@ -80,11 +101,26 @@ def tiny_config(
         num_key_value_heads=num_kv_heads,
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         **common,
     )
-    if arch == "qwen3":
-        kwargs["head_dim"] = hidden_size // num_heads
+    head_dim = hidden_size // num_heads
+    if arch in ("qwen3", "qwen3_moe", "gpt_oss", "gemma2"):
+        kwargs["head_dim"] = head_dim
+    if arch == "qwen3_moe":
+        kwargs.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=intermediate_size // 2, norm_topk_prob=True)
+    elif arch == "gpt_oss":
+        rope = dict(tf.GptOssConfig().rope_parameters)  # YaRN as released, scaled to this context
+        rope["original_max_position_embeddings"] = max(1, int(max_position_embeddings / rope.get("factor", 1.0)))
+        kwargs.update(num_local_experts=4, num_experts_per_tok=2, sliding_window=8, rope_parameters=rope,
+                      layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)])
+    elif arch == "gemma2":
+        kwargs.update(final_logit_softcapping=5.0, attn_logit_softcapping=50.0, sliding_window=8, query_pre_attn_scalar=head_dim,
+                      layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)])
+    elif arch == "cohere":
+        kwargs.update(logit_scale=0.5)
+    elif arch == "granite":
+        kwargs.update(logits_scaling=4.0, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=1.0 / head_dim)
     return classes[arch](**kwargs)
 
 
@@ -105,10 +141,16 @@ def build_tiny_model(arch: str = "llama", *, seed: int = 0, tokenizer=None, **co
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)  # float32 by default
-        # Random init gives near-uniform logits; widen them so sampling rules matter.
+        # Random init gives near-uniform logits; widen them so sampling rules matter. With tied
+        # embeddings the shared matrix is left alone (scaling it would scale the inputs too and
+        # make every row one-hot); the final norm's weight is scaled (by 3) instead.
         with torch.no_grad():
-            out = model.get_output_embeddings()
-            out.weight.mul_(8.0)
+            if getattr(config, "tie_word_embeddings", False):
+                base = model.base_model
+                norm = getattr(base, "norm", None) or getattr(base, "ln_f", None)
+                norm.weight.mul_(3.0)
+            else:
+                model.get_output_embeddings().weight.mul_(8.0)
     return model.eval()
 
 

@@ -10,7 +10,9 @@ installed can write::
 
 and ``pytest --pyargs autodeco_samplers.conformance --autodeco-engines numpy torch-cpu``
 runs the shipped suite over the named (default: all known) engines. An engine that cannot
-run here is reported as *skipped* with its reason, never as passed.
+run here is reported as *skipped* with its reason, never as passed. The kernel level is not
+derandomised: its Hypothesis seed is printed in the header (and in a failure's message) and
+``--autodeco-seed N`` replays it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ def pytest_addoption(parser):
     group = parser.getgroup("autodeco", "AutoDeco conformance")
     group.addoption("--autodeco-engines", nargs="+", default=None, help="conformance engines to run (default: all known)")
     group.addoption("--autodeco-examples", type=int, default=60, help="Hypothesis examples per engine (kernel level)")
+    group.addoption(
+        "--autodeco-seed",
+        type=int,
+        default=None,
+        help="Hypothesis seed of the kernel level (default: $AUTODECO_CONFORMANCE_SEED, else a fresh one, "
+        "printed in the header and in a failure's message for replay)",
+    )
+
+
+def pytest_report_header(config):
+    if config.getoption("autodeco_engines", None) is None and config.getoption("autodeco_seed", None) is None:
+        return None
+    from autodeco_samplers.conformance.runner import conformance_seed
+
+    seed = conformance_seed(config.getoption("autodeco_seed"))
+    config._autodeco_seed = seed
+    return f"autodeco conformance: kernel Hypothesis seed {seed} (replay: --autodeco-seed {seed})"
 
 
 def pytest_generate_tests(metafunc):
@@ -53,6 +72,13 @@ try:
     @pytest.fixture
     def autodeco_examples(request):
         return request.config.getoption("autodeco_examples")
+
+    @pytest.fixture
+    def autodeco_seed(request):
+        """The kernel level's Hypothesis seed: ``--autodeco-seed``, else the one in the header,
+        else ``None`` (a fresh one per run, named in a failure's message)."""
+        seed = getattr(request.config, "_autodeco_seed", None)
+        return seed if seed is not None else request.config.getoption("autodeco_seed")
 
 except ImportError:  # pragma: no cover - pytest is what loads this module
     pass

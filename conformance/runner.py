@@ -2,10 +2,18 @@
 
 Levels:
 
-* ``kernel``: random heads (any hidden size, both feature modes), random logits (ties,
-  plateaus, -inf, huge and tiny magnitudes), random request knobs. The engine's head outputs
-  must be within ``head_tol`` of the NumPy reference in float64 and its distribution must
-  agree by :func:`~autodeco_samplers.conformance.checker.check_distribution`.
+* ``kernel``: ``examples`` Hypothesis cases, then fixed seeded cases at real vocabulary sizes
+  (32000 and 152064, :func:`~autodeco_samplers.conformance.strategies.real_size_cases`).
+  The Hypothesis cases: random heads (any hidden size, both feature modes), random logits (ties,
+  plateaus, -inf, huge and tiny magnitudes; vocabularies from 1 to 152064, see
+  :func:`~autodeco_samplers.conformance.strategies.vocab_sizes`), random request knobs. The
+  engine's head outputs must be within ``head_tol`` of the NumPy reference in float64 and its
+  distribution must agree by :func:`~autodeco_samplers.conformance.checker.check_distribution`.
+
+  Hypothesis is *not* derandomised: each run explores new cases from a fresh seed, which is
+  reported (``LevelResult.seed``, the table, a failure's message) so that a failing run can be
+  replayed exactly: ``AUTODECO_CONFORMANCE_SEED=<seed>`` in the environment, or ``seed=`` of
+  :func:`run_kernel` / :func:`run_engine` (same engine, same ``examples``).
 * ``sampling``: for fixed seeds, ``n`` draws of the engine's real sampler must fit the
   engine's own kernel distribution (G-test p-value above ``alpha``); a wrong rule fails both.
 * ``end-to-end``: the engine's own per-step output along a forced path (engines that
@@ -14,6 +22,8 @@ Levels:
 
 from __future__ import annotations
 
+import os
+import random
 from dataclasses import asdict, dataclass
 from typing import Iterable, List, Optional
 
@@ -21,11 +31,25 @@ import numpy as np
 
 from autodeco_samplers.policy import DecodingPolicy
 
-from .checker import DEFAULT_EPS, DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
+from .checker import DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
 from .engines import ConformanceEngine, get_engine
 from .stats import draws_fit_pvalue
 
 LEVELS = ("kernel", "sampling", "end-to-end")
+SEED_ENV = "AUTODECO_CONFORMANCE_SEED"
+
+
+def conformance_seed(seed: Optional[int] = None) -> int:
+    """``seed`` if given, else ``$AUTODECO_CONFORMANCE_SEED``, else a fresh random seed."""
+    if seed is not None:
+        return int(seed)
+    env = os.environ.get(SEED_ENV)
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise ValueError(f"{SEED_ENV}={env!r} is not an integer seed") from None
+    return random.SystemRandom().randrange(2**32)
 
 
 @dataclass
@@ -36,6 +60,7 @@ class LevelResult:
     cases: int = 0
     max_deviation: float = 0.0  # kernel/e2e: max TV distance; sampling: min p-value
     reason: str = ""
+    seed: Optional[int] = None  # kernel: the Hypothesis seed of this run (replay with it)
 
     def to_dict(self):
         return asdict(self)
@@ -55,7 +80,7 @@ def reference_step(hidden, logits, heads, policy):
     return T_pred, P_pred, T, P
 
 
-def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=DEFAULT_EPS, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
+def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=None, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
     """Check one (heads case, policy) on ``engine``; returns ``(ok, max_tv, message)``."""
     heads = case.heads()
     out = engine.kernel(case.hidden, case.logits, heads, policy)
@@ -73,17 +98,28 @@ def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *
     return not problems, verdict.max_tv, "\n".join(problems)
 
 
-def _hypothesis_level(engine, examples, check):
-    """Run ``check(case, policy)`` under Hypothesis; returns a LevelResult (shrunk on failure)."""
+def _replay_hint(engine, examples: int, seed: int) -> str:
+    return (
+        f"replay: Hypothesis seed {seed}: {SEED_ENV}={seed} autodeco conformance --engines {engine.name} "
+        f"--levels kernel --examples {examples}  (or run_kernel(engine, {examples}, seed={seed}))"
+    )
+
+
+def _hypothesis_level(engine, examples, check, seed: Optional[int] = None, fixed=()):
+    """Run ``check(case, policy)`` under Hypothesis from ``seed``, then on the ``fixed`` cases;
+    returns a LevelResult (a Hypothesis failure shrunk, with the seed to replay it)."""
     from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import seed as hypothesis_seed
 
     from .strategies import heads_cases, policies
 
+    seed = conformance_seed(seed)
     seen = {"cases": 0, "max": 0.0}
 
+    @hypothesis_seed(seed)
     @settings(
         max_examples=examples,
-        derandomize=True,
+        derandomize=False,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -101,12 +137,26 @@ def _hypothesis_level(engine, examples, check):
         prop()
     except ConformanceFailure as exc:
         notes = "\n".join(getattr(exc, "__notes__", []))
-        return LevelResult(engine.name, "kernel", "FAIL", seen["cases"], seen["max"], f"{exc}\n{notes}".strip())
-    return LevelResult(engine.name, "kernel", "pass", seen["cases"], seen["max"])
+        reason = f"{exc}\n{notes}".strip() + "\n" + _replay_hint(engine, examples, seed)
+        return LevelResult(engine.name, "kernel", "FAIL", seen["cases"], seen["max"], reason, seed)
+    for case, policy in fixed:  # after Hypothesis, whose failures come shrunk
+        ok, dev, message = check(case, policy)
+        seen["cases"] += 1
+        seen["max"] = max(seen["max"], dev)
+        if not ok:
+            reason = f"fixed real-size case (V={case.logits.shape[1]}, {case!r:.300}, {policy}):\n{message}"
+            return LevelResult(engine.name, "kernel", "FAIL", seen["cases"], seen["max"], reason, seed)
+    return LevelResult(engine.name, "kernel", "pass", seen["cases"], seen["max"], seed=seed)
 
 
-def run_kernel(engine: ConformanceEngine, examples: int = 100, **tols) -> LevelResult:
-    return _hypothesis_level(engine, examples, lambda case, policy: check_kernel_case(engine, case, policy, **tols))
+def run_kernel(engine: ConformanceEngine, examples: int = 100, seed: Optional[int] = None, real_sizes: bool = True,
+               **tols) -> LevelResult:
+    """The kernel level: ``examples`` Hypothesis cases from ``seed`` (default:
+    :func:`conformance_seed`), then the fixed real-size cases (unless ``real_sizes=False``)."""
+    from .strategies import real_size_cases
+
+    return _hypothesis_level(engine, examples, lambda case, policy: check_kernel_case(engine, case, policy, **tols),
+                             seed=seed, fixed=real_size_cases() if real_sizes else ())
 
 
 def run_sampling(engine: ConformanceEngine, n: int = 4000, seeds: Iterable[int] = (0, 1, 2), alpha: float = 1e-4) -> LevelResult:
@@ -155,12 +205,14 @@ def run_end_to_end(engine: ConformanceEngine, steps: int = 8, seed: int = 0, wor
         verdict = check_distribution(rec["logits"], rec["T"], rec["P"], rec["probs"])
         worst = max(worst, verdict.max_tv)
         if ok_heads or not verdict.ok:
-            return LevelResult(engine.name, "end-to-end", "FAIL", i + 1, worst, f"step {i}: {ok_heads or verdict.describe(engine.name)}")
+            where = f"step {i}" + (f" ({rec['arch']})" if "arch" in rec else "")
+            return LevelResult(engine.name, "end-to-end", "FAIL", i + 1, worst, f"{where}: {ok_heads or verdict.describe(engine.name)}")
     return LevelResult(engine.name, "end-to-end", "pass", len(records), worst)
 
 
-def run_engine(engine_or_name, levels=LEVELS, examples: int = 100) -> List[LevelResult]:
-    """All requested levels for one engine; unavailable engines yield 'skipped' rows."""
+def run_engine(engine_or_name, levels=LEVELS, examples: int = 100, seed: Optional[int] = None) -> List[LevelResult]:
+    """All requested levels for one engine; unavailable engines yield 'skipped' rows.
+    ``seed``: the kernel level's Hypothesis seed (default: :func:`conformance_seed`)."""
     engine = get_engine(engine_or_name) if isinstance(engine_or_name, str) else engine_or_name
     available, reason = engine.availability()
     results = []
@@ -170,7 +222,7 @@ def run_engine(engine_or_name, levels=LEVELS, examples: int = 100) -> List[Level
         elif not engine.supports(level):
             results.append(LevelResult(engine.name, level, "not supported", reason="engine does not implement this level"))
         elif level == "kernel":
-            results.append(run_kernel(engine, examples))
+            results.append(run_kernel(engine, examples, seed=seed))
         elif level == "sampling":
             results.append(run_sampling(engine))
         else:
@@ -178,9 +230,12 @@ def run_engine(engine_or_name, levels=LEVELS, examples: int = 100) -> List[Level
     return results
 
 
-def assert_conforms(engine: ConformanceEngine, levels=("kernel", "sampling"), examples: int = 100) -> List[LevelResult]:
-    """Raise :class:`ConformanceFailure` (with the shrunk reproducer) unless every level passes."""
-    results = run_engine(engine, levels, examples)
+def assert_conforms(
+    engine: ConformanceEngine, levels=("kernel", "sampling"), examples: int = 100, seed: Optional[int] = None
+) -> List[LevelResult]:
+    """Raise :class:`ConformanceFailure` (with the shrunk reproducer and the seed to replay it)
+    unless every level passes."""
+    results = run_engine(engine, levels, examples, seed)
     failed = [r for r in results if r.verdict not in ("pass",)]
     if failed:
         raise ConformanceFailure("\n\n".join(f"[{r.engine} / {r.level}: {r.verdict}] {r.reason}" for r in failed))
@@ -198,4 +253,7 @@ def format_table(results: List[LevelResult]) -> str:
         if r.verdict == "FAIL":
             lines.append(f"\n--- {r.engine} / {r.level} failed ---\n{r.reason}")
     lines.append("max dev: kernel/end-to-end = largest total-variation distance; sampling = smallest G-test p-value")
+    seeds = sorted({r.seed for r in results if r.seed is not None})
+    if seeds:
+        lines.append(f"kernel Hypothesis seed(s): {', '.join(map(str, seeds))} (replay: {SEED_ENV}=<seed>)")
     return "\n".join(lines)

@@ -6,6 +6,12 @@ magnitudes, peaked and flat rows), plus per-row ``T`` in ``[0, 2]`` (with mass n
 greedy threshold and near 2) and ``P`` in ``[0, 1]`` (with mass at and near 0 and 1).
 ``heads_cases()`` adds random heads of any hidden size in both feature modes, and
 ``policies()`` the request knobs.
+
+Vocabulary sizes (:func:`vocab_sizes`): mostly 1 to 300 (where ties, plateaus and boundary
+cases are dense), about 10% from 301 to 4096 (1025 and 4096 included: the transformers
+adapter's candidate path starts above 1025), and about 1% at real vocabularies (32000,
+32768, 151936, 152064). :func:`real_size_cases` adds fixed seeded cases at 32000 and 152064
+that the kernel level always runs.
 """
 
 from __future__ import annotations
@@ -74,11 +80,36 @@ top_ps = st.one_of(
 )
 
 
+#: Real vocabulary sizes: Llama 2 / Mistral, Mistral v3, Qwen2/Qwen3 (tokenizer / embedding rows).
+REAL_VOCAB_SIZES = (32000, 32768, 151936, 152064)
+#: How a vocabulary size is drawn: ``(share in percent, strategy)``.
+_VOCAB_BUCKETS = (
+    (89, lambda: st.integers(1, 300)),
+    (10, lambda: st.one_of(st.integers(301, 4096), st.sampled_from([1024, 1025, 1026, 4096]))),
+    (1, lambda: st.sampled_from(REAL_VOCAB_SIZES)),
+)
+_SLOTS = 100
+
+
+@st.composite
+def vocab_sizes(draw, max_vocab: Optional[int] = None) -> int:
+    """A vocabulary size: ~89% in 1..300, ~10% in 301..4096, ~1% a real one (32k to 152k);
+    ``max_vocab`` caps it. The bucket is drawn first, uniformly from 100 slots, so the
+    shares hold under Hypothesis's generation (which favours small integers)."""
+    slot = draw(st.integers(0, _SLOTS - 1).map(lambda i: (i * 37) % _SLOTS))  # spread Hypothesis's favourites
+    for share, strategy in _VOCAB_BUCKETS:
+        if slot < share:
+            break
+        slot -= share
+    V = draw(strategy())
+    return V if max_vocab is None else min(V, max_vocab)
+
+
 @st.composite
 def decoding_cases(draw, max_batch: int = 4, vocab_sizes=None, shapes=SHAPES) -> DecodingCase:
-    """A batch of logits with per-row (T, P); vocab sizes default to 1..300 plus a few large."""
+    """A batch of logits with per-row (T, P); vocab sizes default to :func:`vocab_sizes`."""
     B = draw(st.integers(1, max_batch))
-    V = draw(vocab_sizes if vocab_sizes is not None else st.one_of(st.integers(1, 300), st.sampled_from([1, 2, 5, 4096])))
+    V = draw(vocab_sizes if vocab_sizes is not None else globals()["vocab_sizes"]())
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     rows = [_row(rng, V, draw(st.sampled_from(shapes))) for _ in range(B)]
@@ -133,11 +164,12 @@ class HeadsCase:
 
 
 @st.composite
-def heads_cases(draw, max_batch: int = 4, max_hidden: int = 96, max_vocab: int = 200) -> HeadsCase:
-    """Random heads of any hidden size in both feature modes, with inputs to run them on."""
+def heads_cases(draw, max_batch: int = 4, max_hidden: int = 96, max_vocab: Optional[int] = None) -> HeadsCase:
+    """Random heads of any hidden size in both feature modes, with inputs to run them on;
+    the vocabulary size from :func:`vocab_sizes` (capped at ``max_vocab`` if given)."""
     H = draw(st.integers(1, max_hidden))
     B = draw(st.integers(1, max_batch))
-    V = draw(st.integers(1, max_vocab))
+    V = draw(vocab_sizes(max_vocab))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     hidden = (rng.normal(0, 1, (B, H)) * draw(st.sampled_from([0.1, 1.0, 10.0]))).astype(np.float32)
@@ -152,3 +184,23 @@ def heads_cases(draw, max_batch: int = 4, max_hidden: int = 96, max_vocab: int =
         enable_temperature_head=draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True,
         enable_top_p_head=True,
     )
+
+
+def real_size_cases(sizes=(32000, 152064), seed: int = 0):
+    """Fixed seeded :class:`HeadsCase` s at real vocabulary sizes, one per logits shape family
+    that matters there (gaussian, peaked, ties, plateau, sparse -inf), two rows each, with the
+    policies they are checked under (the default, and request multipliers that widen and
+    narrow the nucleus). Deterministic: the same cases on every run."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for V in sizes:
+        for k, shape in enumerate(("gaussian", "peaked", "ties", "plateau", "sparse_inf")):
+            H = int(rng.integers(8, 97))
+            case_seed = int(rng.integers(0, 2**31))
+            crng = np.random.default_rng(case_seed)
+            hidden = crng.normal(0, 1, (2, H)).astype(np.float32)
+            logits = np.stack([_row(crng, V, shape) for _ in range(2)])
+            case = HeadsCase(H, k % 2 == 0, case_seed, 32, hidden, logits)
+            policy = (DecodingPolicy(), DecodingPolicy(temperature=1.5, top_p=1.1), DecodingPolicy(top_p=0.5))[k % 3]
+            out.append((case, policy))
+    return out

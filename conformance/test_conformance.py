@@ -10,8 +10,8 @@ from autodeco_samplers.conformance.runner import run_engine
 
 
 @pytest.mark.parametrize("level", ["kernel", "sampling", "end-to-end"])
-def test_engine_conforms(autodeco_engine, autodeco_examples, level):
+def test_engine_conforms(autodeco_engine, autodeco_examples, autodeco_seed, level):
     if not autodeco_engine.supports(level):
         pytest.skip(f"{autodeco_engine.name} does not implement the {level} level")
-    (result,) = run_engine(autodeco_engine, (level,), autodeco_examples)
+    (result,) = run_engine(autodeco_engine, (level,), autodeco_examples, seed=autodeco_seed)
     assert result.verdict == "pass", f"{result.engine} / {level}: {result.reason}"

@@ -8,6 +8,11 @@ Accepted inputs (head tensors are found by *key*, never by file name):
 * a merged folder: base weights under ``llm.`` plus the head keys, possibly sharded with a
   ``*.safetensors.index.json``; only the head tensors are read, the shards' other bytes are
   never touched;
+* the official ``split`` tool's output: the heads in ``model.safetensors`` next to the merged
+  folder's stale index (it names shards that are not there); the heads are read from the
+  folder's safetensors files and one line is logged at WARNING level on the
+  ``autodeco_samplers.heads.checkpoint`` logger (Python ``logging``: it concerns a file on
+  disk, not the calling code, and is logged on every load);
 * a single ``.safetensors`` file;
 * a ``.gguf`` sidecar written by ``autodeco export-heads`` (needs the ``gguf`` package).
 
@@ -17,6 +22,7 @@ Pickle-based files (``.bin``, ``.pt``, ``.pth``, ...) are refused, never unpickl
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -40,6 +46,7 @@ from .layout import (
 from .safetensors_io import PICKLE_SUFFIXES, TensorEntry, read_header, read_tensor
 
 Tensors = Dict[str, np.ndarray]
+logger = logging.getLogger(__name__)
 
 
 def _json_file(path: Path) -> dict:
@@ -72,11 +79,19 @@ def _collect_entries(files: List[Path]) -> Tuple[Dict[str, TensorEntry], Dict[st
     return found, metadata
 
 
-def _files_in_folder(folder: Path) -> List[Path]:
+def _files_in_folder(folder: Path) -> Tuple[List[Path], Optional[Tuple[str, str]]]:
     """The safetensors files of a folder that may hold head tensors.
 
     With a ``*.safetensors.index.json`` only the shards its weight map lists for head keys
     are opened; without one (or when the index lists none), every ``*.safetensors``.
+
+    A *stale* index, one that lists head tensors in shards that are not in the folder, is
+    what the official ``split`` tool leaves: it writes the heads to ``model.safetensors`` and
+    copies the merged folder's ``model.safetensors.index.json`` along. Then every
+    ``*.safetensors`` of the folder is returned with ``(error, warning)`` texts:
+    :func:`read_head_checkpoint` logs the warning (one line, WARNING level, logger
+    ``autodeco_samplers.heads.checkpoint``) when it finds the heads there, and raises the
+    error (naming the missing shard) when it does not. Returns ``(files, stale or None)``.
     """
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     all_files = sorted(folder.glob("*.safetensors"))
@@ -88,16 +103,31 @@ def _files_in_folder(folder: Path) -> List[Path]:
             )
         raise CheckpointError(f"{folder}: no *.safetensors file found")
     wanted: List[Path] = []
+    stale: List[Tuple[Path, str, str]] = []  # (index, head key, missing shard)
     for index_path in sorted(folder.glob("*.safetensors.index.json")):
         weight_map = _json_file(index_path).get("weight_map", {})
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index_path}: 'weight_map' must be an object, not {type(weight_map).__name__}")
         for name, fname in weight_map.items():
             if canonical_head_key(name) is not None:
-                target = folder / fname
-                if not target.exists():
-                    raise CheckpointError(f"{index_path}: lists {name!r} in {fname}, which is missing")
-                if target not in wanted:
+                target = folder / str(fname)
+                if not target.is_file():
+                    stale.append((index_path, name, str(fname)))
+                elif target not in wanted:
                     wanted.append(target)
-    return wanted or all_files
+    if stale and not wanted:
+        index_path, name, fname = stale[0]
+        missing = sorted({f for _, _, f in stale})
+        error = f"{index_path}: lists {name!r} in {fname}, which is missing"
+        warning = (
+            f"{index_path}: a stale index (as the official split tool leaves it) lists the head tensors in "
+            f"{', '.join(missing)}, not in this folder; read them from {', '.join(p.name for p in all_files)}"
+        )
+        return all_files, (error, warning)
+    if stale:  # some head shards exist, others not: a broken merged folder
+        index_path, name, fname = stale[0]
+        raise CheckpointError(f"{index_path}: lists {name!r} in {fname}, which is missing")
+    return (wanted or all_files), None
 
 
 def _bool(config: dict, key: str) -> Optional[bool]:
@@ -221,11 +251,12 @@ def read_head_checkpoint(path) -> Tuple[HeadsConfig, Tensors]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     config: dict = {}
+    stale = None
     if path.is_dir():
         config_path = path / CONFIG_FILE
         if config_path.exists():
             config = _json_file(config_path)
-        files = _files_in_folder(path)
+        files, stale = _files_in_folder(path)
     else:
         if path.suffix.lower() == ".gguf":
             from .gguf_sidecar import read_gguf_heads
@@ -235,6 +266,10 @@ def read_head_checkpoint(path) -> Tuple[HeadsConfig, Tensors]:
             return read_head_checkpoint(path.parent)
         files = [path]
     entries, metadata = _collect_entries(files)
+    if stale is not None:
+        if not entries:
+            raise CheckpointError(f"{stale[0]}; no head tensors in the folder's safetensors files either")
+        logger.warning(stale[1])
     if not entries and path.is_dir() and any(p.suffix.lower() in PICKLE_SUFFIXES for p in path.iterdir()):
         raise UnsafeCheckpointError(
             f"{path}: no head tensors in its safetensors files, and pickle-based files are refused"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from autodeco_samplers.errors import CheckpointError
 
@@ -29,6 +29,34 @@ TOKENIZER_FILES = (
     "generation_config.json",
     "chat_template.jinja",
 )
+
+
+#: The transformers architecture of each base ``model_type`` an official AutoDeco release uses
+#: (official merged configs keep ``base_model_type`` but name the architecture
+#: ``AutoDecoModelForCausalLM``; tools that read ``architectures``, such as llama.cpp's
+#: converter or vLLM, need the base one back).
+BASE_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+    "gpt_oss": "GptOssForCausalLM",
+}
+
+
+def base_architectures(config: dict) -> Optional[List[str]]:
+    """The base model's ``architectures`` of a merged config: ``base_architectures`` if
+    present, else ``architectures`` unless they name an AutoDeco class, else the known
+    architecture of ``base_model_type`` (``None`` when none of these says)."""
+    archs = config.get("base_architectures")
+    if archs:
+        return list(archs)
+    archs = config.get("architectures")
+    if archs and not any(str(a).startswith("AutoDeco") for a in archs):
+        return list(archs)
+    mtype = config.get("base_model_type")
+    return [BASE_ARCHITECTURES[mtype]] if mtype in BASE_ARCHITECTURES else None
 
 
 AUTODECO_ONLY_KEYS = frozenset({
@@ -122,7 +150,11 @@ def split_checkpoint(merged_dir, base_out, heads_out) -> Tuple[Path, Path]:
     write_raw(base / "model.safetensors", tensors, {"format": "pt"})
     base_config = {k: v for k, v in config.items() if k not in AUTODECO_ONLY_KEYS}
     base_config["model_type"] = config.get("base_model_type")
-    base_config["architectures"] = config.get("base_architectures") or base_config.get("architectures")
+    archs = base_architectures(config)
+    if archs:
+        base_config["architectures"] = archs
+    else:
+        base_config.pop("architectures", None)
     (base / CONFIG_FILE).write_text(json.dumps(base_config, indent=2, sort_keys=True) + "\n")
     for fname in TOKENIZER_FILES:
         if (merged / fname).exists():

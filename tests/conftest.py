@@ -1,19 +1,54 @@
-"""Shared test settings: a deterministic Hypothesis profile so CI never flakes on a new seed."""
+"""Shared test settings.
+
+Hypothesis is *not* derandomised: every run draws new examples from one session seed, which
+is printed in the pytest header and under every failing test, so a failure replays exactly
+with ``pytest --hypothesis-seed=<seed>`` (or ``AUTODECO_HYPOTHESIS_SEED=<seed>``). Failures
+also print ``@reproduce_failure`` blobs.
+"""
 
 import os
+import random
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    derandomize=True,
+    derandomize=False,
+    database=None,
     deadline=None,
     max_examples=int(os.environ.get("AUTODECO_HYPOTHESIS_EXAMPLES", "150")),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
 settings.load_profile("ci")
+_SEED = {}
+
+
+def pytest_configure(config):
+    import hypothesis.core
+
+    given = config.getoption("--hypothesis-seed", default=None)
+    if given is not None:
+        seed = int(given)
+    else:
+        seed = int(os.environ.get("AUTODECO_HYPOTHESIS_SEED") or random.SystemRandom().randrange(2**32))
+        hypothesis.core.global_force_seed = seed
+    _SEED["seed"] = seed
+
+
+def pytest_report_header(config):
+    seed = _SEED.get("seed")
+    return f"hypothesis session seed: {seed} (replay a failure: pytest --hypothesis-seed={seed})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        seed = _SEED.get("seed")
+        report.sections.append(("hypothesis seed", f"replay with: pytest {item.nodeid!r} --hypothesis-seed={seed}"))
 
 
 @pytest.fixture(scope="module")

@@ -154,11 +154,15 @@ def test_missing_path_and_empty_folder(tmp_path):
         ad.load_heads(tmp_path / "empty")
 
 
-def test_index_pointing_to_missing_shard(tmp_path):
+def test_index_pointing_to_missing_shard(tmp_path, caplog):
+    """A stale index (as the official split tool leaves it) loads the heads found in the folder,
+    with one warning naming the missing shard; without the heads anywhere it is an error
+    (tests/test_official_folders.py)."""
     folder = write(tmp_path, good_state())
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"temp_head.mlp.0.weight": "gone.safetensors"}}))
-    with pytest.raises(ad.CheckpointError, match="gone.safetensors, which is missing"):
-        ad.load_heads(folder)
+    caplog.set_level("WARNING", logger="autodeco_samplers.heads.checkpoint")
+    assert ad.load_heads(folder).config.hidden_size == H
+    assert [r.getMessage().count("gone.safetensors") for r in caplog.records] == [1]
 
 
 def test_nan_and_dead_logits_in_predict(tmp_path):

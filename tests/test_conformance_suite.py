@@ -1,7 +1,13 @@
 """The conformance suite itself: real engines pass, deliberately wrong rules fail, the CLI
-prints the table, skipped engines show as skipped, outsiders can run it with pytest."""
+prints the table, skipped engines show as skipped, outsiders can run it with pytest.
+
+``KERNEL_EXAMPLES`` (default 2000, ``$AUTODECO_CONFORMANCE_EXAMPLES``) Hypothesis kernel cases
+run per registered engine, plus the fixed real-size cases; Hypothesis is seeded afresh on
+every run (the seed is in a failure's message; ``$AUTODECO_CONFORMANCE_SEED`` replays it).
+"""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,13 +17,56 @@ import pytest
 from autodeco_samplers.cli import main
 from autodeco_samplers.conformance import assert_conforms, check_distribution
 from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput, WrongRuleEngine, engine_names
-from autodeco_samplers.conformance.runner import ConformanceFailure, run_engine
+from autodeco_samplers.conformance.runner import ConformanceFailure, format_table, run_engine, run_kernel
+from autodeco_samplers.conformance.strategies import REAL_VOCAB_SIZES, heads_cases, real_size_cases
+
+KERNEL_EXAMPLES = int(os.environ.get("AUTODECO_CONFORMANCE_EXAMPLES", "2000"))
 
 
-@pytest.mark.parametrize("name", ["numpy", "torch-cpu"])
-def test_shipped_engines_conform(name):
-    results = run_engine(name, ("kernel", "sampling"), examples=60)
-    assert [r.verdict for r in results] == ["pass", "pass"], results
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    """torch on one thread: 4x faster for these small per-case tensors on a shared machine."""
+    yield
+
+
+def test_kernel_cases_reach_real_vocabulary_sizes():
+    from hypothesis import given, seed, settings
+
+    sizes = []
+
+    @seed(0)
+    @settings(max_examples=1000, database=None, deadline=None, derandomize=False)
+    @given(heads_cases())
+    def collect(case):
+        sizes.append(case.logits.shape[1])
+
+    collect()
+    sizes = np.array(sizes)
+    assert sizes.min() == 1 and (sizes <= 300).mean() > 0.8
+    assert ((sizes > 1025) & (sizes <= 4096)).any()  # the transformers candidate path's range
+    assert np.isin(sizes, REAL_VOCAB_SIZES).sum() >= 3  # ~1% at 32k..152k
+    assert np.isin(sizes, REAL_VOCAB_SIZES).mean() < 0.03  # big cases stay a small fraction
+    fixed = {case.logits.shape[1] for case, _ in real_size_cases()}
+    assert fixed == {32000, 152064}
+
+
+def test_the_seed_is_reported_and_replays_a_failure():
+    engine = WrongRuleEngine("drop_crossing")
+    a = run_kernel(engine, 100, seed=1234, real_sizes=False)
+    b = run_kernel(engine, 100, seed=1234, real_sizes=False)
+    assert a.verdict == b.verdict == "FAIL" and a.seed == b.seed == 1234
+    assert a.reason == b.reason  # the same shrunk reproducer
+    assert "Hypothesis seed 1234" in a.reason and "AUTODECO_CONFORMANCE_SEED=1234" in a.reason
+    assert "seed(s): 1234" in format_table([a])
+    # not derandomised: without a seed, each run draws its own
+    seeds = {run_kernel(engine, 1, real_sizes=False).seed for _ in range(3)}
+    assert len(seeds) == 3
+
+
+def test_the_seed_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AUTODECO_CONFORMANCE_SEED", "77")
+    (result,) = run_engine("numpy", ("kernel",), 5)
+    assert result.seed == 77 and result.verdict == "pass" and result.cases == 5 + len(real_size_cases())
 
 
 @pytest.mark.parametrize("rule", ["top_p_before_temperature", "drop_crossing"])
@@ -98,8 +147,9 @@ def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
 
 @pytest.mark.parametrize("name", engine_names())
 def test_every_registered_engine_passes_every_level_it_implements(name):
-    """CI runs the suite over every engine present; only a missing device may skip."""
-    results = run_engine(name, ("kernel", "sampling", "end-to-end"), examples=40)
+    """CI runs the suite over every engine present (``KERNEL_EXAMPLES`` kernel cases each, plus
+    the fixed real-size cases); only a missing device (or SGLang's own environment) may skip."""
+    results = run_engine(name, ("kernel", "sampling", "end-to-end"), examples=KERNEL_EXAMPLES)
     for r in results:
         if r.verdict == "skipped" and name == "vllm":
             pytest.skip(f"vllm runs in .venv-vllm (tests/vllm_adapter/test_units.py): {r.reason}")
@@ -110,3 +160,5 @@ def test_every_registered_engine_passes_every_level_it_implements(name):
     implemented = [r.level for r in results if r.verdict == "pass"]
     if name != "torch-cuda":
         assert "kernel" in implemented
+        kernel = next(r for r in results if r.level == "kernel")
+        assert kernel.cases >= KERNEL_EXAMPLES + len(real_size_cases())

@@ -33,20 +33,11 @@ from typing import Any, Dict, Optional
 from autodeco_samplers.errors import CheckpointError
 from autodeco_samplers.heads.checkpoint import read_head_checkpoint
 from autodeco_samplers.heads.layout import CONFIG_FILE
-from autodeco_samplers.heads.merged import AUTODECO_ONLY_KEYS, merge_checkpoint
+from autodeco_samplers.heads.merged import AUTODECO_ONLY_KEYS, BASE_ARCHITECTURES, merge_checkpoint
 from autodeco_samplers.policy import DecodingPolicy
 
 from .config import AUTODECO_CONFIG_KEY, make_autodeco_block
 
-#: Architecture names SGLang registers for the base model types this adapter serves.
-BASE_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "qwen3_moe": "Qwen3MoeForCausalLM",
-    "gpt_oss": "GptOssForCausalLM",
-}
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "do_sample", "repetition_penalty")
 GENERATION_CONFIG = "generation_config.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
