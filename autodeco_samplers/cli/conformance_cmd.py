@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engines", nargs="+", default=None, metavar="A,B", help="comma-separated engine names (default: all known)")
     p.add_argument("--levels", nargs="+", default=None, metavar="L1,L2", help=f"comma-separated levels from {', '.join(LEVEL_NAMES)} (default: all)")
     p.add_argument("--examples", type=positive_int, default=100, help="Hypothesis examples per engine at kernel level")
+    p.add_argument("--seed", type=int, default=None,
+                   help="Hypothesis seed of the kernel level, to replay a run (default: $AUTODECO_CONFORMANCE_SEED, else fresh)")
     add_json(p)
     p.add_argument("--wrong-rules", action="store_true", help="also run two deliberately wrong rules (they must FAIL)")
     p.add_argument(
@@ -90,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = []
     for name in names:
-        results.extend(run_engine(name, levels, args.examples))
+        results.extend(run_engine(name, levels, args.examples, seed=args.seed))
     expected_failures = []
     if args.wrong_rules:
         for rule in WRONG_RULES:
-            expected_failures.extend(run_engine(WrongRuleEngine(rule), ("kernel", "sampling"), args.examples))
+            expected_failures.extend(run_engine(WrongRuleEngine(rule), ("kernel", "sampling"), args.examples, seed=args.seed))
     wrong_ok = all(r.verdict == "FAIL" for r in expected_failures)
     if args.json:
         print(json.dumps({
