@@ -260,6 +260,46 @@ def gradient_share(model, tok, heads, records, alpha):
     }
 
 
+DYNAMICS_RUNS = {  # name -> (TrainConfig overrides, number of training records)
+    "lr 1e-3, 20000 records (default), 800 steps": ({"lr": 1e-3, "steps": 800}, 20000),
+    "lr 3e-3, 20000 records, 400 steps": ({"lr": 3e-3, "steps": 400}, 20000),
+    "lr 1e-3, 1000 records, 400 steps": ({"lr": 1e-3, "steps": 400}, 1000),
+}
+
+
+def dynamics(base_dir, spec, probe_records, *, every=50, data_seed=3):
+    """P and T the heads predict at the choice token of ``probe_records`` during training
+    (official recipe, the default build's head settings otherwise), every ``every`` steps."""
+    import torch
+
+    from autodeco_samplers import task
+    from autodeco_samplers.default_model.build import BuildConfig
+    from autodeco_samplers.evaluation import load_model_and_heads
+    from autodeco_samplers.training import TrainConfig, train_heads
+
+    model, tok, _ = load_model_and_heads(base_dir, None)
+    bc = BuildConfig()
+    logits, hidden, listed, _ = choice_batch(model, tok, None, probe_records, spec)
+    out = {}
+    for name, (kw, n_records) in DYNAMICS_RUNS.items():
+        trace = []
+
+        def probe(step, heads):
+            if step % every == 0:
+                with torch.no_grad():
+                    T, P = heads(hidden, logits)
+                inv, kept = hard_invalid(logits, listed, T, P.clamp(0, 1))
+                trace.append({"step": step, "T": float(T.mean()), "P": float(P.mean()), "hard_invalid": float(inv.mean()),
+                              "kept": float(kept.mean())})
+
+        cfg = TrainConfig(**{"batch_size": bc.head_batch_size, "width": bc.head_width, "seed": 0, "save_every": 0, **kw})
+        records = task.training_records(spec, n_records, seed=data_seed)
+        train_heads((model, tok), records, None, cfg, progress=False, on_step=probe)
+        out[name] = trace
+        print(json.dumps({name: trace[-1]}), flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default=None)
@@ -267,6 +307,7 @@ def main() -> int:
     p.add_argument("--records", type=int, default=2000)
     p.add_argument("--data-seed", type=int, default=3, help="training_records seed (the default build uses seed + 3 for the heads)")
     p.add_argument("--alpha", type=float, default=30.0)
+    p.add_argument("--dynamics", action="store_true", help="also train heads (3 short runs) and probe P at the choice token")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "choice_token_analysis.json"))
     args = p.parse_args()
     import torch
@@ -282,12 +323,16 @@ def main() -> int:
     records = task.training_records(spec, args.records, seed=args.data_seed)
     t0 = time.perf_counter()
     res = analyse(model, tok, heads, records, spec, alpha=args.alpha)
+    if args.dynamics:
+        res["dynamics"] = dynamics(base, spec, records[:256])
     res = {"base": str(base), "heads": str(heads_dir), "alpha": args.alpha, "data_seed": args.data_seed, **res,
            "seconds": time.perf_counter() - t0}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     summary = {k: res[k] for k in ("backbone", "heads", "optimal_P", "gradient_share")}
     summary["optimal_T"] = res["loss_vs_T"]["optimal_T"]
+    if "dynamics" in res:
+        summary["dynamics_last"] = {k: v[-1] for k, v in res["dynamics"].items()}
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -38,6 +38,8 @@ class BuildConfig:
     head_batch_size: int = 64
     head_lr: float = 1e-3
     head_width: int = 256
+    head_soft_top_p_prefix: str = "inclusive"
+    head_temperature_loss_weight: float = 1.0
 
 
 def _add_bos_post_processor(tok) -> None:
@@ -88,12 +90,15 @@ def build_default_model(out_dir: Union[str, Path], config: Optional[BuildConfig]
     heads_records = task_mod.training_records(spec, cfg.train_examples, seed=cfg.seed + 3)
     result = train_heads(
         (model, tok), heads_records, None,
-        TrainConfig(steps=cfg.head_steps, batch_size=cfg.head_batch_size, lr=cfg.head_lr, width=cfg.head_width, seed=cfg.seed),
+        TrainConfig(steps=cfg.head_steps, batch_size=cfg.head_batch_size, lr=cfg.head_lr, width=cfg.head_width, seed=cfg.seed,
+                    soft_top_p_prefix=cfg.head_soft_top_p_prefix, temperature_loss_weight=cfg.head_temperature_loss_weight),
         progress=progress,
     )
     result.heads.config = type(result.heads.config)(**{**result.heads.config.__dict__, "base_model_name_or_path": "autodeco-default-tiny-llama",
                                                       "base_model_type": "llama"})
-    result.heads.save_pretrained(out / "heads", extra_config={"autodeco_training": {"steps": cfg.head_steps, "seed": cfg.seed}})
+    result.heads.save_pretrained(out / "heads", extra_config={"autodeco_training": {
+        "steps": cfg.head_steps, "seed": cfg.seed, "soft_top_p_prefix": cfg.head_soft_top_p_prefix,
+        "temperature_loss_weight": cfg.head_temperature_loss_weight}})
     (out / "task.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     info = {
         "build_config": asdict(cfg),
