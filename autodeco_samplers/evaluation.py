@@ -253,6 +253,7 @@ def evaluate(
     device: str = "cpu",
     progress: bool = False,
     static_cache: Optional[Dict[Any, Dict[str, float]]] = None,
+    split: str = "heldout",
 ) -> Dict[str, Any]:
     """Run every strategy on the held-out prompts; returns the JSON-ready report.
 
@@ -263,6 +264,8 @@ def evaluate(
     ``autodeco_vs_mean_static_score_se`` are the SEs of the *paired* per-seed differences
     (None with one seed). ``static_cache``: a dict reused across calls on the same base model
     and settings to skip re-sampling static strategies (their samples do not depend on the heads).
+    ``split="train"`` evaluates on prompts from *training* sets instead of the held-out ones
+    (:func:`task.eval_prompts`), for choosing settings without looking at the held-out prompts.
     """
     import torch
 
@@ -274,12 +277,12 @@ def evaluate(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"evaluation seeds must be distinct, got {seeds}")
     model, tok, module = load_model_and_heads(base, heads, device)
-    prompts = task_mod.eval_prompts(spec, n_prompts)
+    prompts = task_mod.eval_prompts(spec, n_prompts, split=split)
     ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] if tok.bos_token_id is not None
            else tok(p, add_special_tokens=False)["input_ids"] for p, _ in prompts]
     rows_ids = [p for p in ids for _ in range(n_samples)]
     options = [o for _, o in prompts]
-    cache_scope = (str(Path(base).resolve()), json.dumps(spec.to_json(), sort_keys=True), len(prompts), n_samples,
+    cache_scope = (str(Path(base).resolve()), json.dumps(spec.to_json(), sort_keys=True), split, len(prompts), n_samples,
                    max_new_tokens, device)
 
     def run_seed(strategy: Strategy, seed: int) -> Tuple[Dict[str, float], Optional[SampleBatch]]:
@@ -353,7 +356,7 @@ def evaluate(
         "model": str(base),
         "heads": str(heads),
         "task": spec.to_json(),
-        "settings": {"n_prompts": len(prompts), "n_samples": n_samples, "max_new_tokens": max_new_tokens,
+        "settings": {"split": split, "n_prompts": len(prompts), "n_samples": n_samples, "max_new_tokens": max_new_tokens,
                      "seed": seeds[0], "seeds": seeds, "temperatures": list(temperatures), "top_ps": list(top_ps),
                      "device": device, "torch": torch.__version__},
         "diversity_ceiling": task_mod.expected_uniform_diversity(spec.k, n_samples),

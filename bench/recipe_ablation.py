@@ -16,7 +16,8 @@ once per evaluation seed and reused across variants). The JSON (``--out``) holds
 and training seed, AutoDeco's accuracy/valid/diversity/score, mean-static, oracle, the
 paired AutoDeco - oracle difference with its SE over evaluation seeds, and, per variant,
 mean and SE over training seeds. Trained heads are kept in ``--work`` and reused when rerun.
-Nothing here looks at the held-out prompts except the evaluation itself.
+Nothing here looks at the held-out prompts except the evaluation itself; ``--split train``
+evaluates on prompts from training sets instead, which is how a variant should be *chosen*.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> int:
     p.add_argument("--train-seeds", type=_ints, default=[0])
     p.add_argument("--eval-seeds", type=_ints, default=[0, 1, 2])
     p.add_argument("--samples", type=int, default=24)
+    p.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="evaluate on the held-out prompts (default) or on prompts from training sets (for choosing a variant)")
     p.add_argument("--base", default=None, help="backbone folder (default: the embedded default model's base/)")
     p.add_argument("--work", default="/tmp/autodeco_recipe_ablation", help="where trained heads are kept")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe_ablation.json"))
@@ -76,7 +79,7 @@ def main() -> int:
     spec = default_model.task_spec()
     bc = BuildConfig()
     cache: dict = {}
-    results = {"base": str(base), "eval_seeds": args.eval_seeds, "train_seeds": args.train_seeds, "samples": args.samples,
+    results = {"base": str(base), "split": args.split, "eval_seeds": args.eval_seeds, "train_seeds": args.train_seeds, "samples": args.samples,
                "variants": {}}
     out_path = Path(args.out)
     for name in names:
@@ -89,7 +92,8 @@ def main() -> int:
             records = task.training_records(spec, bc.train_examples, seed=ts + 3)
             train_heads(str(base), records, heads_dir, TrainConfig(**kw), progress=False)
             t1 = time.perf_counter()
-            rep = evaluate(base, heads_dir, spec=spec, n_samples=args.samples, seeds=args.eval_seeds, static_cache=cache)
+            rep = evaluate(base, heads_dir, spec=spec, n_samples=args.samples, seeds=args.eval_seeds, static_cache=cache,
+                           split=args.split)
             rows = {r["group"]: r for r in rep["strategies"] if r["group"] != "grid"}
             oracle = next(r for r in rep["strategies"] if r["oracle"])
             ad = rows["autodeco"]

@@ -260,3 +260,17 @@ def test_eval_cli_eval_seeds(capsys, tmp_path):
     assert all(len(r["per_seed"]["score"]) == 2 for r in rep["strategies"])
     with pytest.raises(SystemExit):
         main(["eval", "--eval-seeds", "1,1", "--no-plots"])
+
+
+def test_train_split_prompts_never_touch_heldout_sets():
+    train, held = task.split_sets(SPEC)
+    got = task.eval_prompts(SPEC, split="train")
+    assert len(got) == len(held)
+    sets = [frozenset(o) for _, o in got]
+    assert len(set(sets)) == len(sets)
+    assert set(sets) <= {frozenset(s) for s in train} and not set(sets) & {frozenset(s) for s in held}
+    for prompt, opts in got:
+        assert prompt == task.make_prompt(opts)
+    assert task.eval_prompts(SPEC) == task.eval_prompts(SPEC, split="heldout")
+    with pytest.raises(ValueError, match="split"):
+        task.eval_prompts(SPEC, split="test")

@@ -4,7 +4,9 @@ Steps: (1) a byte-level BPE tokenizer trained on the task's text; (2) a tiny
 ``LlamaForCausalLM`` initialised from ``seed`` and trained from scratch on the
 choice-then-derive task (completion-only CE) for ``backbone_steps`` steps, deliberately
 few, so it stays imperfect on the determined part; (3) AutoDeco heads trained on the
-frozen backbone with the official recipe (:func:`autodeco_samplers.training.train_heads`);
+frozen backbone (:func:`autodeco_samplers.training.train_heads`) with the official recipe
+plus two named options, ``soft_top_p_prefix="exclusive"`` and ``temperature_loss_weight=0``
+(``BuildConfig.head_*``; why: docs/evaluation.md);
 (4) everything saved with safetensors: ``base/`` (model + tokenizer), ``heads/`` (official
 heads-only layout), ``task.json`` and ``build_info.json``.
 """
@@ -38,8 +40,11 @@ class BuildConfig:
     head_batch_size: int = 64
     head_lr: float = 1e-3
     head_width: int = 256
-    head_soft_top_p_prefix: str = "inclusive"
-    head_temperature_loss_weight: float = 1.0
+    # the heads' recipe: the official one except two named options (docs/training.md, "Recipe
+    # options"; the ablation in docs/evaluation.md): the exclusive-prefix soft top-p mask and the
+    # temperature head trained through the top-p loss only
+    head_soft_top_p_prefix: str = "exclusive"
+    head_temperature_loss_weight: float = 0.0
 
 
 def _add_bos_post_processor(tok) -> None:
