@@ -24,6 +24,12 @@ Top-p loss (exact rule)::
     loss      = mean over valid_n of (w_n * nll_n)         # no easy-token masking
 
 Total loss = temperature loss + top-p loss (either term alone when one head trains).
+
+Named options (off by default; the official recipe is the default everywhere):
+``top_p_loss(prefix="exclusive")`` uses :func:`soft_top_p_exclusive` (the mask on the
+exclusive prefix sum, whose ``alpha -> inf`` limit is the hard nucleus rule used at
+inference), and the trainer's ``temperature_loss_weight`` scales the temperature loss in the
+total (``W * temperature loss + top-p loss``; 0 trains T only through the top-p loss).
 These follow the official AutoDeco training code; note the plain (unweighted-sum) mean of
 the weighted per-token terms, not a weighted average.
 """
