@@ -43,6 +43,8 @@ __all__ = [
     "sample_batch",
     "evaluate",
     "format_table",
+    "standing_line",
+    "mean_and_se",
     "plot_frontier",
     "plot_token_trace",
 ]
@@ -210,6 +212,33 @@ def static_frontier(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return [r["name"] for r in sorted(front, key=lambda r: (r["diversity"], -r["accuracy"]))]
 
 
+SPREAD_METRICS: Tuple[str, ...] = ("accuracy", "valid_choice", "derive_accuracy", "diversity", "score")
+
+
+def mean_and_se(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """``(mean, standard error of the mean)``; the SE is ``std(ddof=1) / sqrt(n)``, None for n < 2."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("mean_and_se needs at least one value")
+    if arr.size < 2:
+        return float(arr.mean()), None
+    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def _aggregate(per_seed: List[Dict[str, float]]) -> Dict[str, Any]:
+    """One row's metrics over evaluation seeds: the means, the pooled binomial ``accuracy_se``,
+    ``spread`` (SE over seeds per metric, None with one seed) and ``per_seed`` values."""
+    out: Dict[str, Any] = {}
+    for m in SPREAD_METRICS:
+        out[m] = mean_and_se([d[m] for d in per_seed])[0]
+    n = sum(d["samples"] for d in per_seed)
+    out["accuracy_se"] = math.sqrt(out["accuracy"] * (1 - out["accuracy"]) / max(n, 1))
+    out["samples"] = n
+    out["spread"] = {m: mean_and_se([d[m] for d in per_seed])[1] for m in SPREAD_METRICS}
+    out["per_seed"] = {m: [d[m] for d in per_seed] for m in SPREAD_METRICS}
+    return out
+
+
 def evaluate(
     base: Union[str, Path],
     heads: Union[str, Path],
@@ -221,35 +250,69 @@ def evaluate(
     top_ps: Sequence[float] = DEFAULT_TOP_PS,
     max_new_tokens: int = 12,
     seed: int = 0,
+    seeds: Optional[Sequence[int]] = None,
     device: str = "cpu",
     progress: bool = False,
+    static_cache: Optional[Dict[Any, Dict[str, float]]] = None,
+    split: str = "heldout",
 ) -> Dict[str, Any]:
-    """Run every strategy on the held-out prompts; returns the JSON-ready report."""
+    """Run every strategy on the held-out prompts; returns the JSON-ready report.
+
+    ``seeds`` (default ``[seed]``): every strategy is sampled once per evaluation seed (the
+    same seeds for all strategies); a row's metrics are the means over seeds, its ``spread``
+    the standard errors over seeds and ``per_seed`` the values. The oracle is the grid point
+    with the best *mean* score; dominance uses the means. ``autodeco_vs_oracle_score_se`` and
+    ``autodeco_vs_mean_static_score_se`` are the SEs of the *paired* per-seed differences
+    (None with one seed). ``static_cache``: a dict reused across calls on the same base model
+    and settings to skip re-sampling static strategies (their samples do not depend on the heads).
+    ``split="train"`` evaluates on prompts from *training* sets instead of the held-out ones
+    (:func:`task.eval_prompts`), for choosing settings without looking at the held-out prompts.
+    """
     import torch
 
     t0 = time.perf_counter()
     spec = spec or task_mod.TaskSpec()
+    seeds = [int(seed)] if seeds is None else [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one evaluation seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"evaluation seeds must be distinct, got {seeds}")
     model, tok, module = load_model_and_heads(base, heads, device)
-    prompts = task_mod.eval_prompts(spec, n_prompts)
+    prompts = task_mod.eval_prompts(spec, n_prompts, split=split)
     ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] if tok.bos_token_id is not None
            else tok(p, add_special_tokens=False)["input_ids"] for p, _ in prompts]
     rows_ids = [p for p in ids for _ in range(n_samples)]
     options = [o for _, o in prompts]
+    cache_scope = (str(Path(base).resolve()), json.dumps(spec.to_json(), sort_keys=True), split, len(prompts), n_samples,
+                   max_new_tokens, device)
 
-    def run(strategy: Strategy) -> Tuple[Dict[str, Any], SampleBatch]:
+    def run_seed(strategy: Strategy, seed: int) -> Tuple[Dict[str, float], Optional[SampleBatch]]:
+        key = (cache_scope, strategy.temperature, strategy.top_p, seed)
+        if strategy.kind == "static" and static_cache is not None and key in static_cache:
+            return static_cache[key], None
         batch = sample_batch(model, tok, module, rows_ids, strategy, max_new_tokens=max_new_tokens, seed=seed)
         per_prompt = [batch.texts[i * n_samples:(i + 1) * n_samples] for i in range(len(prompts))]
         metrics = task_mod.summarize(per_prompt, options)
+        if strategy.kind == "static" and static_cache is not None:
+            static_cache[key] = metrics
+        return metrics, batch
+
+    def run(strategy: Strategy) -> Tuple[Dict[str, Any], List[Optional[SampleBatch]]]:
+        results = [run_seed(strategy, s) for s in seeds]
+        batches = [b for _, b in results]
         row = {"name": strategy.name, "kind": strategy.kind, "group": strategy.group,
-               "T": strategy.temperature if strategy.kind == "static" else _valid_mean(batch.T_used, batch.lengths),
-               "P": strategy.top_p if strategy.kind == "static" else _valid_mean(batch.P_used, batch.lengths),
-               **metrics}
-        return row, batch
+               "T": strategy.temperature if strategy.kind == "static" else
+               float(np.mean([_valid_mean(b.T_used, b.lengths) for b in batches])),
+               "P": strategy.top_p if strategy.kind == "static" else
+               float(np.mean([_valid_mean(b.P_used, b.lengths) for b in batches])),
+               **_aggregate([m for m, _ in results])}
+        return row, batches
 
     rows: List[Dict[str, Any]] = []
-    ad_row, ad_batch = run(Strategy("autodeco", "autodeco", group="autodeco"))
-    T_mean = _valid_mean(ad_batch.T_pred, ad_batch.lengths)
-    P_mean = _valid_mean(ad_batch.P_pred, ad_batch.lengths)
+    ad_row, ad_batches = run(Strategy("autodeco", "autodeco", group="autodeco"))
+    ad_batch = ad_batches[0]
+    T_mean = float(np.mean([_valid_mean(b.T_pred, b.lengths) for b in ad_batches]))
+    P_mean = float(np.mean([_valid_mean(b.P_pred, b.lengths) for b in ad_batches]))
     strategies = [Strategy("greedy", "static", 0.0, 1.0, "greedy"), Strategy("default T=1 P=1", "static", 1.0, 1.0, "default")]
     strategies += [Strategy(f"static T={t:g} P={p:g}", "static", float(t), float(p), "grid") for t in temperatures for p in top_ps
                    if not (t == 1.0 and p == 1.0)]
@@ -271,7 +334,14 @@ def evaluate(
     dominated_by = [r["name"] for r in static_points if _dominates(r, ad_row)]
     mean_row = next(r for r in rows if r["group"] == "mean_static")
 
-    # one answer's per-token trace: the first AutoDeco sample of the first prompt
+    def paired(other: Dict[str, Any]) -> Tuple[float, Optional[float]]:
+        diffs = [a - b for a, b in zip(ad_row["per_seed"]["score"], other["per_seed"]["score"])]
+        return ad_row["score"] - other["score"], mean_and_se(diffs)[1]
+
+    vs_oracle, vs_oracle_se = paired(oracle)
+    vs_mean, vs_mean_se = paired(mean_row)
+
+    # one answer's per-token trace: the first AutoDeco sample of the first prompt (first seed)
     trace_ids = ad_batch.token_ids[0]
     trace = {
         "prompt": prompts[0][0],
@@ -287,9 +357,9 @@ def evaluate(
         "model": str(base),
         "heads": str(heads),
         "task": spec.to_json(),
-        "settings": {"n_prompts": len(prompts), "n_samples": n_samples, "max_new_tokens": max_new_tokens,
-                     "seed": seed, "temperatures": list(temperatures), "top_ps": list(top_ps), "device": device,
-                     "torch": torch.__version__},
+        "settings": {"split": split, "n_prompts": len(prompts), "n_samples": n_samples, "max_new_tokens": max_new_tokens,
+                     "seed": seeds[0], "seeds": seeds, "temperatures": list(temperatures), "top_ps": list(top_ps),
+                     "device": device, "torch": torch.__version__},
         "diversity_ceiling": task_mod.expected_uniform_diversity(spec.k, n_samples),
         "strategies": rows,
         "oracle": oracle["name"],
@@ -297,8 +367,10 @@ def evaluate(
         "static_frontier": static_frontier(rows),
         "autodeco_dominated_by": dominated_by,
         "autodeco_beyond_frontier": not dominated_by,
-        "autodeco_vs_oracle_score": ad_row["score"] - oracle["score"],
-        "autodeco_vs_mean_static_score": ad_row["score"] - mean_row["score"],
+        "autodeco_vs_oracle_score": vs_oracle,
+        "autodeco_vs_oracle_score_se": vs_oracle_se,
+        "autodeco_vs_mean_static_score": vs_mean,
+        "autodeco_vs_mean_static_score_se": vs_mean_se,
         "trace": trace,
         "seconds": time.perf_counter() - t0,
     }
@@ -306,10 +378,17 @@ def evaluate(
 
 def format_table(report: Dict[str, Any], *, only_key: bool = False) -> str:
     """The comparison as a fixed-width text table (``only_key``: skip grid points that are neither
-    on the frontier, the oracle, nor among the static points that dominate AutoDeco)."""
+    on the frontier, the oracle, nor among the static points that dominate AutoDeco).
+
+    With several evaluation seeds the score column shows ``mean±SE`` over the seeds.
+    """
     front = set(report["static_frontier"])
     dominating = set(report["autodeco_dominated_by"])  # every static point the summary names is shown
-    lines = [f"{'strategy':<34} {'T':>6} {'P':>6} {'accuracy':>14} {'derive':>6} {'valid':>6} {'diversity':>9} {'score':>6}  note"]
+    seeds = report["settings"].get("seeds", [report["settings"]["seed"]])
+    multi = len(seeds) > 1
+    score_head = "score±se" if multi else "score"
+    lines = [f"{'strategy':<34} {'T':>6} {'P':>6} {'accuracy':>14} {'derive':>6} {'valid':>6} {'diversity':>9} "
+             f"{score_head:>{13 if multi else 6}}  note"]
     for r in report["strategies"]:
         if only_key and r["group"] == "grid" and r["name"] not in front | dominating and not r["oracle"]:
             continue
@@ -324,13 +403,37 @@ def format_table(report: Dict[str, Any], *, only_key: bool = False) -> str:
             note.append("beyond static frontier" if report["autodeco_beyond_frontier"] else
                         f"dominated by {len(report['autodeco_dominated_by'])} static")
         acc = f"{r['accuracy']:.3f}±{r['accuracy_se']:.3f}"
+        se = (r.get("spread") or {}).get("score")
+        score = f"{r['score']:.3f}±{se:.3f}" if (multi and se is not None) else f"{r['score']:.3f}"
         lines.append(f"{r['name']:<34} {r['T']:>6.3f} {r['P']:>6.3f} {acc:>14} {r['derive_accuracy']:>6.3f} "
-                     f"{r['valid_choice']:>6.3f} {r['diversity']:>9.3f} {r['score']:>6.3f}  {', '.join(note)}")
+                     f"{r['valid_choice']:>6.3f} {r['diversity']:>9.3f} {score:>{13 if multi else 6}}  {', '.join(note)}")
     s = report["settings"]
-    lines.append(f"({s['n_prompts']} held-out prompts x {s['n_samples']} samples; diversity of an ideal uniform "
+    seeds_text = f" x {len(seeds)} evaluation seeds" if multi else ""
+    lines.append(f"({s['n_prompts']} held-out prompts x {s['n_samples']} samples{seeds_text}; diversity of an ideal uniform "
                  f"sampler at this n: {report['diversity_ceiling']:.3f}; accuracy = valid choice and right derivation, "
                  f"derive = accuracy among valid choices; score = accuracy x diversity; T, P of autodeco = mean used)")
     return "\n".join(lines)
+
+
+def standing_line(report: Dict[str, Any]) -> str:
+    """One line: AutoDeco's score against greedy, default, mean-static and the oracle, the
+    paired difference to the oracle (± its SE over evaluation seeds when there are several)
+    and the verdict: ``beyond the static frontier`` when no static point dominates it,
+    ``within 0.01 of the oracle`` when ``autodeco_vs_oracle_score >= -0.01``, else ``below the
+    oracle``."""
+    rows = {r["group"]: r for r in report["strategies"] if r["group"] in ("autodeco", "greedy", "default", "mean_static")}
+    oracle = next(r for r in report["strategies"] if r["oracle"])
+    diff, se = report["autodeco_vs_oracle_score"], report.get("autodeco_vs_oracle_score_se")
+    diff_text = f"{diff:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+    if report["autodeco_beyond_frontier"]:
+        verdict = "beyond the static frontier (no static (T, P) is both as accurate and as diverse)"
+    elif diff >= -0.01:
+        verdict = f"within 0.01 of the oracle, dominated by {len(report['autodeco_dominated_by'])} static point(s)"
+    else:
+        verdict = f"below the oracle, dominated by {len(report['autodeco_dominated_by'])} static point(s)"
+    return (f"where AutoDeco stands: score {rows['autodeco']['score']:.3f} vs greedy {rows['greedy']['score']:.3f}, "
+            f"default {rows['default']['score']:.3f}, mean-static {rows['mean_static']['score']:.3f}, "
+            f"oracle {oracle['score']:.3f} ({oracle['name']}); vs oracle {diff_text}: {verdict}")
 
 
 def _pyplot():

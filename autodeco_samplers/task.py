@@ -129,12 +129,24 @@ def training_records(spec: TaskSpec, n: int, *, seed: int = 1) -> List[Dict[str,
     return out
 
 
-def eval_prompts(spec: TaskSpec, n_prompts: Optional[int] = None, *, seed: int = 2) -> List[Tuple[str, Tuple[str, ...]]]:
-    """Held-out ``(prompt, options)`` pairs: one seeded word order per held-out set."""
-    _, held = split_sets(spec)
+def eval_prompts(spec: TaskSpec, n_prompts: Optional[int] = None, *, seed: int = 2,
+                 split: str = "heldout") -> List[Tuple[str, Tuple[str, ...]]]:
+    """``(prompt, options)`` pairs, one seeded word order per set.
+
+    ``split="heldout"`` (the evaluation): every held-out set, in sorted order. ``split="train"``
+    (for choosing settings without looking at the held-out sets): as many training sets as
+    there are held-out sets, drawn without replacement by a generator seeded with ``seed``.
+    """
+    train, held = split_sets(spec)
     rng = np.random.default_rng(seed)
+    if split == "heldout":
+        sets = held
+    elif split == "train":
+        sets = [train[i] for i in sorted(rng.choice(len(train), size=min(len(held), len(train)), replace=False))]
+    else:
+        raise ValueError(f"split must be 'heldout' or 'train', got {split!r}")
     out = []
-    for s in held:
+    for s in sets:
         s = list(s)
         rng.shuffle(s)
         out.append((make_prompt(s), tuple(s)))

@@ -92,6 +92,10 @@ def test_demo_runs_in_a_fresh_process_without_network(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "engine transformers: ok" in proc.stdout and "engine llama-cpp:" in proc.stdout
     assert "autodeco" in proc.stdout and "oracle" in proc.stdout
+    standing = [line for line in proc.stdout.splitlines() if line.startswith("where AutoDeco stands:")]
+    assert len(standing) == 1
+    for word in ("greedy", "default", "mean-static", "oracle", "vs oracle"):
+        assert word in standing[0]
 
 
 def test_build_default_model_script_path_is_seeded(tmp_path):
@@ -113,3 +117,24 @@ def test_build_default_model_script_path_is_seeded(tmp_path):
     rep = evaluate(tmp_path / "a" / "base", tmp_path / "a" / "heads", spec=TaskSpec(), n_prompts=2, n_samples=2,
                    temperatures=(1.0,), top_ps=(1.0,), max_new_tokens=4)
     assert len(rep["strategies"]) == 4  # greedy, default, mean-static, autodeco
+    heads_conf = json.loads((tmp_path / "a" / "heads" / "config.json").read_text())["autodeco_training"]
+    assert heads_conf["soft_top_p_prefix"] == cfg.head_soft_top_p_prefix
+    assert heads_conf["temperature_loss_weight"] == cfg.head_temperature_loss_weight
+
+    # the script's --verify path: rebuild from the recorded settings, compare bit for bit
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_default_model.py"
+    spec_ = importlib.util.spec_from_file_location("build_default_model_script", script)
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    assert mod.verify(tmp_path / "a", progress=False) == 0
+    from safetensors.numpy import save_file
+
+    tensors = load_file(str(tmp_path / "b" / "heads" / "autodeco_heads.safetensors"))
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].copy()
+    tensors[key].flat[0] += 1e-3  # one changed weight must be caught
+    save_file(tensors, str(tmp_path / "b" / "heads" / "autodeco_heads.safetensors"))
+    assert mod.verify(tmp_path / "b", progress=False) == 1

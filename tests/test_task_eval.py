@@ -182,3 +182,95 @@ def test_evaluate_report_plots_and_cli(tmp_path):
                "--plot-dir", str(tmp_path / "plots"), "--json"])
     assert rc == 0
     assert (tmp_path / "plots" / "accuracy_vs_diversity.png").is_file()
+
+
+# --------------------------------------------------------------------------- spread over evaluation seeds
+
+
+@settings(max_examples=40)
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=12))
+def test_mean_and_se_matches_statistics(values):
+    import statistics
+
+    from autodeco_samplers.evaluation import mean_and_se
+
+    m, se = mean_and_se(values)
+    assert m == pytest.approx(statistics.fmean(values), abs=1e-9)
+    if len(values) < 2:
+        assert se is None
+    else:
+        assert se == pytest.approx(statistics.stdev(values) / math.sqrt(len(values)), rel=1e-9, abs=1e-12)
+
+
+def test_evaluate_over_seeds_aggregates_single_seed_runs():
+    import statistics
+
+    from autodeco_samplers import default_model
+    from autodeco_samplers.evaluation import evaluate, standing_line
+
+    kw = dict(spec=default_model.task_spec(), n_prompts=3, n_samples=4, temperatures=(1.0,), top_ps=(0.5, 1.0),
+              max_new_tokens=10)
+    base, heads = default_model.base_path(), default_model.heads_path()
+    cache: dict = {}
+    multi = evaluate(base, heads, seeds=(0, 1, 2), static_cache=cache, **kw)
+    singles = [evaluate(base, heads, seed=s, **kw) for s in (0, 1, 2)]
+    assert multi["settings"]["seeds"] == [0, 1, 2]
+    by_name = [{r["name"]: r for r in rep["strategies"]} for rep in singles]
+    for row in multi["strategies"]:
+        if row["group"] == "mean_static":
+            continue  # its (T, P) is the mean over all three seeds' AutoDeco tokens, not one seed's
+        for metric in ("score", "accuracy", "diversity"):
+            per = [b[row["name"]][metric] for b in by_name]
+            assert row["per_seed"][metric] == pytest.approx(per)
+            assert row[metric] == pytest.approx(statistics.fmean(per))
+            assert row["spread"][metric] == pytest.approx(statistics.stdev(per) / math.sqrt(3), abs=1e-12)
+        assert row["samples"] == 3 * 3 * 4
+    ad = next(r for r in multi["strategies"] if r["group"] == "autodeco")
+    oracle = next(r for r in multi["strategies"] if r["oracle"])
+    diffs = [a - o for a, o in zip(ad["per_seed"]["score"], oracle["per_seed"]["score"])]
+    assert multi["autodeco_vs_oracle_score"] == pytest.approx(statistics.fmean(diffs))
+    assert multi["autodeco_vs_oracle_score_se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(3), abs=1e-12)
+    assert oracle["score"] == max(r["score"] for r in multi["strategies"] if r["group"] in ("grid", "default"))
+    assert singles[0]["autodeco_vs_oracle_score_se"] is None
+    # the static cache: a rerun samples no static strategy again and reports the same rows
+    n_cached = len(cache)
+    assert n_cached == 3 * 4  # (greedy, default, grid T=1 P=0.5, mean-static) x 3 seeds (T=1 P=1 is the default)
+    again = evaluate(base, heads, seeds=(0, 1, 2), static_cache=cache, **kw)
+    assert len(cache) == n_cached  # same heads, same mean-static (T, P): nothing new was sampled
+    for a, b in zip(multi["strategies"], again["strategies"]):
+        assert a["per_seed"] == b["per_seed"]
+    # the one-line standing names every baseline with its score
+    line = standing_line(multi)
+    rows = {r["group"]: r for r in multi["strategies"]}
+    for label, group in (("greedy", "greedy"), ("default", "default"), ("mean-static", "mean_static"), ("score", "autodeco")):
+        assert f"{label} {rows[group]['score']:.3f}" in line
+    assert f"oracle {oracle['score']:.3f}" in line and f"± {multi['autodeco_vs_oracle_score_se']:.3f}" in line
+    with pytest.raises(ValueError, match="distinct"):
+        evaluate(base, heads, seeds=(1, 1), **kw)
+
+
+def test_eval_cli_eval_seeds(capsys, tmp_path):
+    from autodeco_samplers.cli import main
+
+    rc = main(["eval", "--prompts", "2", "--samples", "2", "--temperatures", "1", "--top-ps", "1", "--eval-seeds", "3,4",
+               "--no-plots", "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["settings"]["seeds"] == [3, 4]
+    assert all(len(r["per_seed"]["score"]) == 2 for r in rep["strategies"])
+    with pytest.raises(SystemExit):
+        main(["eval", "--eval-seeds", "1,1", "--no-plots"])
+
+
+def test_train_split_prompts_never_touch_heldout_sets():
+    train, held = task.split_sets(SPEC)
+    got = task.eval_prompts(SPEC, split="train")
+    assert len(got) == len(held)
+    sets = [frozenset(o) for _, o in got]
+    assert len(set(sets)) == len(sets)
+    assert set(sets) <= {frozenset(s) for s in train} and not set(sets) & {frozenset(s) for s in held}
+    for prompt, opts in got:
+        assert prompt == task.make_prompt(opts)
+    assert task.eval_prompts(SPEC) == task.eval_prompts(SPEC, split="heldout")
+    with pytest.raises(ValueError, match="split"):
+        task.eval_prompts(SPEC, split="test")

@@ -57,8 +57,9 @@ def loop_temperature_loss(logits, labels, T, keep):
     return sum(terms) / len(terms) if terms else 0.0
 
 
-def loop_top_p_loss(logits, labels, T, P, alpha=30.0):
-    """Per-token loop: soft top-p by explicit sorting (desc prob, asc id) and running sums."""
+def loop_top_p_loss(logits, labels, T, P, alpha=30.0, exclusive=False):
+    """Per-token loop: soft top-p by explicit sorting (desc prob, asc id) and running sums
+    (the running sum *before* adding the token when ``exclusive``)."""
     terms = []
     for n in range(len(labels)):
         y = labels[n]
@@ -70,8 +71,9 @@ def loop_top_p_loss(logits, labels, T, P, alpha=30.0):
         m = [0.0] * len(q)
         running = 0.0
         for i in order:
+            before = running
             running += q[i]
-            m[i] = math.exp(-alpha * max(running - float(P[n]), 0.0))
+            m[i] = math.exp(-alpha * max((before if exclusive else running) - float(P[n]), 0.0))
         z = sum(qi * mi for qi, mi in zip(q, m))
         soft_y = q[y] * m[y] / (z + 1e-9)
         terms.append(_softmax(l)[y] * -math.log(soft_y + 1e-9))
@@ -110,6 +112,44 @@ def test_top_p_loss_matches_loop(inputs, alpha):
     got = float(top_p_loss(logits, labels, T, P, alpha=alpha))
     want = loop_top_p_loss(logits.tolist(), labels.tolist(), T.tolist(), P.tolist(), alpha=alpha)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+@settings(max_examples=40)
+@given(loss_inputs(), st.sampled_from([1.0, 30.0, 200.0]))
+def test_exclusive_top_p_loss_matches_loop(inputs, alpha):
+    logits, labels, T, P, _ = inputs
+    got = float(top_p_loss(logits, labels, T, P, alpha=alpha, prefix="exclusive"))
+    want = loop_top_p_loss(logits.tolist(), labels.tolist(), T.tolist(), P.tolist(), alpha=alpha, exclusive=True)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([2, 40, 152_064]))
+def test_exclusive_soft_mask_tends_to_the_hard_rule(seed, V):
+    """alpha -> inf: the exclusive soft mask keeps exactly the canonical nucleus (c_i < P, the
+    crossing token kept; NumPy reference), the official inclusive one drops the crossing token."""
+    from autodeco_samplers import reference as ref
+    from autodeco_samplers.training.losses import soft_top_p_exclusive
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, V, generator=g, dtype=torch.float64) * 3
+    P = torch.rand(2, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    q = torch.softmax(logits, -1)
+    kept = soft_top_p_exclusive(q, P, alpha=1e12) > 0  # every gap >= 1e-9 below: exp(-1000) = 0
+    qn = q.numpy()
+    for r in range(2):
+        order = np.lexsort((np.arange(V), -qn[r]))  # descending prob, ties by ascending id (the canonical order)
+        excl = np.cumsum(qn[r][order]) - qn[r][order]
+        if np.abs(excl - float(P[r])).min() < 1e-9:
+            continue  # a token exactly at the threshold may legitimately fall either side
+        want = np.zeros(V, dtype=bool)
+        want[order[excl < float(P[r])]] = True
+        assert kept[r].numpy().tolist() == want.tolist()
+        # and that is the canonical nucleus of the NumPy reference (float32 prefix sums there)
+        probs = ref.next_token_distribution(logits[r:r + 1].numpy(), 1.0, float(P[r]))[0]
+        assert (probs > 0).sum() == pytest.approx(want.sum(), abs=1)
+    inclusive = torch.from_numpy(ref.soft_top_p(q.numpy(), P.numpy(), alpha=1e12)) > 0
+    assert bool((inclusive <= kept).all())  # the inclusive limit keeps a subset: never the crossing token
 
 
 def test_easy_token_mask_rule_and_rate():
@@ -276,6 +316,41 @@ def test_checkpoints_official_layout_and_resume(tiny, records, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_temperature_loss_weight_and_prefix_options(tiny, records):
+    from autodeco_samplers.training.data import collate, encode_examples
+
+    model, tok = tiny
+    heads = AutoDecoHeadsModule.create(model.config.hidden_size, width=16, seed=1)
+    batch = collate(encode_examples(tok, records[:8]), tok.pad_token_id)
+    logits, T, P = heads_forward(model, heads, batch)
+    for w in (1.0, 0.25, 0.0):
+        cfg = TrainConfig(width=16, easy_token_ratio=0.0, temperature_loss_weight=w)
+        losses = compute_losses(logits, T, P, batch["labels"], cfg, None)
+        assert float(losses["total"]) == pytest.approx(w * float(losses["temperature"]) + float(losses["top_p"]), rel=1e-6)
+    # weight 0: the temperature head still learns, through the top-p loss only
+    heads.zero_grad(set_to_none=True)
+    cfg = TrainConfig(width=16, temperature_loss_weight=0.0, soft_top_p_prefix="exclusive")
+    compute_losses(logits, T, P, batch["labels"], cfg, None)["total"].backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in heads.parameters())
+    excl = compute_losses(logits, T, P, batch["labels"], cfg, None)["top_p"]
+    incl = compute_losses(logits, T, P, batch["labels"], TrainConfig(width=16), None)["top_p"]
+    assert float(excl) != float(incl)
+    with pytest.raises(AutoDecoError, match="soft_top_p_prefix"):
+        TrainConfig(soft_top_p_prefix="middle")
+    with pytest.raises(AutoDecoError, match="temperature_loss_weight"):
+        TrainConfig(temperature_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="prefix"):
+        top_p_loss(logits[:, :-1], batch["labels"][:, 1:], T[:, :-1], P[:, :-1], prefix="middle")
+
+
+def test_on_step_callback_sees_every_step(tiny, records):
+    model, tok = tiny
+    seen = []
+    train_heads((model, tok), records[:32], None, TrainConfig(steps=3, batch_size=8, width=8),
+                progress=False, on_step=lambda step, heads: seen.append(step))
+    assert seen == [1, 2, 3]
+
+
 def test_single_head_training(tiny, records, tmp_path):
     model, tok = tiny
     res = train_heads((model, tok), records[:32], tmp_path / "t", TrainConfig(steps=2, batch_size=8, width=8, train_top_p=False),
@@ -298,4 +373,13 @@ def test_cli_train(tmp_path, records):
     assert rc == 0
     heads = load_heads(tmp_path / "h")
     assert heads.config.enable_top_p_head and not heads.config.enable_temperature_head
+    # the named recipe options reach the trainer (recorded in the checkpoint's config)
+    rc = main(["train", "--base", str(default_model.base_path()), "--data", str(data), "--out", str(tmp_path / "h2"),
+               "--steps", "2", "--batch-size", "8", "--width", "8", "--quiet", "--save-every", "0",
+               "--soft-top-p-prefix", "exclusive", "--temperature-loss-weight", "0"])
+    assert rc == 0
+    conf = json.loads((tmp_path / "h2" / "config.json").read_text())["autodeco_training"]
+    assert conf["soft_top_p_prefix"] == "exclusive" and conf["temperature_loss_weight"] == 0.0
+    state = json.loads((tmp_path / "h" / "trainer_state.json").read_text())["config"]
+    assert state["soft_top_p_prefix"] == "inclusive" and state["temperature_loss_weight"] == 1.0  # official default
     assert (tmp_path / "h" / "checkpoint-3" / "optimizer.safetensors").is_file()

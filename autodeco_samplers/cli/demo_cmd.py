@@ -159,13 +159,14 @@ def run(args: argparse.Namespace) -> int:
     report = None
     if not args.no_eval:
         from .eval_cmd import run_report, summary_lines
-        from autodeco_samplers.evaluation import format_table
+        from autodeco_samplers.evaluation import format_table, standing_line
 
         report = run_report(argparse.Namespace(**{**vars(args), "json": True}))
         if not args.json:
             print("== evaluation (transformers engine, batched torch sampling)", file=out)
             print(format_table(report, only_key=True), file=out)
             print(summary_lines(report), file=out)
+            print(standing_line(report), file=out)
     failed = [e["engine"] for e in engines if e["status"] == "failed"]
     if args.json:
         print(json.dumps({"prompt": prompt, "engines": engines, "evaluation": report}))

@@ -19,6 +19,16 @@ def _floats(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str):
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got {text!r}")
+    return values
+
+
 def add_eval_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
     from autodeco_samplers.evaluation import DEFAULT_TEMPERATURES, DEFAULT_TOP_PS
 
@@ -33,6 +43,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) -
     p.add_argument("--top-ps", type=_floats, default=DEFAULT_TOP_PS, help="static grid top-p values")
     p.add_argument("--max-new-tokens", type=positive_int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-seeds", type=_ints, default=None,
+                   help="comma-separated evaluation seeds (e.g. 0,1,2): every strategy runs once per seed and the "
+                        "report gives means and standard errors over seeds (overrides --seed)")
     add_device_threads(p)
 
 
@@ -69,7 +82,8 @@ def run_report(args: argparse.Namespace):
     try:
         return evaluate(model, heads, spec=spec, n_prompts=args.prompts, n_samples=args.samples,
                         temperatures=args.temperatures, top_ps=args.top_ps, max_new_tokens=args.max_new_tokens,
-                        seed=args.seed, device=device, progress=not getattr(args, "json", False))
+                        seed=args.seed, seeds=getattr(args, "eval_seeds", None), device=device,
+                        progress=not getattr(args, "json", False))
     finally:
         set_torch_threads(previous)
 

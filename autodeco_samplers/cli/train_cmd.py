@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--easy-token-ratio", type=float, default=0.6, help="drop probability of easy tokens in the T loss")
     p.add_argument("--alpha", type=float, default=30.0, help="soft top-p steepness")
     p.add_argument("--no-dft", action="store_true", help="disable the base-probability (DFT) weighting")
+    p.add_argument("--soft-top-p-prefix", choices=("inclusive", "exclusive"), default="inclusive",
+                   help="prefix sum of the soft top-p mask: inclusive (official recipe) or exclusive (matches the "
+                        "hard nucleus rule used at inference; see docs/training.md)")
+    p.add_argument("--temperature-loss-weight", type=float, default=1.0,
+                   help="weight of the temperature loss in the total (official: 1.0; 0 trains T only through the top-p loss)")
     p.add_argument("--no-enhanced-features", action="store_true", help="top-p head reads [h, T] only")
     add_deprecated(p, "--plain-features", "--no-enhanced-features", "no_enhanced_features", flag=True)
     p.add_argument("--width", type=positive_int, default=256, help="hidden width of each head MLP")
@@ -69,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, easy_token_ratio=args.easy_token_ratio,
-        alpha=args.alpha, dft=not args.no_dft, train_temperature=args.train_heads in ("both", "temperature"),
+        alpha=args.alpha, dft=not args.no_dft, soft_top_p_prefix=args.soft_top_p_prefix,
+        temperature_loss_weight=args.temperature_loss_weight, train_temperature=args.train_heads in ("both", "temperature"),
         train_top_p=args.train_heads in ("both", "top-p"), use_enhanced_features=not args.no_enhanced_features,
         width=args.width, seed=args.seed, save_every=args.save_every, max_length=args.max_length, device=args.device,
     )

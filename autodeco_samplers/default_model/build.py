@@ -4,7 +4,9 @@ Steps: (1) a byte-level BPE tokenizer trained on the task's text; (2) a tiny
 ``LlamaForCausalLM`` initialised from ``seed`` and trained from scratch on the
 choice-then-derive task (completion-only CE) for ``backbone_steps`` steps, deliberately
 few, so it stays imperfect on the determined part; (3) AutoDeco heads trained on the
-frozen backbone with the official recipe (:func:`autodeco_samplers.training.train_heads`);
+frozen backbone (:func:`autodeco_samplers.training.train_heads`) with the official recipe
+plus two named options, ``soft_top_p_prefix="exclusive"`` and ``temperature_loss_weight=0``
+(``BuildConfig.head_*``; why: docs/evaluation.md);
 (4) everything saved with safetensors: ``base/`` (model + tokenizer), ``heads/`` (official
 heads-only layout), ``task.json`` and ``build_info.json``.
 """
@@ -38,6 +40,11 @@ class BuildConfig:
     head_batch_size: int = 64
     head_lr: float = 1e-3
     head_width: int = 256
+    # the heads' recipe: the official one except two named options (docs/training.md, "Recipe
+    # options"; the ablation in docs/evaluation.md): the exclusive-prefix soft top-p mask and the
+    # temperature head trained through the top-p loss only
+    head_soft_top_p_prefix: str = "exclusive"
+    head_temperature_loss_weight: float = 0.0
 
 
 def _add_bos_post_processor(tok) -> None:
@@ -88,12 +95,15 @@ def build_default_model(out_dir: Union[str, Path], config: Optional[BuildConfig]
     heads_records = task_mod.training_records(spec, cfg.train_examples, seed=cfg.seed + 3)
     result = train_heads(
         (model, tok), heads_records, None,
-        TrainConfig(steps=cfg.head_steps, batch_size=cfg.head_batch_size, lr=cfg.head_lr, width=cfg.head_width, seed=cfg.seed),
+        TrainConfig(steps=cfg.head_steps, batch_size=cfg.head_batch_size, lr=cfg.head_lr, width=cfg.head_width, seed=cfg.seed,
+                    soft_top_p_prefix=cfg.head_soft_top_p_prefix, temperature_loss_weight=cfg.head_temperature_loss_weight),
         progress=progress,
     )
     result.heads.config = type(result.heads.config)(**{**result.heads.config.__dict__, "base_model_name_or_path": "autodeco-default-tiny-llama",
                                                       "base_model_type": "llama"})
-    result.heads.save_pretrained(out / "heads", extra_config={"autodeco_training": {"steps": cfg.head_steps, "seed": cfg.seed}})
+    result.heads.save_pretrained(out / "heads", extra_config={"autodeco_training": {
+        "steps": cfg.head_steps, "seed": cfg.seed, "soft_top_p_prefix": cfg.head_soft_top_p_prefix,
+        "temperature_loss_weight": cfg.head_temperature_loss_weight}})
     (out / "task.json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     info = {
         "build_config": asdict(cfg),

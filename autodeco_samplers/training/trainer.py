@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -53,6 +53,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     easy_token_ratio: float = 0.6
     alpha: float = 30.0
+    soft_top_p_prefix: str = "inclusive"
+    temperature_loss_weight: float = 1.0
     dft: bool = True
     train_temperature: bool = True
     train_top_p: bool = True
@@ -66,6 +68,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (self.train_temperature or self.train_top_p):
             raise AutoDecoError("train at least one head (temperature, top-p or both)")
+        if not (self.temperature_loss_weight >= 0.0 and math.isfinite(self.temperature_loss_weight)):
+            raise AutoDecoError(f"temperature_loss_weight must be a finite number >= 0, got {self.temperature_loss_weight}")
+        if self.soft_top_p_prefix not in ("inclusive", "exclusive"):
+            raise AutoDecoError(f"soft_top_p_prefix must be 'inclusive' (official) or 'exclusive', got {self.soft_top_p_prefix!r}")
         for name in ("steps", "batch_size", "grad_accum", "width"):
             if getattr(self, name) < 1:
                 raise AutoDecoError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -203,8 +209,11 @@ def compute_losses(logits, T, P, labels, cfg: TrainConfig, generator: Optional[t
     if cfg.train_temperature:
         losses["temperature"] = temperature_loss(logits, labels, T, easy_token_ratio=cfg.easy_token_ratio, generator=generator, dft=cfg.dft)
     if cfg.train_top_p:
-        losses["top_p"] = top_p_loss(logits, labels, T, P, alpha=cfg.alpha, dft=cfg.dft)
-    losses["total"] = sum(losses.values())
+        losses["top_p"] = top_p_loss(logits, labels, T, P, alpha=cfg.alpha, dft=cfg.dft, prefix=cfg.soft_top_p_prefix)
+    total = losses["top_p"] if cfg.train_top_p else 0.0
+    if cfg.train_temperature:
+        total = total + cfg.temperature_loss_weight * losses["temperature"]
+    losses["total"] = total
     return losses
 
 
@@ -216,6 +225,7 @@ def train_heads(
     *,
     resume: bool = True,
     progress: bool = True,
+    on_step: Optional[Callable[[int, Any], None]] = None,
 ) -> TrainResult:
     """Train AutoDeco heads on a frozen backbone.
 
@@ -226,6 +236,8 @@ def train_heads(
         config: :class:`TrainConfig`.
         resume: continue from the latest ``out_dir/checkpoint-*`` when there is one.
         progress: show a tqdm bar with the losses.
+        on_step: called as ``on_step(step, heads)`` after every optimizer step (for probes;
+            the heads are in train mode and must not be modified).
     """
     from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 
@@ -306,6 +318,8 @@ def train_heads(
         if not all(math.isfinite(v) for v in totals.values()):
             raise AutoDecoError(f"non-finite loss at step {step}: {totals}")
         history.append({"step": step, **totals})
+        if on_step is not None:
+            on_step(step, heads)
         if bar is not None:
             bar.update(1)
             bar.set_postfix({("L_T" if n == "temperature" else "L_P" if n == "top_p" else "L"): f"{v:.4f}" for n, v in totals.items()})
