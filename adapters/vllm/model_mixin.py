@@ -29,25 +29,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Set, Tuple
+from typing import Any, Dict, Set
 
 import torch
 
 from autodeco_samplers.adapters.sglang.config import autodeco_block_of, parse_autodeco_block
-from autodeco_samplers.adapters.sglang.model_mixin import route_weights
-from autodeco_samplers.errors import CheckpointError, ShapeError
-from autodeco_samplers.heads.layout import HEAD_NAMES, PARAM_SUFFIXES, head_key
+from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights
 from autodeco_samplers.step import TorchStep
 
 from .transform import autodeco_step
 
-Weights = Iterable[Tuple[str, torch.Tensor]]
 HEADS_ATTR = "autodeco_heads"
 TRACE_ENV = "AUTODECO_VLLM_TRACE_DIR"
 
 
-class AutoDecoModelMixin:
+class AutoDecoModelMixin(HeadWeightsMixin):
     """Mixed in front of a stock vLLM ``*ForCausalLM``; see the module docstring."""
+
+    autodeco_prepare_command = "autodeco prepare-vllm"
+    autodeco_heads_prefix = f"{HEADS_ATTR}."
 
     def __init__(self, *, vllm_config: Any, prefix: str = "", **kwargs: Any) -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix, **kwargs)
@@ -71,45 +71,11 @@ class AutoDecoModelMixin:
         self.autodeco_policy = policy
 
     # -- weights ---------------------------------------------------------------------------
-    def expected_head_keys(self) -> Tuple[str, ...]:
-        cfg = getattr(self, HEADS_ATTR).config
-        enabled = {HEAD_NAMES[0]: cfg.enable_temperature_head, HEAD_NAMES[1]: cfg.enable_top_p_head}
-        return tuple(head_key(h, s) for h in HEAD_NAMES if enabled[h] for s in PARAM_SUFFIXES)
-
-    def _load_head_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
-        params = dict(getattr(self, HEADS_ATTR).named_parameters())
-        for key, tensor in tensors.items():
-            if key not in params:
-                raise CheckpointError(
-                    f"head tensor {key!r} found in the checkpoint, but config.json's autodeco block disables that head"
-                )
-            param = params[key]
-            if tuple(tensor.shape) != tuple(param.shape):
-                raise ShapeError(
-                    f"head tensor {key!r} has shape {list(tensor.shape)}, expected {list(param.shape)} "
-                    "(from the autodeco block's hidden_size / widths)"
-                )
-            with torch.no_grad():
-                param.copy_(tensor.to(device=param.device, dtype=param.dtype))
-            self._autodeco_loaded.add(key)
-
     def load_weights(self, weights: Weights, *args: Any, **kwargs: Any):
         if not self.autodeco_enabled:
             return super().load_weights(weights, *args, **kwargs)
-        sink: Dict[str, torch.Tensor] = {}
-        result = super().load_weights(route_weights(weights, sink), *args, **kwargs)
-        self._load_head_tensors(sink)
-        if not self._autodeco_ready:
-            missing = [k for k in self.expected_head_keys() if k not in self._autodeco_loaded]
-            if missing:
-                raise CheckpointError(
-                    f"AutoDeco heads incomplete: missing head tensor(s) {missing} in the checkpoint "
-                    "(run `autodeco prepare-vllm` to build a complete folder)"
-                )
-            self._autodeco_ready = True
-        if isinstance(result, set):
-            result |= {f"{HEADS_ATTR}.{k}" for k in sink}
-        return result
+        stock = super(AutoDecoModelMixin, self).load_weights
+        return self._load_weights_and_heads(lambda base: stock(base, *args, **kwargs), weights)
 
     # -- logits ----------------------------------------------------------------------------
     def compute_logits(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
