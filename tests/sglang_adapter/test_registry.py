@@ -19,7 +19,7 @@ from sglang.srt.models.registry import ModelRegistry
 out = {}
 for arch in sys.argv[1:]:
     cls, name = ModelRegistry.resolve_model_cls([arch])
-    out[arch] = [cls.__module__, cls.__name__, name, [c.__module__ for c in cls.__mro__[1:3]]]
+    out[arch] = [cls.__module__, cls.__name__, name, [c.__module__ for c in cls.__bases__]]  # (AutoDecoModelMixin, stock class)
 print("RESULT" + json.dumps(out))
 """
 
