@@ -26,7 +26,6 @@ Rules checked by :func:`check_generate_request`:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 from .errors import CheckpointError, MissingDependencyError, ShapeError, UnsafeCheckpointError, UsageError
+from .heads.checkpoint import read_json_object
 
 __all__ = [
     "EXTRAS",
@@ -185,16 +185,6 @@ class ModelInfo:
     merged: bool = False  # a merged AutoDeco folder: it carries its own heads
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
-
 def _int_field(config: dict, *keys: str) -> Optional[int]:
     for source in (config, config.get("text_config") or {}, config.get("llm_config") or {}):
         if isinstance(source, dict):
@@ -213,7 +203,7 @@ def _transformers_folder(path: Path) -> ModelInfo:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no config.json; not a local transformers model folder (models are never fetched from a hub)")
-    config = _json(config_file)
+    config = read_json_object(config_file)
     has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if not has_safetensors:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)

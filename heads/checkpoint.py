@@ -49,7 +49,8 @@ Tensors = Dict[str, np.ndarray]
 logger = logging.getLogger(__name__)
 
 
-def _json_file(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """``path`` parsed as a JSON object; :class:`CheckpointError` naming the file otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -105,7 +106,7 @@ def _files_in_folder(folder: Path) -> Tuple[List[Path], Optional[Tuple[str, str]
     wanted: List[Path] = []
     stale: List[Tuple[Path, str, str]] = []  # (index, head key, missing shard)
     for index_path in sorted(folder.glob("*.safetensors.index.json")):
-        weight_map = _json_file(index_path).get("weight_map", {})
+        weight_map = read_json_object(index_path).get("weight_map", {})
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index_path}: 'weight_map' must be an object, not {type(weight_map).__name__}")
         for name, fname in weight_map.items():
@@ -255,7 +256,7 @@ def read_head_checkpoint(path) -> Tuple[HeadsConfig, Tensors]:
     if path.is_dir():
         config_path = path / CONFIG_FILE
         if config_path.exists():
-            config = _json_file(config_path)
+            config = read_json_object(config_path)
         files, stale = _files_in_folder(path)
     else:
         if path.suffix.lower() == ".gguf":
