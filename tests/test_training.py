@@ -43,6 +43,13 @@ def _softmax(xs):
     return [v / s for v in e]
 
 
+def _log_softmax(xs):
+    """log softmax by log-sum-exp, so a probability that underflows to 0 still has a finite log."""
+    m = max(xs)
+    lse = m + math.log(sum(math.exp(x - m) for x in xs))
+    return [x - lse for x in xs]
+
+
 def loop_temperature_loss(logits, labels, T, keep):
     """Per-token loop: mean over kept positions of softmax(l)[y] * -log softmax(l / max(T, .01))[y]."""
     terms = []
@@ -51,9 +58,9 @@ def loop_temperature_loss(logits, labels, T, keep):
             continue
         l = [float(v) for v in logits[n]]
         t = max(float(T[n]), 1e-2)
-        q = _softmax([v / t for v in l])
+        log_q = _log_softmax([v / t for v in l])
         w = _softmax(l)[labels[n]]
-        terms.append(w * -math.log(q[labels[n]]))
+        terms.append(w * -log_q[labels[n]])
     return sum(terms) / len(terms) if terms else 0.0
 
 
