@@ -102,26 +102,53 @@ def temperature_probs(logits: torch.Tensor, T: Number, *, check: bool = True) ->
     return torch.where(greedy[:, None], onehot, q)
 
 
+_STATS_BLOCK = 1 << 19
+"""Elements per block of :func:`_exp_sums` (2 MiB of float32: the scratch stays in cache)."""
+
+
 def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) -> torch.Tensor:
-    """The top-p head's features of ``softmax(l / (T + 1e-8))``: ``[B, 4]`` = max prob,
-    entropy, unbiased variance (0 when ``V == 1``), top-``min(5, V)`` mass."""
+    """The top-p head's features of ``q = softmax(l / (T + 1e-8))``: ``[B, 4]`` = max prob,
+    entropy ``-sum q log(q + 1e-8)``, unbiased variance (0 when ``V == 1``), top-``min(5, V)``
+    mass, as :func:`autodeco_samplers.reference.probability_stats`.
+
+    ``q`` is never materialised. With ``e = exp((l - max l) / (T + 1e-8))`` and ``S = sum e``
+    (so ``q = e / S``): max prob ``= 1 / S``; top-5 mass ``= sum of e over the 5 largest
+    logits / S``; entropy ``= log S - sum e log(e + 1e-8 S) / S``; variance
+    ``= (sum e^2 / S^2 - 1 / V) / (V - 1)`` (``sum q = 1``). ``e`` is computed in one buffer;
+    the two sums run over column blocks of a small scratch (no further ``[B, V]`` allocations,
+    whose page faults cost more than the arithmetic at large ``B * V``).
+    """
     arr = as_logits(logits, check=check)
     T = _rows(T, arr, "temperature", check)
-    z = (arr - arr.amax(dim=-1, keepdim=True)) / (T + STATS_TEMPERATURE_EPS)[:, None]
-    # exp(z) below e^-70 is raised to e^-70 (then q >= e^-70 / V: no subnormal numbers, which
+    B, V = arr.shape
+    scale = (T + STATS_TEMPERATURE_EPS).reciprocal()[:, None]
+    top = torch_nucleus.top_k_values(arr, min(5, V))  # the largest logits, no sort of the row
+    # exponents below -70 are raised to -70 (then q >= e^-70 / V: no subnormal numbers, which
     # are slow on CPUs); this moves each feature by at most V * e^-70 (< 1e-25 at V = 152k)
-    q = torch.softmax(z.clamp_(min=-70.0), dim=-1)
-    V = q.shape[-1]
-    top = torch_nucleus.top_k_values(q, min(5, V))  # no sort of the row
-    max_prob = top[:, 0]
-    entropy = -(q * torch.log(q + ENTROPY_EPS)).sum(dim=-1)
-    if V > 1:  # unbiased variance; torch.var over many long rows is slow on CPU
-        d = q - q.mean(dim=-1, keepdim=True)
-        var = torch.linalg.vecdot(d, d) / (V - 1)
-    else:
-        var = torch.zeros_like(max_prob)
-    top5 = top.sum(dim=-1)
-    return torch.stack([max_prob, entropy, var, top5], dim=-1)
+    e = (arr - top[:, :1]).mul_(scale).clamp_(min=-70.0).exp_()
+    S = e.sum(dim=-1)
+    sum_sq, sum_e_log = _exp_sums(e, ENTROPY_EPS * S)
+    entropy = torch.log(S) - sum_e_log / S
+    var = (sum_sq / (S * S) - 1.0 / V) / (V - 1) if V > 1 else torch.zeros_like(S)
+    top_e = ((top - top[:, :1]) * scale).clamp_(min=-70.0).exp_()
+    return torch.stack([1.0 / S, entropy, var, top_e.sum(dim=-1) / S], dim=-1)
+
+
+def _exp_sums(e: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(sum e^2, sum e log(e + c))`` per row of ``e`` ``[B, V]``, ``c`` ``[B]``, by column
+    blocks through one scratch buffer (torch's own summation, not a BLAS dot, which adds in
+    float32 lanes and loses ~1e-4 at 152k)."""
+    B, V = e.shape
+    cols = max(1, min(V, _STATS_BLOCK // max(B, 1)))
+    scratch = e.new_empty(B, cols)
+    sum_sq = e.new_zeros(B)
+    sum_e_log = e.new_zeros(B)
+    for start in range(0, V, cols):
+        block = e[:, start:start + cols]
+        s = scratch[:, : block.shape[1]]
+        sum_sq += torch.mul(block, block, out=s).sum(dim=-1)
+        sum_e_log += torch.add(block, c[:, None], out=s).log_().mul_(block).sum(dim=-1)
+    return sum_sq, sum_e_log
 
 
 def _sorted(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
