@@ -125,6 +125,8 @@ def _fallback_mask(q, P, sync: bool = False):
     whole = (P >= 1)[:, None]
     if not sync:
         return torch.where(whole, q > 0, N.threshold_nucleus(q, P))
+    if not bool(whole.any()):
+        return N.threshold_nucleus(q, P)
     mask = q > 0
     search = (P < 1).nonzero()[:, 0]
     if search.numel():
@@ -148,6 +150,8 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     kept_z = torch.where(cand.keep, z.gather(-1, cand.ids).clamp_min(fill), fill)
     out = torch.full_like(z, fill).scatter_(-1, cand.ids, kept_z)
     if _sync_mode(sync, arr.device):
+        if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
+            return torch.where(_fallback_mask(q, P, sync=True), z.clamp_min(fill), fill)
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
             mask = _fallback_mask(q[rows], P[rows], sync=True)
@@ -170,6 +174,8 @@ def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync
     u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
     token = N.draw_from_candidates(cand, u)
     if _sync_mode(sync, arr.device):
+        if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
+            return N.draw_from_mask(q, _fallback_mask(q, P, sync=True), u)
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
             token[rows] = N.draw_from_mask(q[rows], _fallback_mask(q[rows], P[rows], sync=True), u[rows])

@@ -218,36 +218,66 @@ def candidate_nucleus(
     return Candidates(cand_ids, cand_q, keep, cum, proven)
 
 
-def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """Boolean ``[B, V]`` kept set of each row by bisection on the threshold (exact; see the
-    module docstring). ``P >= 1`` keeps every token with ``q > 0``."""
-    q32 = q.float()
+_RADIX_DIGITS = ((20, 11), (10, 10), (0, 10))
+"""``(shift, width)`` of the digits of a float32 bit pattern, most significant first (the
+sign bit is 0 for probabilities, so bits 30..0 cover every value)."""
+
+
+def _crossing_bin(hist: torch.Tensor, base: torch.Tensor, P: torch.Tensor):
+    """The bin where the mass, added from the highest bin down on top of ``base``, first
+    reaches ``P``: ``(bin [B] int64, base + mass of the higher bins [B])``. The last bin when
+    the whole mass stays below ``P`` (those rows keep everything; the caller handles them)."""
+    n = hist.shape[-1]
+    inclusive = torch.cumsum(hist.flip(-1), dim=-1) + base[:, None]
+    j = (inclusive < P[:, None]).sum(dim=-1).clamp_max(n - 1)  # cumsum of masses never decreases
+    above = torch.where(j > 0, inclusive.gather(-1, (j - 1).clamp_min(0)[:, None])[:, 0], base)
+    return n - 1 - j, above
+
+
+def _threshold_value(q32: torch.Tensor, q64: torch.Tensor, P64: torch.Tensor):
+    """``(v*, M(v*), total)`` ``[B]``: the smallest value present with ``M(v*) < P`` (see the
+    module docstring), digit by digit of its bit pattern (per digit, one mass histogram of the
+    tokens that share the digits found so far, then the bin where the mass, added from the top,
+    crosses ``P``); the mass above it (the higher bins' masses) and the row's whole mass.
+    ``P`` must be positive."""
     B = q32.shape[0]
-    P64 = P.double()
+    key = q32.view(torch.int32)
+    prefix = torch.zeros(B, dtype=torch.int32, device=q32.device)
+    base = torch.zeros(B, dtype=torch.float64, device=q32.device)
+    inside = None
+    for shift, width in _RADIX_DIGITS:
+        high = torch.bitwise_right_shift(key, shift)
+        digit = torch.bitwise_and(high, (1 << width) - 1).long()  # scatter indices are int64
+        weight = q64 if inside is None else torch.where(inside, q64, 0.0)
+        hist = torch.zeros(B, 1 << width, dtype=torch.float64, device=q32.device).scatter_add_(-1, digit, weight)
+        if inside is None:
+            total = hist.sum(dim=-1)
+        d, base = _crossing_bin(hist, base, P64)
+        prefix = torch.bitwise_left_shift(prefix, width) | d.to(torch.int32)
+        if shift:
+            inside = high == prefix[:, None]
+    return prefix.view(torch.float32), base, total
+
+
+def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, V]`` kept set of each row by the threshold search (exact; see the module
+    docstring). ``P >= 1`` keeps every token with ``q > 0``."""
+    q32 = q.float().contiguous()
     q64 = q32.double()
-    lo = torch.zeros(B, dtype=torch.int64, device=q.device)  # M(lo) >= P or lo == 0
-    hi = torch.full((B,), 0x7F800000, dtype=torch.int64, device=q.device)  # +inf: M = 0 < P
-    for _ in range(31):
-        mid = (lo + hi) // 2
-        v = mid.to(torch.int32).view(torch.float32)
-        mass = torch.where(q32 > v[:, None], q64, 0.0).sum(dim=-1)
-        ok = mass < P64
-        hi = torch.where(ok, mid, hi)
-        lo = torch.where(ok, lo, mid)
-    # hi is the smallest pattern with M(hi) < P (or M(0) < P: then hi may be 0 or 1 .. keep all)
-    v_star = hi.to(torch.int32).view(torch.float32)
-    above = q32 > v_star[:, None]
-    m_star = torch.where(above, q64, 0.0).sum(dim=-1)
-    tie = q32 == v_star[:, None]
+    # P = 0 keeps the first token only, as does any P below every probability (float32 values
+    # are >= 1e-45): the search then stops at the largest value with one tie kept
+    P64 = P.double().clamp_min(1e-300)
+    v_star, m_star, total = _threshold_value(q32, q64, P64)
     v64 = v_star.double()
+    # the first r tokens equal to v* (in id order) are kept, r = ceil((P - M(v*)) / v*)
     r = torch.where(v64 > 0, torch.ceil((P64 - m_star) / torch.where(v64 > 0, v64, 1.0)), 0.0)
-    tie_rank = torch.cumsum(tie.to(torch.int32), dim=-1)
-    keep = above | (tie & (tie_rank <= r[:, None]))
-    everything = (P64 >= 1) | (q64.sum(dim=-1) < P64)
-    keep = torch.where(everything[:, None], q32 > 0, keep)
-    # the first token of the canonical order is always kept
-    first = torch.zeros_like(keep).scatter_(-1, q32.argmax(dim=-1, keepdim=True), True)
-    return keep | first
+    # every token of positive probability: v* = 0 and no ties
+    everything = (P64 >= 1) | (total < P64)
+    v_star = torch.where(everything, torch.zeros_like(v_star), v_star)
+    r = torch.where(everything, 0.0, r).clamp(0, q32.shape[-1]).to(torch.int32)  # int: no copies below
+    tie = q32 == v_star[:, None]
+    tie_rank = torch.cumsum(tie, dim=-1, dtype=torch.int32)
+    return (q32 > v_star[:, None]) | (tie & (tie_rank <= r[:, None]))
 
 
 def nucleus_mask(q: torch.Tensor, P: torch.Tensor, *, sync: Optional[bool] = None) -> torch.Tensor:
@@ -292,9 +322,9 @@ def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torc
     cdf = torch.cumsum(w, dim=-1)
     x = u.double()[:, None] * cdf[:, -1:]
     idx = torch.searchsorted(cdf, x, right=True)
-    positive = w > 0
-    V = q.shape[-1]
-    last = V - 1 - positive.flip(-1).int().argmax(dim=-1, keepdim=True)
+    # the last token of positive probability is the first where the CDF reaches its total
+    # (later tokens add exact zeros); u < 1 never goes past it, this guards rounding only
+    last = torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)
     return torch.minimum(idx, last)[:, 0]
 
 
