@@ -84,8 +84,9 @@ def _torch_prepare(logits, T, P, check: bool):
 
 
 def _torch_nucleus(arr, T, P):
-    """``(z, q, candidates)``: scaled logits, probabilities and the candidate nucleus with
-    greedy rows folded in (only the argmax kept, proven)."""
+    """``(full, cand)``: the candidate nucleus with greedy rows folded in (only the argmax
+    kept, proven), and ``full(rows)``, the scaled logits ``z`` and probabilities ``q`` of
+    those rows (all rows for ``None``), which only the fallback needs."""
     import torch
 
     from . import torch_nucleus as N
@@ -93,9 +94,8 @@ def _torch_nucleus(arr, T, P):
     greedy = T < GREEDY_TEMPERATURE
     Tg = torch.where(greedy, torch.ones_like(T), T)
     cmax = N.chunk_max(arr)  # one pass: row maximum, argmax and candidate chunks from it
-    z = (arr - cmax.amax(dim=-1, keepdim=True)) / Tg[:, None]
-    q = torch.softmax(z, dim=-1)
-    cand = N.candidate_nucleus(q, P, key_cmax=cmax)
+    row_max = cmax.amax(dim=-1)
+    cand = N.logit_candidates(arr, row_max, Tg, P, cmax)
     argmax = N.first_argmax(arr, cmax)
     # greedy rows: every candidate slot is the argmax (so a scatter writes one value), all
     # "kept" with cumulative mass 1, so the draw returns slot 0 = the argmax
@@ -104,7 +104,17 @@ def _torch_nucleus(arr, T, P):
     keep = cand.keep | g
     cum = torch.where(g, torch.ones_like(cand.cum), cand.cum)
     cand = N.Candidates(ids, cand.q, keep, cum, cand.proven | greedy)
-    return z, q, cand
+
+    def full(rows=None):
+        a, m, t = (arr, row_max, Tg) if rows is None else (arr[rows], row_max[rows], Tg[rows])
+        z = (a - m[:, None]) / t[:, None]
+        return z, torch.softmax(z, dim=-1)
+
+    def kept_z():
+        """``z`` at the candidate ids (the same arithmetic as ``full``)."""
+        return (arr.gather(-1, ids) - row_max[:, None]) / Tg[:, None]
+
+    return full, kept_z, cand
 
 
 def _sync_mode(sync: Optional[bool], device) -> bool:
@@ -146,19 +156,20 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     import torch
 
     arr, T, P = _torch_prepare(logits, T, P, check)
-    z, q, cand = _torch_nucleus(arr, T, P)
-    kept_z = torch.where(cand.keep, z.gather(-1, cand.ids).clamp_min(fill), fill)
-    out = torch.full_like(z, fill).scatter_(-1, cand.ids, kept_z)
+    full, kept_z, cand = _torch_nucleus(arr, T, P)
     if _sync_mode(sync, arr.device):
         if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
+            z, q = full()
             return torch.where(_fallback_mask(q, P, sync=True), z.clamp_min(fill), fill)
+        out = torch.full_like(arr, fill).scatter_(-1, cand.ids, torch.where(cand.keep, kept_z().clamp_min(fill), fill))
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
-            mask = _fallback_mask(q[rows], P[rows], sync=True)
-            out[rows] = torch.where(mask, z[rows].clamp_min(fill), fill)
+            z, q = full(rows)
+            out[rows] = torch.where(_fallback_mask(q, P[rows], sync=True), z.clamp_min(fill), fill)
         return out
-    mask = _fallback_mask(q, P)
-    return torch.where(cand.proven[:, None], out, torch.where(mask, z.clamp_min(fill), fill))
+    z, q = full()
+    out = torch.full_like(z, fill).scatter_(-1, cand.ids, torch.where(cand.keep, kept_z().clamp_min(fill), fill))
+    return torch.where(cand.proven[:, None], out, torch.where(_fallback_mask(q, P), z.clamp_min(fill), fill))
 
 
 def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync: Optional[bool] = None):
@@ -170,16 +181,19 @@ def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync
     from . import torch_nucleus as N
 
     arr, T, P = _torch_prepare(logits, T, P, check)
-    z, q, cand = _torch_nucleus(arr, T, P)
+    full, _, cand = _torch_nucleus(arr, T, P)
     u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
     token = N.draw_from_candidates(cand, u)
     if _sync_mode(sync, arr.device):
         if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
+            _, q = full()
             return N.draw_from_mask(q, _fallback_mask(q, P, sync=True), u)
         if not bool(cand.proven.all()):
             rows = (~cand.proven).nonzero()[:, 0]
-            token[rows] = N.draw_from_mask(q[rows], _fallback_mask(q[rows], P[rows], sync=True), u[rows])
+            _, q = full(rows)
+            token[rows] = N.draw_from_mask(q, _fallback_mask(q, P[rows], sync=True), u[rows])
         return token
+    _, q = full()
     return torch.where(cand.proven, token, N.draw_from_mask(q, _fallback_mask(q, P), u))
 
 

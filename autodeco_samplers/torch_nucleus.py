@@ -12,7 +12,8 @@ tail tokens at ``P = 1``). Greedy rows (``T < 1e-6``) keep only ``argmax l`` (lo
 
 Two exact algorithms, neither sorts the vocabulary:
 
-**Candidates** (:func:`candidate_nucleus`; fixed shapes, no host synchronisation). The row is
+**Candidates** (:func:`candidate_nucleus`, :func:`logit_candidates`; fixed shapes, no host
+synchronisation). The row is
 cut into chunks of ``S`` tokens; the ``KC`` chunks with the largest maxima are gathered
 (``KC * S`` tokens) and ``torch.topk`` takes the ``K`` largest of those. Let ``floor`` be the
 larger of the ``(KC+1)``-th largest chunk maximum and the ``(K+1)``-th largest gathered value.
@@ -20,10 +21,12 @@ larger of the ``(KC+1)``-th largest chunk maximum and the ``(K+1)``-th largest g
 1. Every token with ``q > floor`` is among the ``K`` candidates: its chunk's maximum is
    ``>= q > `` the ``(KC+1)``-th largest chunk maximum, so its chunk was gathered, and among
    the gathered values it exceeds the ``(K+1)``-th largest. The step ranks chunks by their
-   maximum *logit* instead (one pass it needs anyway; ``q`` is a non-decreasing function of
-   the logit in a row): every token outside the ``KC`` best chunks has a logit at most the
-   ``(KC+1)``-th chunk's maximum, hence ``q`` at most the largest ``q`` of that chunk, which
-   is then the chunk floor. So the candidates with
+   maximum *logit* instead (:func:`logit_candidates`; one pass it needs anyway; ``q`` is a
+   non-decreasing function of the logit in a row): every token outside the ``KC`` best
+   chunks has a logit at most the ``(KC+1)``-th chunk's maximum ``m``, hence ``q`` at most
+   ``q(m)``, which is then the chunk floor. There ``q`` is never computed for the whole row:
+   only the row's sum ``S`` (one blocked pass, :func:`exp_sum`) and ``q`` at the gathered
+   tokens and at ``m``. So the candidates with
    ``q > floor``, sorted by (descending ``q``, ascending id), are exactly the first entries of
    the canonical order of the whole row (ties above ``floor`` lie entirely inside).
 2. Their exclusive prefix sums (float64, sequential ``cumsum``) are the reference's sums of
@@ -48,10 +51,14 @@ equal tokens of lower id)``. Let ``v*`` be the smallest value present with ``M(v
   kept iff ``j < (P - M(v*)) / v*``, i.e. the first ``r = ceil((P - M(v*)) / v*)`` of them.
 
 ``M`` is non-increasing and changes only at values present in the row, and non-negative
-float32 values are ordered like their int32 bit patterns, so the smallest pattern with
-``M < P`` (found by bisection: 31 masked sums, one pass each) is ``v*``. If the whole mass is
-below ``P`` (or ``P >= 1``) every token of positive probability is kept. ``M`` here is a float64
-pairwise sum where the reference adds sequentially; the two differ by ~1e-16 per token, so
+float32 values are ordered like their int32 bit patterns, so ``v*`` is found digit by digit of
+its pattern (radix select, three digits of 11, 10 and 10 bits): a float64 histogram of the
+mass per digit value, over the tokens whose higher digits equal those already found, added
+from the top digit down on top of the mass of the higher bins, crosses ``P`` in exactly one
+bin, which holds ``v*``; after the last digit the mass of the higher bins is ``M(v*)``. Three
+histograms, a few passes each, instead of a sort. If the whole mass is below ``P`` (or
+``P >= 1``) every token of positive probability is kept. ``M`` here is a float64 sum in
+another order than the reference's sequential one; the two differ by ~1e-16 per token, so
 only tokens whose exclusive sum lies that close to ``P`` can land on the other side, which the
 conformance checker allows (``docs/conformance.md``: within 1e-5 of ``P`` either side is
 accepted).
@@ -76,6 +83,8 @@ __all__ = [
     "CANDIDATES",
     "Candidates",
     "candidate_nucleus",
+    "logit_candidates",
+    "exp_sum",
     "threshold_nucleus",
     "nucleus_mask",
     "draw_from_candidates",
@@ -141,15 +150,11 @@ def first_argmax(x: torch.Tensor, cmax: Optional[torch.Tensor] = None, chunk: in
     return c0 * chunk + inside.argmax(dim=-1)
 
 
-def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int, key_cmax: Optional[torch.Tensor] = None):
+def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int):
     """The ``chunks`` chunks of largest maximum: candidate ids ``[B, chunks*chunk]`` (ascending
-    chunk order), their values (``-1`` for padding) and the chunk floor ``[B]`` (every token
-    outside the gathered chunks has ``q <= floor``).
-
-    With ``key_cmax`` (the :func:`chunk_max` of a tensor ``q`` is a non-decreasing function of
-    per row, e.g. the logits), chunks are ranked by it; the ``(chunks+1)``-th ranked chunk
-    holds the token of the largest key outside the gathered chunks, so its largest ``q`` is
-    the floor."""
+    chunk order), their values (``-1`` for padding) and the chunk floor ``[B]`` (the
+    ``(chunks+1)``-th largest chunk maximum: every token outside the gathered chunks has
+    ``q <= floor``)."""
     B, V = q.shape
     C = -(-V // chunk)
     pad = C * chunk - V
@@ -157,17 +162,11 @@ def _gather_chunks(q: torch.Tensor, chunk: int, chunks: int, key_cmax: Optional[
     if chunks >= C:
         ids = torch.arange(C * chunk, device=q.device).expand(B, -1)
         return ids, qp, q.new_full((B,), -1.0)
-    if key_cmax is None:
-        cmax = qp.view(B, C, chunk).amax(dim=-1)
-        top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
-        floor = top.values[:, chunks]
-    else:
-        top = torch.topk(key_cmax, chunks + 1, dim=-1, sorted=True)
-        last = top.indices[:, chunks:] * chunk + torch.arange(chunk, device=q.device)
-        floor = qp.gather(-1, last).amax(dim=-1)
+    cmax = qp.view(B, C, chunk).amax(dim=-1)
+    top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
     sel = torch.sort(top.indices[:, :chunks], dim=-1).values
     ids = (sel[:, :, None] * chunk + torch.arange(chunk, device=q.device)).reshape(B, chunks * chunk)
-    return ids, qp.gather(-1, ids), floor
+    return ids, qp.gather(-1, ids), top.values[:, chunks]
 
 
 def top_k_values(q: torch.Tensor, k: int) -> torch.Tensor:
@@ -183,7 +182,7 @@ def top_k_values(q: torch.Tensor, k: int) -> torch.Tensor:
 
 def candidate_nucleus(
     q: torch.Tensor, P: torch.Tensor, *, k: int = CANDIDATES, chunk: int = CHUNK, chunks: int = CHUNKS,
-    small_v: int = _SMALL_V, key_cmax: Optional[torch.Tensor] = None,
+    small_v: int = _SMALL_V,
 ) -> Candidates:
     """The nucleus of each row among at most ``k`` candidates (see the module docstring).
 
@@ -195,10 +194,76 @@ def candidate_nucleus(
     B, V = q.shape
     if V <= max(small_v, k + 1):
         ids = torch.arange(V, device=q.device).expand(B, -1)
-        cand_ids, cand_q = _canonical(ids, q)
-        floor = q.new_full((B,), -1.0)
+        return _candidates(ids, q, q.new_full((B,), -1.0), P, V, chunk)
+    ids, vals, floor = _gather_chunks(q, chunk, chunks)
+    return _candidates(ids, vals, floor, P, k, chunk, V)
+
+
+def logit_candidates(
+    logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor, P: torch.Tensor, cmax: torch.Tensor, *,
+    k: int = CANDIDATES, chunk: int = CHUNK, chunks: int = CHUNKS, small_v: int = _SMALL_V,
+) -> Candidates:
+    """:func:`candidate_nucleus` of ``q = softmax((l - max l) / T)`` without computing ``q``
+    for the whole row: chunks are ranked by their maximum *logit* (``cmax``, from
+    :func:`chunk_max` with the same ``chunk``), and ``q`` is evaluated only at the gathered
+    tokens, as ``exp((l - max l) / T) / S`` with ``S`` the row's sum (:func:`exp_sum`).
+
+    ``q`` is a non-decreasing function of the logit in a row, so the ``(chunks+1)``-th ranked
+    chunk's maximum logit gives the floor (module docstring). Rows are proven only when the
+    last kept candidate exceeds the floor by a relative ``1e-6``, so an ``exp`` that is off
+    monotonic by an ulp or two cannot break the proof.
+
+    Args:
+        logits: ``[B, V]`` float32 logits; ``row_max`` ``[B]`` their row maxima; ``T`` ``[B]``
+            positive temperatures (greedy rows folded in by the caller).
+    """
+    B, V = logits.shape
+    S = exp_sum(logits, row_max, T)
+
+    def prob(values: torch.Tensor) -> torch.Tensor:
+        return torch.exp(((values - row_max[:, None]) / T[:, None]).clamp_(min=EXP_FLOOR)) / S[:, None]
+
+    no_floor = logits.new_full((B,), -1.0)
+    if V <= max(small_v, k + 1):  # every token is a candidate
+        return _candidates(torch.arange(V, device=logits.device).expand(B, -1), prob(logits), no_floor, P, V, chunk)
+    if chunks >= cmax.shape[-1]:  # every chunk is gathered: the k largest of the row
+        return _candidates(torch.arange(V, device=logits.device).expand(B, -1), prob(logits), no_floor, P, k, chunk, V)
+    top = torch.topk(cmax, chunks + 1, dim=-1, sorted=True)
+    sel = torch.sort(top.indices[:, :chunks], dim=-1).values
+    ids = (sel[:, :, None] * chunk + torch.arange(chunk, device=logits.device)).reshape(B, chunks * chunk)
+    vals = torch.where(ids < V, prob(logits.gather(-1, ids.clamp_max(V - 1))), -1.0)  # -1: padding
+    floor = prob(top.values[:, chunks:chunks + 1])[:, 0] * (1.0 + 1e-6)
+    return _candidates(ids, vals, floor, P, k, chunk, V)
+
+
+EXP_FLOOR = -70.0
+"""Exponents below this are raised to it where only sums and the largest values matter:
+``exp`` then never returns a subnormal number (up to 50x slower on CPUs), and a row's sum
+grows by at most ``V * e^-70`` (< 1e-25 at V = 152k). Such tokens (``q < 4e-31``) never
+enter a nucleus with ``P < 1``, whose float32 gaps near 1 are 6e-8."""
+
+
+def exp_sum(logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor, block: int = 1 << 19) -> torch.Tensor:
+    """``sum exp(max((l - max l) / T, EXP_FLOOR))`` per row ``[B]``, by column blocks through
+    one small scratch buffer (no ``[B, V]`` temporary, whose page faults cost more than the
+    arithmetic)."""
+    B, V = logits.shape
+    cols = max(1, min(V, block // max(B, 1)))
+    scratch = logits.new_empty(B, cols)
+    total = logits.new_zeros(B)
+    m, t = row_max[:, None], T[:, None]
+    for start in range(0, V, cols):
+        part = logits[:, start:start + cols]
+        total += torch.sub(part, m, out=scratch[:, : part.shape[1]]).div_(t).clamp_(min=EXP_FLOOR).exp_().sum(dim=-1)
+    return total
+
+
+def _candidates(ids, vals, floor, P, k, chunk, V=None) -> Candidates:
+    """The candidates among the gathered ``(ids, vals)`` (``vals`` ``-1`` for padding): the
+    ``k`` largest in canonical order, their kept prefix, and which rows are proven."""
+    if V is None:  # every token gathered, no padding
+        cand_ids, cand_q = _canonical(ids, vals)
     else:
-        ids, vals, floor = _gather_chunks(q, chunk, chunks)
         # at least (gathered chunks - 1) * chunk + 1 gathered values are real (only the last
         # chunk of the row is padded with -1), so the k + 1 largest are never padding
         gathered_all = ids.shape[1] >= V

@@ -11,8 +11,12 @@ x 8, peaked like a mid-size model's) and hidden states (random, width 1024), wit
 * (a) ``hf``: transformers' ``TemperatureLogitsWarper(0.8)`` + ``TopPLogitsWarper(0.9)`` +
   softmax + ``torch.multinomial`` (what ``generate(do_sample=True)`` does per step);
 * (b) ``softmax``: one ``torch.softmax`` over the same logits (a lower bound on any sampler);
-* pieces of the step: ``heads`` (both heads with the top-p head's statistics) and ``rule``
-  (nucleus + draw for the used T and P);
+* pieces of the step: ``heads`` (both heads with the top-p head's statistics), ``stats``
+  (the statistics alone) and ``rule`` (nucleus + draw for the used T and P);
+* ``rule_wide``: the rule on rows whose nucleus is far wider than the candidates (logits
+  random normal x 1, T 1, P 0.9: tens of thousands of kept tokens), i.e. the exact threshold
+  search every row takes when the candidates cannot prove its nucleus (HF's cost does not
+  depend on the nucleus);
 * NumPy ``numpy_step`` (:func:`autodeco_samplers.step.numpy_step`, one row at a time as
   llama.cpp needs) against (c) ``llama_native``: llama.cpp's own sampler chain
   ``temp -> top_p -> dist`` applied per token to the same logits through
@@ -81,6 +85,7 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
     with torch.no_grad():
         T_pred, P_pred = heads(hidden, logits)
     T, P = policy.apply(T_pred, P_pred)
+    wide = torch.randn(batch, vocab, generator=g).to(device)
 
     fns = {
         "step": lambda: torch_step_sample(hidden, logits, heads, policy, gen),
@@ -90,6 +95,7 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
         "heads": lambda: heads(hidden, logits),
         "stats": lambda: torch_ops.probability_stats(logits, T_pred, check=False),
         "rule": lambda: torch_rule_sample(logits, T, P, gen),
+        "rule_wide": lambda: torch_rule_sample(wide, 1.0, 0.9, gen),
     }
     with torch.no_grad():
         t = alternate(fns, repeats, device)
@@ -99,6 +105,7 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
         "hf_over_step": ms["hf"] / ms["step"],
         "step_over_softmax": ms["step"] / ms["softmax"],
         "step_logits_over_softmax": ms["step_logits"] / ms["softmax"],
+        "hf_over_rule_wide": ms["hf"] / ms["rule_wide"],
         "T_used_mean": float(T.mean()), "P_used_mean": float(P.mean()),
     }
 
