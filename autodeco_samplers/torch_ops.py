@@ -123,14 +123,15 @@ def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) ->
     B, V = arr.shape
     scale = (T + STATS_TEMPERATURE_EPS).reciprocal()[:, None]
     top = torch_nucleus.top_k_values(arr, min(5, V))  # the largest logits, no sort of the row
-    # exponents below -70 are raised to -70 (then q >= e^-70 / V: no subnormal numbers, which
-    # are slow on CPUs); this moves each feature by at most V * e^-70 (< 1e-25 at V = 152k)
-    e = (arr - top[:, :1]).mul_(scale).clamp_(min=-70.0).exp_()
+    # exponents below EXP_FLOOR = -70 are raised to it (no subnormal numbers, which are slow on
+    # CPUs); this moves each feature by at most V * e^-70 (< 1e-25 at V = 152k)
+    floor = torch_nucleus.EXP_FLOOR
+    e = (arr - top[:, :1]).mul_(scale).clamp_(min=floor).exp_()
     S = e.sum(dim=-1)
     sum_sq, sum_e_log = _exp_sums(e, ENTROPY_EPS * S)
     entropy = torch.log(S) - sum_e_log / S
     var = (sum_sq / (S * S) - 1.0 / V) / (V - 1) if V > 1 else torch.zeros_like(S)
-    top_e = ((top - top[:, :1]) * scale).clamp_(min=-70.0).exp_()
+    top_e = ((top - top[:, :1]) * scale).clamp_(min=floor).exp_()
     return torch.stack([1.0 / S, entropy, var, top_e.sum(dim=-1) / S], dim=-1)
 
 
