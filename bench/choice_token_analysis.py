@@ -2,7 +2,7 @@
 """Why do the AutoDeco heads keep P near 1 at the choice token? Measurements on the training data.
 
     python bench/choice_token_analysis.py                      # embedded default model
-    python bench/choice_token_analysis.py --base B --heads H   # any model trained on the task
+    python bench/choice_token_analysis.py --model B --heads H   # any model trained on the task
 
 For the *choice token* (the first completion token: one of the prompt's listed words, each
 right with probability 1/k in the data) of ``--records`` training prompts (the same generator
@@ -302,7 +302,8 @@ def dynamics(base_dir, spec, probe_records, *, every=50, data_seed=3):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", default=None)
+    p.add_argument("--model", "--base", dest="base", default=None,
+                   help="backbone folder, as the CLI's --model (default: the embedded default model's base/)")
     p.add_argument("--heads", default=None)
     p.add_argument("--records", type=int, default=2000)
     p.add_argument("--data-seed", type=int, default=3, help="training_records seed (the default build uses seed + 3 for the heads)")

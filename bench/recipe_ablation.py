@@ -59,7 +59,8 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=24)
     p.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="evaluate on the held-out prompts (default) or on prompts from training sets (for choosing a variant)")
-    p.add_argument("--base", default=None, help="backbone folder (default: the embedded default model's base/)")
+    p.add_argument("--model", "--base", dest="base", default=None,
+                   help="backbone folder, as the CLI's --model (default: the embedded default model's base/)")
     p.add_argument("--work", default="/tmp/autodeco_recipe_ablation", help="where trained heads are kept")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "recipe_ablation.json"))
     args = p.parse_args()

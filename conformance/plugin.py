@@ -20,7 +20,12 @@ from __future__ import annotations
 
 def pytest_addoption(parser):
     group = parser.getgroup("autodeco", "AutoDeco conformance")
-    group.addoption("--autodeco-engines", nargs="+", default=None, help="conformance engines to run (default: all known)")
+    group.addoption(
+        "--autodeco-engines",
+        nargs="+",
+        default=None,
+        help="conformance engines to run, space- or comma-separated (default: all known)",
+    )
     group.addoption("--autodeco-examples", type=int, default=60, help="Hypothesis examples per engine (kernel level)")
     group.addoption(
         "--autodeco-seed",
@@ -45,8 +50,22 @@ def pytest_generate_tests(metafunc):
     if "autodeco_engine_name" in metafunc.fixturenames:
         from autodeco_samplers.conformance.engines import engine_names
 
-        names = metafunc.config.getoption("autodeco_engines") or engine_names()
+        names = selected_engines(metafunc.config.getoption("autodeco_engines"), engine_names())
         metafunc.parametrize("autodeco_engine_name", names)
+
+
+def selected_engines(given, known):
+    """The engines named by ``--autodeco-engines`` (``a b`` or ``a,b``; all ``known`` when
+    not given); an unknown name is a usage error that lists the known ones."""
+    import pytest
+
+    if not given:
+        return list(known)
+    names = [n.strip() for item in given for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise pytest.UsageError(f"--autodeco-engines: unknown engine(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
 
 
 def _engine(name):

@@ -145,6 +145,17 @@ def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
     assert "2 passed" in res.stdout and "torch-cuda: no CUDA device" in res.stdout
 
 
+def test_pytest_plugin_takes_comma_separated_engines_and_names_unknown_ones(tmp_path):
+    base = [sys.executable, "-m", "pytest", "--pyargs", "autodeco_samplers.conformance", "-q", "-p", "no:cacheprovider",
+            "--autodeco-examples", "5"]
+    ok = subprocess.run(base + ["--autodeco-engines", "numpy,torch-cpu"], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "2 passed" in ok.stdout
+    bad = subprocess.run(base + ["--autodeco-engines", "numpy,nosuch"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "unknown engine(s) nosuch" in bad.stdout + bad.stderr and "known: " in bad.stdout + bad.stderr
+
+
 @pytest.mark.parametrize("name", engine_names())
 def test_every_registered_engine_passes_every_level_it_implements(name):
     """CI runs the suite over every engine present (``KERNEL_EXAMPLES`` kernel cases each, plus
