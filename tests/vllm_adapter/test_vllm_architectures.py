@@ -9,7 +9,7 @@ from _engine import GREEDY_REQUEST, PROMPTS, SAMPLED_REQUEST, STEPS, run_engine
 from _reference import canonical_steps, hf_greedy, load_hf
 
 
-@pytest.mark.parametrize("arch", ["qwen3"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen2", "mistral", "qwen3_moe"])
 def test_architecture_greedy_and_logprobs(arch, tmp_path_factory):
     from _models import build_prepared
 
