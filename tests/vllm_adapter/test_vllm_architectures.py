@@ -1,4 +1,5 @@
-"""Another architecture on a real engine: Qwen3 (q/k norms, explicit head_dim) via the same mixin."""
+"""Every other architecture of the plugin on a real engine (Qwen3, Qwen2, Mistral, Qwen3-MoE,
+GPT-OSS; Llama is the other modules' model): greedy equals HF, logprobs are canonical."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from _engine import GREEDY_REQUEST, PROMPTS, SAMPLED_REQUEST, STEPS, run_engine
 from _reference import canonical_steps, hf_greedy, load_hf
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "qwen2", "mistral", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen2", "mistral", "qwen3_moe", "gpt_oss"])
 def test_architecture_greedy_and_logprobs(arch, tmp_path_factory):
     from _models import build_prepared
 
