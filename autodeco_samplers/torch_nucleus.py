@@ -85,6 +85,7 @@ __all__ = [
     "candidate_nucleus",
     "logit_candidates",
     "exp_sum",
+    "column_blocks",
     "threshold_nucleus",
     "nucleus_mask",
     "draw_from_candidates",
@@ -243,18 +244,30 @@ grows by at most ``V * e^-70`` (< 1e-25 at V = 152k). Such tokens (``q < 4e-31``
 enter a nucleus with ``P < 1``, whose float32 gaps near 1 are 6e-8."""
 
 
-def exp_sum(logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor, block: int = 1 << 19) -> torch.Tensor:
-    """``sum exp(max((l - max l) / T, EXP_FLOOR))`` per row ``[B]``, by column blocks through
-    one small scratch buffer (no ``[B, V]`` temporary, whose page faults cost more than the
-    arithmetic)."""
-    B, V = logits.shape
+BLOCK_ELEMENTS = 1 << 19
+"""Elements per column block of :func:`column_blocks` (2 MiB of float32: stays in cache)."""
+
+
+def column_blocks(x: torch.Tensor, block: int = BLOCK_ELEMENTS):
+    """Yield ``(part, scratch)`` over column blocks of ``x`` ``[B, V]`` (about ``block``
+    elements each): ``part`` a view of the columns, ``scratch`` a same-shaped view of one
+    buffer reused for every block. Row-wise reductions through it need no ``[B, V]``
+    temporary, whose page faults cost more than the arithmetic at large ``B * V``."""
+    B, V = x.shape
     cols = max(1, min(V, block // max(B, 1)))
-    scratch = logits.new_empty(B, cols)
-    total = logits.new_zeros(B)
-    m, t = row_max[:, None], T[:, None]
+    buffer = x.new_empty(B, cols)
     for start in range(0, V, cols):
-        part = logits[:, start:start + cols]
-        total += torch.sub(part, m, out=scratch[:, : part.shape[1]]).div_(t).clamp_(min=EXP_FLOOR).exp_().sum(dim=-1)
+        part = x[:, start:start + cols]
+        yield part, buffer[:, : part.shape[1]]
+
+
+def exp_sum(logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``sum exp(max((l - max l) / T, EXP_FLOOR))`` per row ``[B]``, block by block
+    (:func:`column_blocks`)."""
+    total = logits.new_zeros(logits.shape[0])
+    m, t = row_max[:, None], T[:, None]
+    for part, scratch in column_blocks(logits):
+        total += torch.sub(part, m, out=scratch).div_(t).clamp_(min=EXP_FLOOR).exp_().sum(dim=-1)
     return total
 
 
