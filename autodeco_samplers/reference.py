@@ -42,6 +42,12 @@ STATS_TEMPERATURE_EPS = 1e-8
 ENTROPY_EPS = 1e-8
 SOFT_TOP_P_ALPHA = 30.0
 SOFT_TOP_P_EPS = 1e-9
+EXP_FLOOR = -70.0
+"""Not part of the rule: the fast paths raise exponents below this before ``exp`` where only
+sums and the largest values matter, so ``exp`` never returns a subnormal number (up to 50x
+slower on CPUs). A row's sum then grows by at most ``V e^-70`` (< 1e-25 at V = 152k), and
+such tokens (``q < 4e-31``) never enter a nucleus with ``P < 1``, whose float32 gaps near 1
+are 6e-8."""
 
 __all__ = [
     "GREEDY_TEMPERATURE",

@@ -23,6 +23,7 @@ from . import torch_nucleus
 from .errors import InvalidLogitsError, InvalidParameterError, ShapeError
 from .reference import (
     ENTROPY_EPS,
+    EXP_FLOOR,
     GREEDY_TEMPERATURE,
     SOFT_TOP_P_ALPHA,
     SOFT_TOP_P_EPS,
@@ -121,13 +122,12 @@ def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) ->
     top = torch_nucleus.top_k_values(arr, min(5, V))  # the largest logits, no sort of the row
     # exponents below EXP_FLOOR = -70 are raised to it (no subnormal numbers, which are slow on
     # CPUs); this moves each feature by at most V * e^-70 (< 1e-25 at V = 152k)
-    floor = torch_nucleus.EXP_FLOOR
-    e = (arr - top[:, :1]).mul_(scale).clamp_(min=floor).exp_()
+    e = (arr - top[:, :1]).mul_(scale).clamp_(min=EXP_FLOOR).exp_()
     S = e.sum(dim=-1)
     sum_sq, sum_e_log = _exp_sums(e, ENTROPY_EPS * S)
     entropy = torch.log(S) - sum_e_log / S
     var = (sum_sq / (S * S) - 1.0 / V) / (V - 1) if V > 1 else torch.zeros_like(S)
-    top_e = ((top - top[:, :1]) * scale).clamp_(min=floor).exp_()
+    top_e = ((top - top[:, :1]) * scale).clamp_(min=EXP_FLOOR).exp_()
     return torch.stack([1.0 / S, entropy, var, top_e.sum(dim=-1) / S], dim=-1)
 
 

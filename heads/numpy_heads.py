@@ -2,19 +2,21 @@
 
 ``T = 2 * sigmoid(W2 relu(W1 h + b1) + b2)`` and, with ``x = concat[h, T, stats]`` (enhanced
 features) or ``concat[h, T]``, ``P = sigmoid(W2' relu(W1' x + b1') + b2')``. The statistics
-come from :func:`autodeco_samplers.reference.probability_stats` with the *raw* predicted
-``T``. A disabled head predicts the fallback ``T = 1.0`` / ``P = 1.0``.
+are :func:`autodeco_samplers.reference.probability_stats` of the logits at the *raw* predicted
+``T``, computed by :mod:`autodeco_samplers.fast_stats` (equal, fewer passes). A disabled head
+predicts the fallback ``T = 1.0`` / ``P = 1.0``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
 from autodeco_samplers.errors import ShapeError
-from autodeco_samplers.reference import as_logits, probability_stats
+from autodeco_samplers.fast_stats import probability_stats as fast_probability_stats
+from autodeco_samplers.reference import as_logits
 
 from .config import HeadsConfig
 from .layout import TEMP, TOP_P, head_key
@@ -82,11 +84,16 @@ class AutoDecoHeads:
             return np.full(h.shape[0], FALLBACK_TEMPERATURE, dtype=self.dtype)
         return 2.0 * self._mlp(TEMP, h)
 
-    def predict(self, hidden: np.ndarray, logits: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, hidden: np.ndarray, logits: Optional[np.ndarray] = None, *, statistics: Optional[Callable] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """Predict ``(T, P)`` for ``hidden`` ``[B, H]`` and ``logits`` ``[B, V]``.
 
         ``logits`` may be omitted only when the top-p head does not use enhanced features
-        (see :attr:`needs_logits`).
+        (see :attr:`needs_logits`). ``statistics(logits, T) -> [B, 4]`` computes the top-p
+        head's features: by default :func:`autodeco_samplers.fast_stats.probability_stats`,
+        equal to the specification :func:`autodeco_samplers.reference.probability_stats`
+        (property-tested) in a third of its passes; pass the latter to use the spec itself.
         """
         h = self._hidden(hidden)
         T = self.predict_temperature(h)
@@ -99,7 +106,8 @@ class AutoDecoHeads:
             arr = as_logits(logits)
             if arr.shape[0] != h.shape[0]:
                 raise ShapeError(f"batch mismatch: hidden has {h.shape[0]} rows, logits have {arr.shape[0]}")
-            features.append(probability_stats(arr, T.astype(arr.dtype)).astype(self.dtype))
+            stats = (statistics or fast_probability_stats)(arr, T.astype(arr.dtype))
+            features.append(stats.astype(self.dtype))
         P = self._mlp(TOP_P, np.concatenate(features, axis=1))
         return T, P
 
