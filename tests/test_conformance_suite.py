@@ -146,11 +146,12 @@ def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
 
 
 def test_pytest_plugin_takes_comma_separated_engines_and_names_unknown_ones(tmp_path):
-    base = [sys.executable, "-m", "pytest", "--pyargs", "autodeco_samplers.conformance", "-q", "-p", "no:cacheprovider",
+    base = [sys.executable, "-m", "pytest", "--pyargs", "autodeco_samplers.conformance", "-v", "-p", "no:cacheprovider",
             "--autodeco-examples", "5"]
     ok = subprocess.run(base + ["--autodeco-engines", "numpy,torch-cpu"], cwd=tmp_path, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "2 passed" in ok.stdout
+    passed = [line.split("[", 1)[1].split("]", 1)[0] for line in ok.stdout.splitlines() if " PASSED" in line]
+    assert sorted(passed) == ["numpy-kernel", "numpy-sampling", "torch-cpu-kernel", "torch-cpu-sampling"], ok.stdout
     bad = subprocess.run(base + ["--autodeco-engines", "numpy,nosuch"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "unknown engine(s) nosuch" in bad.stdout + bad.stderr and "known: " in bad.stdout + bad.stderr
