@@ -20,6 +20,7 @@ import json
 import statistics
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def build_model(folder: Path, vocab: int, hidden: int, layers: int, heads: int, 
 
     def get(name: str) -> np.ndarray:
         shape = _expected_hf_shape(name, params)
-        rng = np.random.default_rng([seed, abs(hash(name)) % (2**31)])
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])  # str hash() differs per process
         if len(shape) == 1:
             return np.ones(shape, np.float32)
         scale = 1.0 / np.sqrt(shape[1])
