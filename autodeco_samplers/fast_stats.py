@@ -21,9 +21,13 @@ validates once for the heads and the nucleus.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .reference import ENTROPY_EPS, EXP_FLOOR, STATS_TEMPERATURE_EPS
+
+SQUARE_FLOOR = math.exp(EXP_FLOOR / 2)
 
 
 def probability_stats(logits: np.ndarray, T) -> np.ndarray:
@@ -51,7 +55,9 @@ def probability_stats(logits: np.ndarray, T) -> np.ndarray:
         np.maximum(e, dt(EXP_FLOOR), out=e)
         np.exp(e, out=e)
         S = e.sum()
-        sum_sq = np.square(e, out=scratch).sum()
+        # e below e^-35 is raised to it before squaring (e^-70 stays normal in float32; smaller
+        # squares are subnormal and slow): sum e^2 >= 1 grows by at most V e^-70
+        sum_sq = np.square(np.maximum(e, dt(SQUARE_FLOOR), out=scratch), out=scratch).sum()
         np.add(e, dt(ENTROPY_EPS) * S, out=scratch)
         np.log(scratch, out=scratch)
         sum_e_log = np.multiply(scratch, e, out=scratch).sum()

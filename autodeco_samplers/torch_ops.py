@@ -15,6 +15,7 @@ The training mask :func:`soft_top_p` sorts (it needs every prefix sum, with grad
 
 from __future__ import annotations
 
+import math
 from typing import Tuple, Union
 
 import torch
@@ -131,6 +132,9 @@ def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) ->
     return torch.stack([1.0 / S, entropy, var, top_e.sum(dim=-1) / S], dim=-1)
 
 
+_SQUARE_FLOOR = math.exp(EXP_FLOOR / 2)
+
+
 def _exp_sums(e: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(sum e^2, sum e log(e + c))`` per row of ``e`` ``[B, V]``, ``c`` ``[B]``, block by block
     (:func:`torch_nucleus.column_blocks`; torch's own summation, not a BLAS dot, which adds in
@@ -138,7 +142,9 @@ def _exp_sums(e: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
     sum_sq = e.new_zeros(e.shape[0])
     sum_e_log = e.new_zeros(e.shape[0])
     for part, scratch in torch_nucleus.column_blocks(e):
-        sum_sq += torch.mul(part, part, out=scratch).sum(dim=-1)
+        # e below e^-35 is raised to it before squaring (e^-70 stays normal in float32; smaller
+        # squares are subnormal and slow): sum e^2 >= 1 grows by at most V e^-70
+        sum_sq += torch.clamp(part, min=_SQUARE_FLOOR, out=scratch).square_().sum(dim=-1)
         sum_e_log += torch.add(part, c[:, None], out=scratch).log_().mul_(part).sum(dim=-1)
     return sum_sq, sum_e_log
 
