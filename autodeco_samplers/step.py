@@ -84,9 +84,10 @@ def _torch_prepare(logits, T, P, check: bool):
 
 
 def _torch_nucleus(arr, T, P):
-    """``(full, cand)``: the candidate nucleus with greedy rows folded in (only the argmax
-    kept, proven), and ``full(rows)``, the scaled logits ``z`` and probabilities ``q`` of
-    those rows (all rows for ``None``), which only the fallback needs."""
+    """``(full, kept_z, cand)``: the candidate nucleus with greedy rows folded in (only the
+    argmax kept, proven); ``full(rows)``, the scaled logits ``z`` and probabilities ``q`` of
+    those rows (all by default), which only the fallback needs; ``kept_z()``, ``z`` at the
+    candidate ids."""
     import torch
 
     from . import torch_nucleus as N
@@ -105,9 +106,8 @@ def _torch_nucleus(arr, T, P):
     cum = torch.where(g, torch.ones_like(cand.cum), cand.cum)
     cand = N.Candidates(ids, cand.q, keep, cum, cand.proven | greedy)
 
-    def full(rows=None):
-        a, m, t = (arr, row_max, Tg) if rows is None else (arr[rows], row_max[rows], Tg[rows])
-        z = (a - m[:, None]) / t[:, None]
+    def full(rows=slice(None)):
+        z = (arr[rows] - row_max[rows, None]) / Tg[rows, None]
         return z, torch.softmax(z, dim=-1)
 
     def kept_z():
@@ -117,31 +117,22 @@ def _torch_nucleus(arr, T, P):
     return full, kept_z, cand
 
 
+def _unproven_rows(cand):
+    """The rows the fallback must handle (reads ``proven`` on the host): None when every row
+    is proven, ``slice(None)`` when none is (views, no row copies), else their indices."""
+    if bool(cand.proven.all()):
+        return None
+    if not bool(cand.proven.any()):
+        return slice(None)
+    return (~cand.proven).nonzero()[:, 0]
+
+
 def _sync_mode(sync: Optional[bool], device) -> bool:
     """``sync=None``: synchronise (to run the threshold search only on the rows that need it)
     on the CPU, where it costs nothing; never on an accelerator (no stall, CUDA-graph safe)."""
     if sync is not None:
         return sync
     return device.type == "cpu"
-
-
-def _fallback_mask(q, P, sync: bool = False):
-    """Kept set for rows the candidates did not prove: every positive token when ``P >= 1``,
-    else the threshold search (with ``sync``, only on the rows that need it)."""
-    import torch
-
-    from . import torch_nucleus as N
-
-    whole = (P >= 1)[:, None]
-    if not sync:
-        return torch.where(whole, q > 0, N.threshold_nucleus(q, P))
-    if not bool(whole.any()):
-        return N.threshold_nucleus(q, P)
-    mask = q > 0
-    search = (P < 1).nonzero()[:, 0]
-    if search.numel():
-        mask[search] = N.threshold_nucleus(q[search], P[search])
-    return mask
 
 
 def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: bool = False, sync: Optional[bool] = None):
@@ -155,21 +146,20 @@ def torch_rule_logits(logits, T, P, *, fill: float = OUTSIDE_NUCLEUS, check: boo
     """
     import torch
 
+    from . import torch_nucleus as N
+
     arr, T, P = _torch_prepare(logits, T, P, check)
     full, kept_z, cand = _torch_nucleus(arr, T, P)
     if _sync_mode(sync, arr.device):
-        if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
-            z, q = full()
-            return torch.where(_fallback_mask(q, P, sync=True), z.clamp_min(fill), fill)
         out = torch.full_like(arr, fill).scatter_(-1, cand.ids, torch.where(cand.keep, kept_z().clamp_min(fill), fill))
-        if not bool(cand.proven.all()):
-            rows = (~cand.proven).nonzero()[:, 0]
+        rows = _unproven_rows(cand)
+        if rows is not None:
             z, q = full(rows)
-            out[rows] = torch.where(_fallback_mask(q, P[rows], sync=True), z.clamp_min(fill), fill)
+            out[rows] = torch.where(N.threshold_nucleus(q, P[rows]), z.clamp_min(fill), fill)
         return out
     z, q = full()
     out = torch.full_like(z, fill).scatter_(-1, cand.ids, torch.where(cand.keep, kept_z().clamp_min(fill), fill))
-    return torch.where(cand.proven[:, None], out, torch.where(_fallback_mask(q, P), z.clamp_min(fill), fill))
+    return torch.where(cand.proven[:, None], out, torch.where(N.threshold_nucleus(q, P), z.clamp_min(fill), fill))
 
 
 def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync: Optional[bool] = None):
@@ -185,16 +175,13 @@ def torch_rule_sample(logits, T, P, generator=None, *, check: bool = False, sync
     u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
     token = N.draw_from_candidates(cand, u)
     if _sync_mode(sync, arr.device):
-        if not bool(cand.proven.any()):  # every row needs the fallback: no row copies
-            _, q = full()
-            return N.draw_from_mask(q, _fallback_mask(q, P, sync=True), u)
-        if not bool(cand.proven.all()):
-            rows = (~cand.proven).nonzero()[:, 0]
+        rows = _unproven_rows(cand)
+        if rows is not None:
             _, q = full(rows)
-            token[rows] = N.draw_from_mask(q, _fallback_mask(q, P[rows], sync=True), u[rows])
+            token[rows] = N.draw_from_mask(q, N.threshold_nucleus(q, P[rows]), u[rows])
         return token
     _, q = full()
-    return torch.where(cand.proven, token, N.draw_from_mask(q, _fallback_mask(q, P), u))
+    return torch.where(cand.proven, token, N.draw_from_mask(q, N.threshold_nucleus(q, P), u))
 
 
 def _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check):
