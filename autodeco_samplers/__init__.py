@@ -11,54 +11,7 @@ their checkpoints, the decoding policy, the CLI); engine adapters live in
 [0.625, 0.375, 0.0]
 """
 
-import importlib.abc
-import importlib.util
-import sys
-from pathlib import Path
-
-_MAPPED = {"heads": "heads", "adapters": "adapters", "conformance": "conformance"}
-
-
-class _SourceTreeFinder(importlib.abc.MetaPathFinder):
-    """Maps ``autodeco_samplers.heads`` / ``.adapters`` / ``.conformance`` to the top-level
-    ``heads/``, ``adapters/``, ``conformance/`` folders of a source checkout.
-
-    The repository keeps those folders at the top level (docs/design.md section 6) and the
-    installers map them into this package. Python run from the repository root imports
-    *this* folder (the current directory comes first on ``sys.path``), which lacks them, so
-    after a regular (non-editable) install ``import autodeco_samplers.heads`` would fail
-    there. This finder is installed only when this ``__init__`` sits in such a checkout and
-    maps exactly those three names (their sub-packages follow from their ``__path__``); no
-    other folder of the checkout becomes importable. An editable install maps the same
-    names to the same folders, so both agree.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def find_spec(self, fullname, path=None, target=None):
-        prefix, _, name = fullname.partition(".")
-        if prefix != __name__ or name not in _MAPPED:
-            return None
-        folder = self.root / _MAPPED[name]
-        return importlib.util.spec_from_file_location(
-            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-
-
-def _install_source_tree_finder() -> None:
-    here = Path(__file__).resolve().parent
-    root = here.parent
-    if not (root / "pyproject.toml").is_file() or not all((root / d / "__init__.py").is_file() for d in _MAPPED.values()):
-        return  # an installed copy: the mapped packages sit inside this folder
-    if any(isinstance(f, _SourceTreeFinder) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _SourceTreeFinder(root))
-
-
-_install_source_tree_finder()
-
-from .errors import (  # noqa: E402
+from .errors import (
     AutoDecoError,
     CheckpointError,
     InvalidLogitsError,
@@ -66,10 +19,10 @@ from .errors import (  # noqa: E402
     ShapeError,
     UnsafeCheckpointError,
 )
-from .heads import AutoDecoHeads, HeadsConfig, load_heads  # noqa: E402
-from .interfaces import GenerationResult, Heads, StepOutput, TokenStep  # noqa: E402
-from .policy import DecodingPolicy  # noqa: E402
-from .reference import (  # noqa: E402
+from .heads import AutoDecoHeads, HeadsConfig, load_heads
+from .interfaces import GenerationResult, Heads, StepOutput, TokenStep
+from .policy import DecodingPolicy
+from .reference import (
     GREEDY_TEMPERATURE,
     next_token_distribution,
     nucleus_mask,
@@ -77,7 +30,7 @@ from .reference import (  # noqa: E402
     soft_top_p,
     temperature_probs,
 )
-from .sampler import AutoDecoSampler, sample  # noqa: E402
+from .sampler import AutoDecoSampler, sample
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,15 @@ The rule (docs/design.md section 3, following the official AutoDeco inference co
 * ``P_base`` is ``fixed_top_p`` when set, else the predicted ``P``;
   ``P_used = clamp(P_base * top_p, 0, 1)``.
 
-The request's ``temperature`` and ``top_p`` are therefore *multipliers* with default 1.0,
-which gives exactly the heads' predictions. Disabling one head is ``fixed_temperature=1.0``
+The policy's ``temperature`` and ``top_p`` are therefore *multipliers* with default 1.0,
+which gives exactly the heads' predictions.
+
+One request-knob rule for every engine (docs/design.md section 3): a policy is the
+deployment's setting (a server's or an attachment's); a request's own ``temperature`` /
+``top_p`` *multiply* the policy's multipliers and never replace them, and an absent request
+knob is 1.0. :meth:`DecodingPolicy.for_request` gives the policy of one request; batched
+engines pass per-row request multipliers to :meth:`DecodingPolicy.apply`, which composes them
+by the same product. Disabling one head is ``fixed_temperature=1.0``
 (or ``fixed_top_p=1.0``). The head *inputs* always see the raw predicted ``T``; the policy
 changes only what is used for sampling. Works on NumPy arrays and torch tensors alike.
 """
@@ -17,7 +24,7 @@ changes only what is used for sampling. Works on NumPy arrays and torch tensors 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from .errors import InvalidParameterError
@@ -93,15 +100,34 @@ class DecodingPolicy:
         """True when the policy uses the heads' predictions unchanged."""
         return self == DecodingPolicy()
 
+    def for_request(self, temperature: Optional[float] = None, top_p: Optional[float] = None) -> "DecodingPolicy":
+        """The policy one request decodes with: this policy's multipliers times the request's.
+
+        ``None`` (the request does not set the knob) is 1.0. Raises
+        :class:`InvalidParameterError` for a negative, NaN or infinite request knob.
+
+        >>> DecodingPolicy(temperature=0.5, top_p=0.9).for_request(temperature=2.0)
+        DecodingPolicy(temperature=1.0, top_p=0.9, min_temperature=None, max_temperature=None, fixed_temperature=None, fixed_top_p=None)
+        """
+        t = 1.0 if temperature is None else float(temperature)
+        p = 1.0 if top_p is None else float(top_p)
+        for name, value in (("temperature", t), ("top_p", p)):
+            if not math.isfinite(value) or value < 0:
+                raise InvalidParameterError(f"request {name} must be a finite number >= 0 (a multiplier), got {value!r}")
+        if t == 1.0 and p == 1.0:
+            return self
+        return replace(self, temperature=self.temperature * t, top_p=self.top_p * p)
+
     def apply(self, T_pred: Any, P_pred: Any, temperature: Any = None, top_p: Any = None) -> tuple[Any, Any]:
         """Return ``(T_used, P_used)`` for predicted ``[B]`` arrays or tensors.
 
-        ``temperature`` / ``top_p``, when given, are per-row ``[B]`` multipliers (one per
-        request of a batched engine) that replace this policy's scalar ones; the caller
-        guarantees they are finite and >= 0 (a row with temperature 0 is greedy).
+        ``temperature`` / ``top_p``, when given, are per-row ``[B]`` request multipliers (one
+        per request of a batched engine) that multiply this policy's scalar ones, exactly as
+        :meth:`for_request` does for one request; the caller guarantees they are finite and
+        >= 0 (a row with temperature 0 is greedy).
         """
-        t_mult = self.temperature if temperature is None else temperature
-        p_mult = self.top_p if top_p is None else top_p
+        t_mult = self.temperature if temperature is None else temperature * self.temperature
+        p_mult = self.top_p if top_p is None else top_p * self.top_p
         T_base = T_pred if self.fixed_temperature is None else _fill(T_pred, self.fixed_temperature)
         T_used = _clip(T_base, self.min_temperature, self.max_temperature) * t_mult
         P_base = P_pred if self.fixed_top_p is None else _fill(P_pred, self.fixed_top_p)

@@ -1,6 +1,7 @@
 """The decoding policy: request knobs as multipliers, clamps, overrides (docs/design.md section 3)."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
@@ -41,13 +42,31 @@ def test_request_temperature_zero_is_greedy():
     np.testing.assert_array_equal(ad.next_token_distribution(logits, T, P), [[0, 1, 0, 0]])
 
 
-def test_per_row_multipliers_replace_the_scalar_ones():
-    policy = ad.DecodingPolicy(temperature=3.0, top_p=0.1, max_temperature=1.5)
+def test_per_row_multipliers_multiply_the_scalar_ones():
+    """A request's multipliers compose with the policy's by a product (the one request-knob
+    rule): per-row ``apply`` and ``for_request`` give the same T and P."""
+    policy = ad.DecodingPolicy(temperature=3.0, top_p=0.5, max_temperature=1.5)
     T_pred = np.array([0.5, 2.0, 1.0])
     P_pred = np.array([0.5, 0.9, 0.8])
-    T, P = policy.apply(T_pred, P_pred, np.array([1.0, 0.5, 0.0]), np.array([1.0, 2.0, 0.5]))
-    np.testing.assert_allclose(T, [0.5, 0.75, 0.0])
-    np.testing.assert_allclose(P, [0.5, 1.0, 0.4])
+    t_req, p_req = np.array([1.0, 0.5, 0.0]), np.array([1.0, 2.0, 0.5])
+    T, P = policy.apply(T_pred, P_pred, t_req, p_req)
+    # T: clamp(T_pred, max 1.5) * 3.0 * request; P: clamp(P_pred * 0.5 * request, 0, 1)
+    np.testing.assert_allclose(T, [0.5 * 3.0, 1.5 * 3.0 * 0.5, 0.0])
+    np.testing.assert_allclose(P, [0.25, 0.9, 0.2])
+    for b in range(3):
+        Tb, Pb = policy.for_request(t_req[b], p_req[b]).apply(T_pred[b:b + 1], P_pred[b:b + 1])
+        np.testing.assert_allclose([Tb[0], Pb[0]], [T[b], P[b]])
     Tt, Pt = policy.apply(torch.from_numpy(T_pred), torch.from_numpy(P_pred), torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), None)
-    np.testing.assert_allclose(Tt.numpy(), [0.5, 0.75, 0.0])
-    np.testing.assert_allclose(Pt.numpy(), [0.05, 0.09, 0.08])
+    np.testing.assert_allclose(Tt.numpy(), [1.5, 2.25, 0.0])
+    np.testing.assert_allclose(Pt.numpy(), [0.25, 0.45, 0.4])
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_for_request_refuses_bad_knobs_by_name(bad):
+    policy = ad.DecodingPolicy()
+    with pytest.raises(ad.InvalidParameterError, match="temperature"):
+        policy.for_request(temperature=bad)
+    with pytest.raises(ad.InvalidParameterError, match="top_p"):
+        policy.for_request(top_p=bad)
+    assert policy.for_request() is policy
+    assert policy.for_request(0.0).temperature == 0.0

@@ -122,11 +122,8 @@ def test_request_top_p_filters_autodeco_distribution(engine_a, hf_model, heads, 
 
 
 def _with_knobs(policy, knobs):
-    from dataclasses import replace
-
     knobs = knobs or {}
-    return replace(policy, temperature=knobs.get("autodeco_temperature", policy.temperature),
-                   top_p=knobs.get("autodeco_top_p", policy.top_p))
+    return policy.for_request(knobs.get("autodeco_temperature"), knobs.get("autodeco_top_p"))
 
 
 def test_autodeco_multipliers_per_row_in_one_batch(engine_a, hf_model, heads, policy):

@@ -44,7 +44,6 @@ import copy
 import inspect
 import json
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -280,13 +279,7 @@ class AutoDecoAttachment:
                 "(AutoDeco sampling) or do_sample=False (greedy) with num_beams=1"
             )
         greedy = merged.do_sample is not True
-        for key in ("temperature", "top_p"):
-            if multipliers[key] < 0:
-                raise InvalidParameterError(f"{key} must be >= 0 with AutoDeco (a multiplier), got {multipliers[key]}")
-        base = proc.policy
-        policy = replace(
-            base, temperature=base.temperature * multipliers["temperature"], top_p=base.top_p * multipliers["top_p"]
-        )
+        policy = proc.policy.for_request(multipliers["temperature"], multipliers["top_p"])
 
         # 2. the per-call processor and the recording of per-row stopping criteria.
         call = _CallState(self, policy, greedy)

@@ -8,8 +8,9 @@ names AutoDeco's own knobs in ``SamplingParams.extra_args`` (OpenAI server:
 * ``autodeco_temperature`` (float >= 0): ``T_used = T_base * autodeco_temperature``; 0 is greedy;
 * ``autodeco_top_p`` (float >= 0): ``P_used = clamp(P_base * autodeco_top_p, 0, 1)``.
 
-Each replaces the server-wide multiplier of the folder's policy for that request (other
-policy fields, min/max/fixed, still apply). How they reach the model: vLLM builds
+Each multiplies the server-wide multiplier of the folder's policy for that request, the one
+request-knob rule of every engine (:meth:`DecodingPolicy.for_request`; other policy fields,
+min/max/fixed, still apply). How they reach the model: vLLM builds
 :class:`AutoDecoRequestKnobs` in each worker (entry-point group ``vllm.logits_processors``)
 and calls its ``update_state`` with every request added to, moved in or removed from the
 persistent batch *before* the forward pass; it keeps the non-default multipliers per batch
@@ -53,17 +54,18 @@ def request_multipliers(params: Any) -> Optional[Tuple[Optional[float], Optional
     return None if t is None and p is None else (t, p)
 
 
-def row_multipliers(rows: int, default_t: float, default_p: float, device) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Per-row ``[rows]`` multipliers for the ``rows`` logits rows of this step, or
-    ``(None, None)`` when no request of the batch set one. Only the first call after each
+def row_multipliers(rows: int, device) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Per-row ``[rows]`` request multipliers for the ``rows`` logits rows of this step (1.0
+    where a request set none; :meth:`DecodingPolicy.apply` multiplies them into the policy's),
+    or ``(None, None)`` when no request of the batch set one. Only the first call after each
     ``update_state`` (the sampling pass; vLLM refreshes the batch state every step) sees the
     table: a later call in the same step (a ``prompt_logprobs`` pass over prompt positions)
     uses the server's multipliers."""
     fresh, _BATCH["fresh"] = _BATCH["fresh"], False
     if not _ROWS or not fresh or rows != _BATCH["size"]:
         return None, None
-    t = torch.full((rows,), float(default_t), dtype=torch.float32)
-    p = torch.full((rows,), float(default_p), dtype=torch.float32)
+    t = torch.ones(rows, dtype=torch.float32)
+    p = torch.ones(rows, dtype=torch.float32)
     for row, (rt, rp) in _ROWS.items():
         if row < rows:
             if rt is not None:

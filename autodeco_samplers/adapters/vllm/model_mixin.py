@@ -85,7 +85,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         from .knobs import row_multipliers
 
         policy = self.autodeco_policy
-        t, p = row_multipliers(logits.shape[0], policy.temperature, policy.top_p, logits.device)
+        t, p = row_multipliers(logits.shape[0], logits.device)
         step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), policy, t, p)
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)
