@@ -113,21 +113,17 @@ def nucleus_candidates(q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]
                 positive = int(np.count_nonzero(q))
             complete = cand.size == positive
         if complete:
-            exclusive = inclusive - sorted_q
-            exclusive[0] = 0.0
-            keep = exclusive < P64
-            keep[0] = True
-            n = int(np.count_nonzero(keep))  # keep is a prefix: c_i grows along the order
-            return ids[:n], sorted_q[:n]
+            return _kept_prefix(ids, sorted_q, P64)
     # Fallback: a full sort in the reference order.
     order = descending_order_row(q)
-    sorted_q = q[order].astype(np.float64)
-    exclusive = np.cumsum(sorted_q) - sorted_q
-    exclusive[0] = 0.0
-    keep = exclusive < P64
-    keep[0] = True
-    n = int(np.count_nonzero(keep))
-    return order[:n], sorted_q[:n]
+    return _kept_prefix(order, q[order].astype(np.float64), P64)
+
+
+def _kept_prefix(ids: np.ndarray, sorted_q: np.ndarray, P: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The reference's keep test (:func:`reference.kept_in_order`) on tokens in canonical order;
+    the kept tokens are a prefix, returned as ``(ids, sorted_q)``."""
+    n = int(np.count_nonzero(R.kept_in_order(R.exclusive_prefix_sums(sorted_q)[None], P)))
+    return ids[:n], sorted_q[:n]
 
 
 def _prepare(logits: np.ndarray, T, P) -> Tuple[np.ndarray, float]:
@@ -166,5 +162,5 @@ def sample_next_token(logits: np.ndarray, T, P, rng: np.random.Generator) -> Tup
     :func:`reference.sample_tokens` does over the full row.
     """
     ids, probs = sparse_next_token_distribution(logits, T, P)
-    token = R.sample_tokens(probs[None, :], rng)[0]
+    token = R.inverse_cdf(probs[None, :], rng.random())[0]
     return int(ids[token]), ids, probs

@@ -1,9 +1,9 @@
 """The canonical AutoDeco decoding semantics as a NumPy reference (float64 capable).
 
-This module *is* the specification every engine adapter must reproduce; the torch
-implementations (:mod:`autodeco_samplers.step`, with the nucleus in
-:mod:`autodeco_samplers.torch_nucleus` and :mod:`autodeco_samplers.fast_nucleus`) follow it
-rule for rule and the conformance suite checks that they do. Nothing here imports torch, an
+This module *is* the specification every engine adapter must reproduce; the fast
+implementations (torch: :mod:`autodeco_samplers.torch_ops` with the kept set in
+:mod:`autodeco_samplers.torch_nucleus`; NumPy: :mod:`autodeco_samplers.fast_nucleus`, which
+calls this module's keep test and draw) follow it rule for rule and the conformance suite checks that they do. Nothing here imports torch, an
 engine or a fast path.
 
 Rules, for one row of logits ``l`` (shape ``[V]``) with temperature ``T`` and top-p ``P``:
@@ -56,9 +56,12 @@ __all__ = [
     "temperature_probs",
     "probability_stats",
     "descending_order",
+    "exclusive_prefix_sums",
+    "kept_in_order",
     "nucleus_mask",
     "next_token_distribution",
     "soft_top_p",
+    "inverse_cdf",
     "sample_tokens",
     "reference_step",
 ]
@@ -182,20 +185,39 @@ def descending_order(q: np.ndarray) -> np.ndarray:
     return np.argsort(-q, axis=1, kind="stable")
 
 
+def exclusive_prefix_sums(sorted_q: np.ndarray) -> np.ndarray:
+    """``c_i = sum_{j<i} q_(j)`` (float64, a sequential ``cumsum``) of rows ``[B, n]`` already in
+    the canonical order (descending ``q``, ties by ascending id)."""
+    sorted_q = np.asarray(sorted_q, dtype=np.float64)
+    exclusive = np.cumsum(sorted_q, axis=-1) - sorted_q
+    exclusive[..., 0] = 0.0
+    return exclusive
+
+
+def kept_in_order(exclusive: np.ndarray, P) -> np.ndarray:
+    """Rule 2, the keep test, on rows ``[B, n]`` of exclusive prefix sums in canonical order:
+    token ``(i)`` is kept iff ``c_i < P``; the first token always; ``P >= 1`` keeps every
+    token (so every token of positive probability, even when float32 ``q`` sums above 1).
+    The kept tokens are a prefix of the order. This is the one NumPy statement of the rule:
+    :func:`nucleus_mask`, :mod:`autodeco_samplers.fast_nucleus` and the conformance checker
+    call it."""
+    exclusive = np.atleast_2d(exclusive)
+    P = np.asarray(P, dtype=np.float64).reshape(-1, 1)
+    keep = (exclusive < P) | (P >= 1.0)
+    keep[:, 0] = True
+    return keep
+
+
 def nucleus_mask(q: np.ndarray, P) -> np.ndarray:
     """Rule 2: boolean ``[B, V]`` mask of the kept tokens for probabilities ``q``.
 
     Token ``(i)`` (in descending order, ties by ascending id) is kept iff the exclusive
-    prefix sum ``c_i < P``; the first token is always kept.
+    prefix sum ``c_i < P``; the first token is always kept (:func:`kept_in_order`).
     """
     q = np.atleast_2d(q)
     P = as_row_values(P, q.shape[0], "top_p", np.float64)
     order = descending_order(q)
-    sorted_q = np.take_along_axis(q, order, axis=1).astype(np.float64)
-    exclusive = np.cumsum(sorted_q, axis=1) - sorted_q
-    exclusive[:, 0] = 0.0
-    keep_sorted = (exclusive < P[:, None]) | (P[:, None] >= 1.0)
-    keep_sorted[:, 0] = True
+    keep_sorted = kept_in_order(exclusive_prefix_sums(np.take_along_axis(q, order, axis=1)), P)
     keep = np.zeros_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=1)
     return keep
@@ -251,18 +273,27 @@ def soft_top_p(q: np.ndarray, P, alpha: float = SOFT_TOP_P_ALPHA) -> np.ndarray:
     return weighted / (weighted.sum(axis=1, keepdims=True) + dtype.type(SOFT_TOP_P_EPS))
 
 
+def inverse_cdf(probs: np.ndarray, u) -> np.ndarray:
+    """The draw: per row of ``probs`` ``[B, n]`` (non-negative, not necessarily normalised),
+    the index of the first entry whose float64 cumulative sum exceeds ``u * total``, for
+    uniforms ``u`` ``[B]`` in ``[0, 1)``; never an entry of probability zero. The one NumPy
+    draw: :func:`sample_tokens`, the NumPy step and the llama.cpp adapter use it."""
+    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    cdf = np.cumsum(probs, axis=1)
+    x = np.asarray(u, dtype=np.float64).reshape(-1) * cdf[:, -1]
+    idx = (cdf <= x[:, None]).sum(axis=1)
+    last_nonzero = probs.shape[1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)
+    return np.minimum(idx, last_nonzero).astype(np.int64)
+
+
 def sample_tokens(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw one token id per row of ``probs`` (``[B, V]``) by inverse CDF with ``rng``.
 
-    One uniform number per row, so a seeded generator gives reproducible draws. A token
-    of probability zero is never drawn.
+    One uniform number per row (:func:`inverse_cdf`), so a seeded generator gives
+    reproducible draws. A token of probability zero is never drawn.
     """
-    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0]) * cdf[:, -1]
-    idx = (cdf <= u[:, None]).sum(axis=1)
-    last_nonzero = probs.shape[1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=1)
-    return np.minimum(idx, last_nonzero).astype(np.int64)
+    probs = np.atleast_2d(probs)
+    return inverse_cdf(probs, rng.random(probs.shape[0]))
 
 
 def reference_step(hidden: np.ndarray, logits: np.ndarray, heads, policy, *, temperature=None, top_p=None, distribution: bool = True):

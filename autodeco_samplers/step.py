@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import InvalidParameterError
 from .policy import DecodingPolicy
-from .reference import GREEDY_TEMPERATURE
+from .reference import GREEDY_TEMPERATURE, inverse_cdf
 
 __all__ = [
     "OUTSIDE_NUCLEUS",
@@ -305,14 +305,5 @@ def numpy_step(
     rows, T_pred, P_pred, T, P = numpy_step_distribution(hidden, logits, heads, policy, temperature=temperature, top_p=top_p)
     tokens = np.empty(len(rows), dtype=np.int64)
     for b, (ids, probs) in enumerate(rows):
-        tokens[b] = ids[_inverse_cdf(probs, rng.random())]
+        tokens[b] = ids[inverse_cdf(probs[None], rng.random())[0]]
     return StepOutput(tokens, T_pred, P_pred, T, P)
-
-
-def _inverse_cdf(probs: np.ndarray, u: float) -> int:
-    """Index of the first entry whose float64 cumulative sum exceeds ``u * total`` (never an
-    entry of probability zero)."""
-    cdf = np.cumsum(probs, dtype=np.float64)
-    idx = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
-    positive = np.flatnonzero(probs > 0)
-    return min(idx, int(positive[-1]))

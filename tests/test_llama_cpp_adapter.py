@@ -330,10 +330,10 @@ def test_adapter_never_imports_torch():
 def test_conformance_suite_all_levels(tmp_path):
     """The project's conformance suite against this adapter: kernel (Hypothesis), sampling
     (G test of the real sampler) and end-to-end (real llama.cpp vs transformers)."""
-    from autodeco_samplers.adapters.llama_cpp import conformance_engine
+    from autodeco_samplers.adapters.llama_cpp.conformance import LlamaCppEngine
     from autodeco_samplers.conformance.runner import run_end_to_end, run_kernel, run_sampling
 
-    engine = conformance_engine()
+    engine = LlamaCppEngine()
     assert engine.availability() == (True, "")
     for result in (run_kernel(engine, examples=60), run_sampling(engine), run_end_to_end(engine, workdir=tmp_path)):
         assert result.verdict == "pass", result

@@ -549,7 +549,7 @@ def test_step_logits_large_vocab_match_reference():
 
 
 def test_conformance_suite_passes_for_the_transformers_engine():
-    from autodeco_samplers.adapters.hf_conformance import TransformersEngine
+    from autodeco_samplers.adapters.transformers.conformance import TransformersEngine
     from autodeco_samplers.conformance.runner import run_engine
 
     results = run_engine(TransformersEngine(), examples=40)

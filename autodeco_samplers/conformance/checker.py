@@ -22,7 +22,14 @@ from typing import List, Optional
 
 import numpy as np
 
-from autodeco_samplers.reference import GREEDY_TEMPERATURE, as_logits, descending_order, temperature_probs
+from autodeco_samplers.reference import (
+    GREEDY_TEMPERATURE,
+    as_logits,
+    descending_order,
+    exclusive_prefix_sums,
+    kept_in_order,
+    temperature_probs,
+)
 
 DEFAULT_EPS = 1e-5
 
@@ -71,14 +78,15 @@ class Verdict:
 
 
 def reference_boundary(q: np.ndarray, P: np.ndarray):
-    """Per row: the sorted order and the exclusive prefix sums (float64) of ``q``."""
+    """Per row: the reference's exclusive prefix sums ``c`` (float64) in vocabulary order and
+    its kept set (:func:`reference.kept_in_order`), both ``[B, V]``."""
     order = descending_order(q)
-    sorted_q = np.take_along_axis(q, order, axis=1).astype(np.float64)
-    exclusive = np.cumsum(sorted_q, axis=1) - sorted_q
-    exclusive[:, 0] = 0.0
+    exclusive = exclusive_prefix_sums(np.take_along_axis(q, order, axis=1))
     c = np.empty_like(exclusive)
     np.put_along_axis(c, order, exclusive, axis=1)
-    return c
+    keep = np.zeros(q.shape, dtype=bool)
+    np.put_along_axis(keep, order, kept_in_order(exclusive, P), axis=1)
+    return c, keep
 
 
 def check_distribution(
@@ -111,9 +119,7 @@ def check_distribution(
     if probs.shape != arr.shape:
         raise ValueError(f"probs have shape {probs.shape}, logits {arr.shape}")
     q = temperature_probs(arr, T)
-    c = reference_boundary(q, P)
-    ref_keep = c < P[:, None]
-    ref_keep[np.arange(B), np.argmax(q, axis=1)] = True  # the first token is always kept
+    c, ref_keep = reference_boundary(q, P)
     rows: List[RowReport] = []
     max_tv = 0.0
     for b in range(B):

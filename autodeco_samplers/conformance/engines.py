@@ -202,8 +202,8 @@ def get_engine(name: str) -> Optional[ConformanceEngine]:
 
 # Adapter engines live next to their adapters, imported only when asked for.
 ENGINE_MODULES: Dict[str, Tuple[str, str]] = {
-    "transformers": ("autodeco_samplers.adapters.hf_conformance", "TransformersEngine"),
-    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp", "conformance_engine"),
+    "transformers": ("autodeco_samplers.adapters.transformers.conformance", "TransformersEngine"),
+    "llama-cpp": ("autodeco_samplers.adapters.llama_cpp.conformance", "LlamaCppEngine"),
     "sglang-transform": ("autodeco_samplers.adapters.sglang.conformance", "SGLangTransformEngine"),
     "vllm": ("autodeco_samplers.adapters.vllm.conformance", "VLLMEngine"),
 }

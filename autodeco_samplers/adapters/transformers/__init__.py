@@ -51,7 +51,7 @@ from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidPara
 from autodeco_samplers.interfaces import GenerationResult
 from autodeco_samplers.policy import DecodingPolicy
 
-from .hf_trace import AutoDecoTrace, build_trace
+from .trace import AutoDecoTrace, build_trace
 
 __all__ = [
     "AutoDecoAttachment",

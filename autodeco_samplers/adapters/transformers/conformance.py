@@ -15,7 +15,7 @@ Levels (see :mod:`autodeco_samplers.conformance.engines`):
   the heads, NumPy heads on a teacher-forced forward's ``output_hidden_states`` and the
   model's own (transformed) logits, so the adapter's ``_model_logits`` is checked too.
 
-Register with ``ENGINE_MODULES["transformers"] = ("autodeco_samplers.adapters.hf_conformance",
+Register with ``ENGINE_MODULES["transformers"] = ("autodeco_samplers.adapters.transformers.conformance",
 "TransformersEngine")``.
 """
 
@@ -52,7 +52,7 @@ class TransformersEngine(ConformanceEngine):
 
         from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 
-        from .transformers import AutoDecoAttachment, _CallState
+        from . import AutoDecoAttachment, _CallState
 
         from transformers import PretrainedConfig
 
@@ -102,7 +102,7 @@ class TransformersEngine(ConformanceEngine):
         from autodeco_samplers import load_heads
         from autodeco_samplers.tiny_models import build_tiny_model, build_tokenizer, save_tiny_heads
 
-        from .transformers import AutoDecoLogitsProcessor, attach
+        from . import AutoDecoLogitsProcessor, attach
 
         tok = build_tokenizer(256)
         tok.padding_side = "left"
