@@ -20,7 +20,7 @@ from .errors import (
     UnsafeCheckpointError,
 )
 from .heads import AutoDecoHeads, HeadsConfig, load_heads
-from .interfaces import GenerationResult, Heads, StepOutput, TokenStep
+from .interfaces import GenerationResult, Heads, NumpyStep, TokenStep
 from .policy import DecodingPolicy
 from .reference import (
     GREEDY_TEMPERATURE,
@@ -47,7 +47,7 @@ __all__ = [
     "InvalidLogitsError",
     "InvalidParameterError",
     "ShapeError",
-    "StepOutput",
+    "NumpyStep",
     "TokenStep",
     "UnsafeCheckpointError",
     "load_heads",

@@ -122,7 +122,7 @@ def sample_batch(
     the heads (when given); ``(T, P)`` used = the strategy's constants, or the heads'
     predictions through the default :class:`DecodingPolicy`; the token is drawn from the
     canonical distribution by the core step (:func:`autodeco_samplers.step.torch_step_sample`,
-    or :func:`~autodeco_samplers.step.torch_rule_sample` for static strategies) with a
+    or :func:`~autodeco_samplers.torch_ops.torch_rule_sample` for static strategies) with a
     ``torch.Generator`` seeded by ``seed``.
     Rows stop at EOS (later positions are padding and are not reported). For static
     strategies the heads run only when ``record_predictions`` (else ``T_pred``/``P_pred`` are NaN).
@@ -130,7 +130,8 @@ def sample_batch(
     import torch
 
     from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_rule_sample, torch_step_sample
+    from autodeco_samplers.step import torch_step_sample
+    from autodeco_samplers.torch_ops import torch_rule_sample
     from autodeco_samplers.training.trainer import HiddenCapture
 
     if strategy.kind == "autodeco" and heads is None:
@@ -154,7 +155,8 @@ def sample_batch(
             logits = out.logits[:, -1].float()
             hidden = cap.hidden[:, -1].float()
             if strategy.kind == "autodeco":
-                tok, _, T_pred, P_pred, T, P = torch_step_sample(hidden, logits, heads, policy, gen)
+                st = torch_step_sample(hidden, logits, heads, policy, gen)
+                tok, T_pred, P_pred, T, P = st.token_ids, st.T_pred, st.P_pred, st.T, st.P
             else:
                 if heads is not None and record_predictions:
                     T_pred, P_pred = heads(hidden, logits)

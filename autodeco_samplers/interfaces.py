@@ -93,16 +93,21 @@ def generation_schema() -> Dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class StepOutput:
-    """A batched sampling step: drawn ids and per-row predicted / used (T, P), all ``[B]``."""
+class NumpyStep:
+    """One batched NumPy step: per-row predicted and used (T, P), all ``[B]``, and what the
+    step produced: drawn ``token_ids`` ``[B]`` and/or the canonical ``probs`` ``[B, V]``
+    (``None`` when not produced). The torch twin is :class:`autodeco_samplers.step.TorchStep`
+    (same field names and meaning, ``logits`` in place of ``probs``)."""
 
-    token_ids: np.ndarray
     T_pred: np.ndarray
     P_pred: np.ndarray
     T: np.ndarray
     P: np.ndarray
+    token_ids: Optional[np.ndarray] = None
+    probs: Optional[np.ndarray] = None
 
     def row(self, i: int) -> TokenStep:
+        """Row ``i`` as the :class:`TokenStep` a generation records (needs ``token_ids``)."""
         return TokenStep(
             int(self.token_ids[i]), float(self.T_pred[i]), float(self.P_pred[i]), float(self.T[i]), float(self.P[i])
         )

@@ -49,8 +49,14 @@ slower on CPUs). A row's sum then grows by at most ``V e^-70`` (< 1e-25 at V = 1
 such tokens (``q < 4e-31``) never enter a nucleus with ``P < 1``, whose float32 gaps near 1
 are 6e-8."""
 
+OUTSIDE_NUCLEUS = -1e30
+"""Not part of the rule: the value engines that sample from logits get outside the nucleus
+(:func:`autodeco_samplers.torch_ops.torch_rule_logits`): large, negative and *finite*, so a
+later additive mask (a grammar's ``-inf``, a logit bias) never produces ``-inf - -inf = NaN``."""
+
 __all__ = [
     "GREEDY_TEMPERATURE",
+    "OUTSIDE_NUCLEUS",
     "as_logits",
     "as_row_values",
     "temperature_probs",

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .interfaces import Heads, StepOutput
+from .interfaces import Heads, NumpyStep
 from .policy import DecodingPolicy
 from .reference import next_token_distribution, reference_step, sample_tokens
 
@@ -54,8 +54,8 @@ class AutoDecoSampler:
         probs, T_pred, P_pred, T_used, P_used = reference_step(hidden, logits, self.heads, self.policy)
         return probs, (T_pred, P_pred, T_used, P_used)
 
-    def step(self, hidden: np.ndarray, logits: np.ndarray) -> StepOutput:
+    def step(self, hidden: np.ndarray, logits: np.ndarray) -> NumpyStep:
         """Predict, apply the policy, and draw one token per row."""
         probs, (T_pred, P_pred, T_used, P_used) = self.distribution(hidden, logits)
         ids = sample_tokens(np.atleast_2d(probs), self.rng)
-        return StepOutput(ids, T_pred, P_pred, T_used, P_used)
+        return NumpyStep(T_pred, P_pred, T_used, P_used, token_ids=ids)

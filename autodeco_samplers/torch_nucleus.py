@@ -1,7 +1,9 @@
 """The canonical nucleus and draw in torch, batched and without sorting the vocabulary.
 
-This is the one torch statement of "which tokens are kept" (the NumPy one is
+:func:`kept_set` is the one torch statement of "which tokens are kept", greedy rows and the
+fallback included (the NumPy one is :func:`autodeco_samplers.reference.kept_in_order`, used by
 :mod:`autodeco_samplers.fast_nucleus`; the specification is :mod:`autodeco_samplers.reference`).
+:mod:`autodeco_samplers.torch_ops` turns it into logits or a draw and
 :mod:`autodeco_samplers.step` wires it to the heads and the policy.
 
 Rule (per row, ``q`` = the float32 probabilities ``softmax((l - max l) / T)``, ``T >= 1e-6``):
@@ -71,7 +73,7 @@ returned with probability ``q_i / sum of kept q`` (float64), the canonical distr
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
@@ -87,7 +89,8 @@ __all__ = [
     "exp_sum",
     "column_blocks",
     "threshold_nucleus",
-    "nucleus_mask",
+    "KeptSet",
+    "kept_set",
     "draw_from_candidates",
     "draw_from_mask",
     "top_k_values",
@@ -190,7 +193,7 @@ def candidate_nucleus(
     Args:
         q: ``[B, V]`` non-negative float32/float64 probabilities.
         P: ``[B]`` top-p in ``[0, 1]``; rows with ``P >= 1`` are never ``proven`` (their kept
-            set is every positive token: use :func:`nucleus_mask`).
+            set is every positive token: :func:`threshold_nucleus` keeps it).
     """
     B, V = q.shape
     if V <= max(small_v, k + 1):
@@ -351,29 +354,76 @@ def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return (q32 > v_star[:, None]) | (tie & (tie_rank <= r[:, None]))
 
 
-def nucleus_mask(q: torch.Tensor, P: torch.Tensor, *, sync: Optional[bool] = None) -> torch.Tensor:
-    """Boolean ``[B, V]`` kept set of each row (greedy rows are not special here).
+class KeptSet(NamedTuple):
+    """The kept set of every row of one step (:func:`kept_set`).
 
-    Uses :func:`candidate_nucleus` and :func:`threshold_nucleus` for the rows it cannot prove.
-    ``sync`` (default: True on the CPU, False elsewhere) lets it look at which rows need the
-    threshold search (one host synchronisation); ``sync=False`` runs the search on every row
-    and selects without synchronising.
+    ``cand``: the candidate nucleus, greedy rows folded in (only the argmax, proven).
+    ``rows``: the rows the threshold search handled: ``None`` when every row is proven, else a
+    ``slice`` or an index tensor; ``z``, ``q``, ``mask``: their scaled logits
+    ``(l - max l) / T``, probabilities and kept mask (``None`` when ``rows`` is).
+    ``synced``: whether ``rows`` was chosen on the host (else it is every row and
+    :meth:`patch` selects by ``cand.proven`` on the device).
     """
-    cand = candidate_nucleus(q, P)
-    mask = torch.zeros(q.shape, dtype=torch.bool, device=q.device).scatter_(-1, cand.ids, cand.keep)
-    return _patch_unproven(mask, cand.proven, q, P, sync)
+
+    cand: Candidates
+    rows: Any
+    z: Optional[torch.Tensor]
+    q: Optional[torch.Tensor]
+    mask: Optional[torch.Tensor]
+    synced: bool
+    row_max: torch.Tensor
+    T: torch.Tensor
+
+    def kept_z(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(l - max l) / T`` at the candidate ids (the same arithmetic as ``z``)."""
+        return (logits.gather(-1, self.cand.ids) - self.row_max[:, None]) / self.T[:, None]
+
+    def patch(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``out`` (``[B, ...]``, from the candidates) with the fallback rows replaced by
+        ``values`` (one entry per row of ``rows``)."""
+        if self.rows is None:
+            return out
+        if self.synced:
+            out[self.rows] = values
+            return out
+        proven = self.cand.proven.view(-1, *([1] * (out.dim() - 1)))
+        return torch.where(proven, out, values)
 
 
-def _patch_unproven(mask, proven, q, P, sync):
-    if sync is None:
-        sync = q.device.type == "cpu"
-    if sync:
-        if bool(proven.all()):
-            return mask
-        rows = (~proven).nonzero()[:, 0]
-        mask[rows] = threshold_nucleus(q[rows], P[rows])
-        return mask
-    return torch.where(proven[:, None], mask, threshold_nucleus(q, P))
+def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Optional[bool] = None) -> KeptSet:
+    """The one torch statement of which tokens are kept, for float32 ``logits`` ``[B, V]``,
+    ``T`` and ``P`` ``[B]``: greedy rows (``T < 1e-6``) keep the argmax (lowest id); other
+    rows the canonical nucleus, from the candidates where they prove it, else from the
+    threshold search (module docstring).
+
+    ``sync=None`` reads on the host which rows need the threshold search (one boolean read)
+    on the CPU, where it costs nothing, and never on an accelerator; ``sync=False`` runs the
+    search on every row and selects on the device (no host synchronisation: capturable in a
+    CUDA graph); ``sync=True`` always reads.
+    """
+    synced = logits.device.type == "cpu" if sync is None else sync
+    greedy = T < GREEDY_TEMPERATURE
+    Tg = torch.where(greedy, torch.ones_like(T), T)
+    cmax = chunk_max(logits)  # one pass: row maximum, argmax and candidate chunks from it
+    row_max = cmax.amax(dim=-1)
+    cand = logit_candidates(logits, row_max, Tg, P, cmax)
+    argmax = first_argmax(logits, cmax)
+    # greedy rows: every candidate slot is the argmax (so a scatter writes one value), all
+    # "kept" with cumulative mass 1, so the draw returns slot 0 = the argmax
+    g = greedy[:, None]
+    cand = Candidates(
+        torch.where(g, argmax[:, None], cand.ids), cand.q, cand.keep | g,
+        torch.where(g, torch.ones_like(cand.cum), cand.cum), cand.proven | greedy,
+    )
+    if synced:
+        if bool(cand.proven.all()):
+            return KeptSet(cand, None, None, None, None, True, row_max, Tg)
+        rows = slice(None) if not bool(cand.proven.any()) else (~cand.proven).nonzero()[:, 0]
+    else:
+        rows = slice(None)
+    z = (logits[rows] - row_max[rows, None]) / Tg[rows, None]
+    q = torch.softmax(z, dim=-1)
+    return KeptSet(cand, rows, z, q, threshold_nucleus(q, P[rows]), synced, row_max, Tg)
 
 
 def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:
@@ -397,8 +447,3 @@ def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torc
     # (later tokens add exact zeros); u < 1 never goes past it, this guards rounding only
     last = torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)
     return torch.minimum(idx, last)[:, 0]
-
-
-def greedy_rows(T: torch.Tensor) -> torch.Tensor:
-    """``T < 1e-6``: the rows that are greedy."""
-    return T < GREEDY_TEMPERATURE

@@ -2,8 +2,10 @@
 
 Rule for rule the same as :mod:`autodeco_samplers.reference` (read its docstring for the
 exact definitions). The kept set itself is computed in one place,
-:mod:`autodeco_samplers.torch_nucleus` (no vocabulary sort); engines call the step functions
-of :mod:`autodeco_samplers.step`, which wire heads, policy and these rules together.
+:func:`autodeco_samplers.torch_nucleus.kept_set` (no vocabulary sort); this module turns it
+into logits (:func:`torch_rule_logits`) or a draw (:func:`torch_rule_sample`), and holds the
+top-p head's statistics and the soft top-p mask. Engines call the step functions of
+:mod:`autodeco_samplers.step`, which wire heads, policy and these rules together.
 Everything runs in float32 (float16/bfloat16 inputs are upcast; float64 stays float64).
 Validation (NaN, +inf, negative ``T``, ``P`` outside ``[0, 1]``) needs a host synchronisation
 and happens only with ``check=True``; inside a captured CUDA graph pass ``check=False`` and
@@ -16,7 +18,7 @@ The training mask :func:`soft_top_p` sorts (it needs every prefix sum, with grad
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -25,7 +27,7 @@ from .errors import InvalidLogitsError, InvalidParameterError, ShapeError
 from .reference import (
     ENTROPY_EPS,
     EXP_FLOOR,
-    GREEDY_TEMPERATURE,
+    OUTSIDE_NUCLEUS,
     SOFT_TOP_P_ALPHA,
     SOFT_TOP_P_EPS,
     STATS_TEMPERATURE_EPS,
@@ -34,10 +36,11 @@ from .reference import (
 Number = Union[float, torch.Tensor]
 
 __all__ = [
+    "OUTSIDE_NUCLEUS",
     "as_logits",
-    "temperature_probs",
     "probability_stats",
-    "nucleus_mask",
+    "torch_rule_logits",
+    "torch_rule_sample",
     "next_token_distribution",
     "soft_top_p",
     "sample_tokens",
@@ -89,21 +92,6 @@ def _rows(value: Number, like: torch.Tensor, name: str, check: bool) -> torch.Te
     return t
 
 
-def _stable_softmax(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    shifted = logits - logits.max(dim=-1, keepdim=True).values
-    return torch.softmax(shifted / temperature[:, None], dim=-1)
-
-
-def temperature_probs(logits: torch.Tensor, T: Number, *, check: bool = True) -> torch.Tensor:
-    """Rule 1: ``softmax((l - max l) / T)``, one-hot argmax (lowest id) where ``T < 1e-6``."""
-    arr = as_logits(logits, check=check)
-    T = _rows(T, arr, "temperature", check)
-    greedy = T < GREEDY_TEMPERATURE
-    q = _stable_softmax(arr, torch.where(greedy, torch.ones_like(T), T))
-    onehot = torch.zeros_like(q).scatter_(-1, arr.argmax(dim=-1, keepdim=True), 1.0)
-    return torch.where(greedy[:, None], onehot, q)
-
-
 def probability_stats(logits: torch.Tensor, T: Number, *, check: bool = True) -> torch.Tensor:
     """The top-p head's features of ``q = softmax(l / (T + 1e-8))``: ``[B, 4]`` = max prob,
     entropy ``-sum q log(q + 1e-8)``, unbiased variance (0 when ``V == 1``), top-``min(5, V)``
@@ -149,60 +137,79 @@ def _exp_sums(e: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
     return sum_sq, sum_e_log
 
 
-def _sorted(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    return torch.sort(q, dim=-1, descending=True, stable=True)
+def _prepare(logits, T, P, check: bool):
+    arr = as_logits(logits, check=check)
+    T = _rows(T, arr, "temperature", check)
+    P = _rows(P, arr, "top_p", False)
+    if check and (torch.isnan(P).any() or (P < 0).any() or (P > 1).any()):
+        raise InvalidParameterError(f"top_p must lie in [0, 1], got {P.tolist()}")
+    return arr, T, P
 
 
-def nucleus_mask(q: torch.Tensor, P: Number, *, check: bool = True) -> torch.Tensor:
-    """Rule 2: boolean mask, keep ``(i)`` iff the exclusive prefix sum ``c_i < P``; first kept;
-    ``P >= 1`` keeps everything of positive probability (:func:`torch_nucleus.nucleus_mask`)."""
-    P = _rows(P, q, "top_p", check)
-    return torch_nucleus.nucleus_mask(q, P)
+def torch_rule_logits(logits, T: Number, P: Number, *, fill: float = OUTSIDE_NUCLEUS, check: bool = False,
+                      sync: Optional[bool] = None) -> torch.Tensor:
+    """Logits ``[B, V]`` (float32) whose plain softmax is the canonical distribution of
+    ``(logits, T, P)``: ``(l - max l) / T`` in the nucleus (``-inf`` inputs become ``fill``),
+    ``fill`` elsewhere; greedy rows have only the argmax, at 0. Always finite. For engines
+    that sample themselves with temperature 1 and top-p 1. ``sync``: see
+    :func:`torch_nucleus.kept_set`; ``check=True`` validates (and synchronises).
+    """
+    arr, T, P = _prepare(logits, T, P, check)
+    ks = torch_nucleus.kept_set(arr, T, P, sync=sync)
+    out = torch.full_like(arr, fill)
+    out.scatter_(-1, ks.cand.ids, torch.where(ks.cand.keep, ks.kept_z(arr).clamp_min(fill), fill))
+    if ks.rows is None:
+        return out
+    return ks.patch(out, torch.where(ks.mask, ks.z.clamp_min(fill), fill))
+
+
+def torch_rule_sample(logits, T: Number, P: Number, generator: Optional[torch.Generator] = None, *,
+                      check: bool = False, sync: Optional[bool] = None) -> torch.Tensor:
+    """One token per row ``[B]`` (int64) drawn from the canonical distribution of
+    ``(logits, T, P)``: inverse CDF over the kept tokens only, one ``torch.rand`` per row from
+    ``generator``. Greedy rows return the argmax (lowest id) and still consume their uniform."""
+    arr, T, P = _prepare(logits, T, P, check)
+    ks = torch_nucleus.kept_set(arr, T, P, sync=sync)
+    u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
+    token = torch_nucleus.draw_from_candidates(ks.cand, u)
+    if ks.rows is None:
+        return token
+    return ks.patch(token, torch_nucleus.draw_from_mask(ks.q, ks.mask, u[ks.rows]))
 
 
 def next_token_distribution(logits: torch.Tensor, T: Number, P: Number, *, check: bool = True) -> torch.Tensor:
-    """Rules 1 to 3: the renormalised nucleus of ``softmax(l / T)``, ``[B, V]`` float32."""
-    arr = as_logits(logits, check=check)
-    if check:
-        P_rows = _rows(P, arr, "top_p", True)
-        if (P_rows > 1).any():
-            raise InvalidParameterError(f"top_p must lie in [0, 1], got {P_rows.tolist()}")
-    return torch.softmax(masked_scaled_logits(arr, T, P, check=check), dim=-1)
+    """Rules 1 to 3: the renormalised nucleus of ``softmax(l / T)``, ``[B, V]`` float32 (the
+    softmax of :func:`torch_rule_logits`)."""
+    return torch.softmax(torch_rule_logits(logits, T, P, check=check), dim=-1)
 
 
-def masked_scaled_logits(
-    logits: torch.Tensor, T: Number, P: Number, *, fill: float = -1e30, check: bool = False
-) -> torch.Tensor:
-    """Logits whose plain softmax *is* :func:`next_token_distribution`.
-
-    ``(l - max l) / T`` inside the nucleus and ``fill`` (a large finite negative, so a later
-    additive mask cannot produce NaN) outside and for ``-inf`` inputs: the result is always
-    finite. Greedy rows keep only the argmax at 0. For engines that sample from the logits
-    with temperature 1 and top-p 1. Same as :func:`autodeco_samplers.step.torch_rule_logits`.
-    """
-    from .step import torch_rule_logits
-
-    arr = as_logits(logits, check=check)
-    T = _rows(T, arr, "temperature", check)
-    P = _rows(P, arr, "top_p", check)
-    if check and (P > 1).any():
-        raise InvalidParameterError(f"top_p must lie in [0, 1], got {P.tolist()}")
-    return torch_rule_logits(arr, T, P, fill=fill)
-
-
-def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA) -> torch.Tensor:
+def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA, *, prefix: str = "inclusive") -> torch.Tensor:
     """Differentiable training mask ``q * m / (sum(q * m) + 1e-9)`` with
     ``m_(i) = exp(-alpha * relu(C_i - P))``, ``C_i`` the inclusive prefix sum (descending,
-    ties by ascending id). Gradients flow to ``q`` and ``P``."""
+    ties by ascending id): the official recipe, :func:`reference.soft_top_p`. Gradients flow
+    to ``q`` and ``P``.
+
+    ``prefix="exclusive"`` (a training option, not the official recipe) uses the exclusive
+    sum ``c_i = C_i - q_(i)`` instead: as ``alpha -> inf`` it keeps exactly the tokens with
+    ``c_i < P`` (plus ties at ``c_i = P`` with weight 1), the hard rule *including* the
+    crossing token, so training and inference agree.
+    """
+    if prefix not in SOFT_TOP_P_PREFIXES:
+        raise ValueError(f"prefix must be one of {SOFT_TOP_P_PREFIXES}, got {prefix!r}")
     P = torch.as_tensor(P, dtype=q.dtype, device=q.device)
     if P.dim() == q.dim():
         P = P.squeeze(-1)
-    sorted_q, order = _sorted(q)
-    inclusive = torch.cumsum(sorted_q, dim=-1)
-    m_sorted = torch.exp(-alpha * torch.relu(inclusive - P[..., None]))
+    sorted_q, order = torch.sort(q, dim=-1, descending=True, stable=True)
+    prefix_sum = torch.cumsum(sorted_q, dim=-1)
+    if prefix == "exclusive":
+        prefix_sum = prefix_sum - sorted_q
+    m_sorted = torch.exp(-alpha * torch.relu(prefix_sum - P[..., None]))
     m = torch.zeros_like(m_sorted).scatter(-1, order, m_sorted)
     weighted = q * m
     return weighted / (weighted.sum(dim=-1, keepdim=True) + SOFT_TOP_P_EPS)
+
+
+SOFT_TOP_P_PREFIXES = ("inclusive", "exclusive")
 
 
 def sample_tokens(probs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:

@@ -75,7 +75,8 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
     from autodeco_samplers import torch_ops
     from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
     from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_rule_sample, torch_step_logits, torch_step_sample
+    from autodeco_samplers.step import torch_step_logits, torch_step_sample
+    from autodeco_samplers.torch_ops import torch_rule_sample
 
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(batch, vocab, generator=g) * 8).to(device)

@@ -65,24 +65,14 @@ def choice_batch(model, tok, heads, records, spec):
     return torch.stack(L), torch.stack(H), torch.tensor(listed), torch.tensor(label)
 
 
-def soft_mask(q, P, alpha, exclusive):
-    import torch
-
-    sorted_q, order = torch.sort(q, dim=-1, descending=True, stable=True)
-    C = torch.cumsum(sorted_q, dim=-1)
-    if exclusive:
-        C = C - sorted_q
-    m_sorted = torch.exp(-alpha * torch.relu(C - P[..., None]))
-    return torch.zeros_like(m_sorted).scatter(-1, order, m_sorted)
-
-
 def expected_top_p_loss(logits, listed, T, P, alpha, *, exclusive=False, dft=True):
     """Per-example expected top-p loss at the choice token, label uniform over the listed words."""
     import torch
 
     q = torch.softmax(logits / T[:, None], dim=-1)
-    m = soft_mask(q, P, alpha, exclusive)
-    soft = q * m / ((q * m).sum(-1, keepdim=True) + 1e-9)
+    from autodeco_samplers.torch_ops import soft_top_p
+
+    soft = soft_top_p(q, P, alpha, prefix="exclusive" if exclusive else "inclusive")
     nll = -torch.log(soft.gather(1, listed) + 1e-9)  # [N, k]
     if dft:
         nll = nll * torch.softmax(logits, dim=-1).gather(1, listed)

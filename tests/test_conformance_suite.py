@@ -16,7 +16,8 @@ import pytest
 
 from autodeco_samplers.cli import main
 from autodeco_samplers.conformance import assert_conforms, check_distribution
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput, WrongRuleEngine, engine_names
+from autodeco_samplers.conformance.engines import ConformanceEngine, WrongRuleEngine, engine_names
+from autodeco_samplers.interfaces import NumpyStep
 from autodeco_samplers.conformance.runner import ConformanceFailure, format_table, run_engine, run_kernel
 from autodeco_samplers.conformance.strategies import REAL_VOCAB_SIZES, heads_cases, real_size_cases
 
@@ -110,7 +111,7 @@ def test_an_outsider_engine_with_an_off_by_one_is_caught():
             keep = np.zeros_like(keep_sorted)
             np.put_along_axis(keep, order, keep_sorted, 1)
             probs = np.where(keep, q, 0)
-            return KernelOutput(probs / probs.sum(1, keepdims=True), T_pred, P_pred, T, P)
+            return NumpyStep(T_pred, P_pred, T, P, probs=probs / probs.sum(1, keepdims=True))
 
     with pytest.raises(ConformanceFailure, match="outside the canonical nucleus"):
         assert_conforms(KeepsOneMore(), levels=("kernel",), examples=100)

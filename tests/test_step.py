@@ -22,15 +22,9 @@ from autodeco_samplers.conformance.checker import check_distribution
 from autodeco_samplers.conformance.stats import draws_fit_pvalue
 from autodeco_samplers.errors import InvalidLogitsError, InvalidParameterError
 from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.step import (
-    OUTSIDE_NUCLEUS,
-    numpy_step,
-    numpy_step_distribution,
-    torch_rule_logits,
-    torch_rule_sample,
-    torch_step_logits,
-    torch_step_sample,
-)
+from autodeco_samplers.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.step import numpy_step, numpy_step_distribution, torch_step_logits, torch_step_sample
+from autodeco_samplers.torch_ops import torch_rule_logits, torch_rule_sample
 
 QWEN_V = 152_064
 
@@ -288,7 +282,7 @@ def test_torch_draw_follows_the_canonical_distribution(V, T, P, seed):
     n = 20_000 if V < 1000 else 5_000
     gen = torch.Generator().manual_seed(seed)
     heads = _TorchFixedHeads(T, P)
-    tokens = torch_step_sample(torch.zeros(n, 4), torch.from_numpy(row).expand(n, -1).contiguous(), heads, DecodingPolicy(), gen).token
+    tokens = torch_step_sample(torch.zeros(n, 4), torch.from_numpy(row).expand(n, -1).contiguous(), heads, DecodingPolicy(), gen).token_ids
     counts = np.bincount(tokens.numpy(), minlength=V)
     assert draws_fit_pvalue(counts, ref) > 1e-3
     # the sync-free form draws the same tokens from the same generator state
@@ -312,7 +306,7 @@ def test_greedy_rows_return_the_lowest_argmax():
     logits = torch.tensor([[0.0, 2.0, 2.0, 1.0], [5.0, 5.0, 0.0, 0.0]])
     heads = _TorchFixedHeads(0.5, 0.9)
     st = torch_step_sample(torch.zeros(2, 4), logits, heads, DecodingPolicy(temperature=0.0), torch.Generator().manual_seed(0))
-    assert st.token.tolist() == [1, 0]
+    assert st.token_ids.tolist() == [1, 0]
     out = torch_step_logits(torch.zeros(2, 4), logits, heads, DecodingPolicy(temperature=0.0)).logits
     f = float(torch.tensor(OUTSIDE_NUCLEUS))  # the fill as float32
     assert out.tolist() == [[f, 0.0, f, f], [0.0, f, f, f]]
@@ -347,7 +341,7 @@ def test_no_host_synchronisation_off_the_cpu():
     hidden, logits = torch.empty(3, 16, device="meta"), torch.empty(3, 5000, device="meta")
     with torch.no_grad():
         assert torch_step_logits(hidden, logits, heads).logits.shape == (3, 5000)
-        assert torch_step_sample(hidden, logits, heads).token.shape == (3,)
+        assert torch_step_sample(hidden, logits, heads).token_ids.shape == (3,)
         with pytest.raises(RuntimeError, match="meta"):
             torch_step_logits(hidden, logits, heads, sync=True)
 

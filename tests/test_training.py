@@ -136,13 +136,13 @@ def test_exclusive_soft_mask_tends_to_the_hard_rule(seed, V):
     """alpha -> inf: the exclusive soft mask keeps exactly the canonical nucleus (c_i < P, the
     crossing token kept; NumPy reference), the official inclusive one drops the crossing token."""
     from autodeco_samplers import reference as ref
-    from autodeco_samplers.training.losses import soft_top_p_exclusive
+    from autodeco_samplers.torch_ops import soft_top_p
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(2, V, generator=g, dtype=torch.float64) * 3
     P = torch.rand(2, generator=g, dtype=torch.float64) * 0.9 + 0.05
     q = torch.softmax(logits, -1)
-    kept = soft_top_p_exclusive(q, P, alpha=1e12) > 0  # every gap >= 1e-9 below: exp(-1000) = 0
+    kept = soft_top_p(q, P, alpha=1e12, prefix="exclusive") > 0  # every gap >= 1e-9 below: exp(-1000) = 0
     qn = q.numpy()
     for r in range(2):
         order = np.lexsort((np.arange(V), -qn[r]))  # descending prob, ties by ascending id (the canonical order)

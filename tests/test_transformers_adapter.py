@@ -534,9 +534,9 @@ def test_cli_json_and_human(checkpoints, capsys):
 
 
 def test_step_logits_large_vocab_match_reference():
-    """The processor's rule (:func:`autodeco_samplers.step.torch_rule_logits`, sort-free) at a
+    """The processor's rule (:func:`autodeco_samplers.torch_ops.torch_rule_logits`, sort-free) at a
     large vocabulary; the property tests against the reference are in tests/test_step.py."""
-    from autodeco_samplers.step import torch_rule_logits
+    from autodeco_samplers.torch_ops import torch_rule_logits
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 50000, generator=g) * 6

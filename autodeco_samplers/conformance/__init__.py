@@ -12,11 +12,13 @@ Needs the ``conformance`` extra (hypothesis, pytest, scipy).
 """
 
 from .checker import Verdict, check_distribution, check_heads
-from .engines import ConformanceEngine, KernelOutput
+from autodeco_samplers.interfaces import NumpyStep
+
+from .engines import ConformanceEngine
 
 __all__ = [
     "ConformanceEngine",
-    "KernelOutput",
+    "NumpyStep",
     "Verdict",
     "assert_conforms",
     "check_distribution",

@@ -3,7 +3,7 @@
 An engine is checked at up to three levels:
 
 * ``kernel(hidden, logits, heads, policy)``: the distribution the engine would sample the
-  next token from, with the ``T``/``P`` it predicted and used (:class:`KernelOutput`).
+  next token from, with the ``T``/``P`` it predicted and used (a :class:`~autodeco_samplers.interfaces.NumpyStep` with ``probs``).
 * ``end_to_end(...)``: a model built from the same seeded weights in the engine, a prompt and a
   forced token path; per step the same outputs plus the engine's own logits.
 * ``draw(hidden, logits, heads, policy, n, seed)``: ``n`` draws from the engine's *real*
@@ -15,24 +15,13 @@ Outsiders subclass :class:`ConformanceEngine` (or duck-type it) and run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from autodeco_samplers.heads import AutoDecoHeads
+from autodeco_samplers.interfaces import NumpyStep
 from autodeco_samplers.policy import DecodingPolicy
-
-
-@dataclass
-class KernelOutput:
-    """One step of an engine: probabilities ``[B, V]`` and per-row predicted/used (T, P)."""
-
-    probs: np.ndarray
-    T_pred: np.ndarray
-    P_pred: np.ndarray
-    T: np.ndarray
-    P: np.ndarray
 
 
 class ConformanceEngine:
@@ -44,7 +33,7 @@ class ConformanceEngine:
         """``(True, "")`` if the engine can run here, else ``(False, reason)``."""
         return True, ""
 
-    def kernel(self, hidden: np.ndarray, logits: np.ndarray, heads: AutoDecoHeads, policy: DecodingPolicy) -> KernelOutput:
+    def kernel(self, hidden: np.ndarray, logits: np.ndarray, heads: AutoDecoHeads, policy: DecodingPolicy) -> NumpyStep:
         raise NotImplementedError
 
     def draw(
@@ -70,7 +59,7 @@ class NumpyReferenceEngine(ConformanceEngine):
         from autodeco_samplers.sampler import AutoDecoSampler
 
         probs, (T_pred, P_pred, T, P) = AutoDecoSampler(heads, policy).distribution(hidden, logits)
-        return KernelOutput(np.atleast_2d(probs), T_pred, P_pred, T, P)
+        return NumpyStep(T_pred, P_pred, T, P, probs=np.atleast_2d(probs))
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         from autodeco_samplers.sampler import AutoDecoSampler
@@ -111,7 +100,7 @@ class TorchEngine(ConformanceEngine):
 
     def kernel(self, hidden, logits, heads, policy):
         probs, rest = self._dist(hidden, logits, heads, policy)
-        return KernelOutput(probs.cpu().numpy(), *(t.cpu().numpy() for t in rest))
+        return NumpyStep(*(t.cpu().numpy() for t in rest), probs=probs.cpu().numpy())
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         import torch
@@ -124,7 +113,7 @@ class TorchEngine(ConformanceEngine):
         l = torch.from_numpy(np.asarray(logits[:1], np.float32)).to(self.device).expand(n, -1)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         with torch.no_grad():
-            return torch_step_sample(h, l.contiguous(), module, policy, gen).token.cpu().numpy()
+            return torch_step_sample(h, l.contiguous(), module, policy, gen).token_ids.cpu().numpy()
 
 
 class WrongRuleEngine(ConformanceEngine):
@@ -164,7 +153,7 @@ class WrongRuleEngine(ConformanceEngine):
         from autodeco_samplers.reference import reference_step
 
         _, T_pred, P_pred, T, P = reference_step(hidden, logits, heads, policy)
-        return KernelOutput(self._probs(logits, T, P), T_pred, P_pred, T, P)
+        return NumpyStep(T_pred, P_pred, T, P, probs=self._probs(logits, T, P))
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         out = self.kernel(hidden[:1], logits[:1], heads, policy)

@@ -26,7 +26,7 @@ Top-p loss (exact rule)::
 Total loss = temperature loss + top-p loss (either term alone when one head trains).
 
 Named options (off by default; the official recipe is the default everywhere):
-``top_p_loss(prefix="exclusive")`` uses :func:`soft_top_p_exclusive` (the mask on the
+``top_p_loss(prefix="exclusive")`` uses ``torch_ops.soft_top_p(prefix="exclusive")`` (the mask on the
 exclusive prefix sum, whose ``alpha -> inf`` limit is the hard nucleus rule used at
 inference), and the trainer's ``temperature_loss_weight`` scales the temperature loss in the
 total (``W * temperature loss + top-p loss``; 0 trains T only through the top-p loss).
@@ -40,7 +40,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from autodeco_samplers.torch_ops import soft_top_p
+from autodeco_samplers.torch_ops import SOFT_TOP_P_PREFIXES, soft_top_p
 
 __all__ = [
     "IGNORE_INDEX",
@@ -52,7 +52,6 @@ __all__ = [
     "dft_weights",
     "temperature_loss",
     "top_p_loss",
-    "soft_top_p_exclusive",
     "SOFT_PREFIXES",
 ]
 
@@ -60,25 +59,7 @@ IGNORE_INDEX = -100
 TEMPERATURE_CLAMP = 1e-2
 TOP_P_TEMPERATURE_CLAMP = 1e-8
 LOG_EPS = 1e-9
-SOFT_PREFIXES = ("inclusive", "exclusive")
-
-
-def soft_top_p_exclusive(q: torch.Tensor, P: torch.Tensor, alpha: float = 30.0) -> torch.Tensor:
-    """The soft top-p mask on the *exclusive* prefix sum (an option, not the official recipe).
-
-    ``m_(i) = exp(-alpha * relu(c_i - P))`` with ``c_i = C_i - q_(i)`` the mass strictly before
-    token ``(i)`` in descending order (ties by ascending id); ``p~ = q * m / (sum(q * m) + 1e-9)``.
-    As ``alpha -> inf`` this keeps exactly the tokens with ``c_i < P`` (plus ties at ``c_i = P``
-    with weight 1), i.e. the canonical hard rule *including* the crossing token, so training and
-    inference agree. Gradients flow to ``q`` and ``P``.
-    """
-    P = torch.as_tensor(P, dtype=q.dtype, device=q.device)
-    sorted_q, order = torch.sort(q, dim=-1, descending=True, stable=True)
-    exclusive = torch.cumsum(sorted_q, dim=-1) - sorted_q
-    m_sorted = torch.exp(-alpha * torch.relu(exclusive - P[..., None]))
-    m = torch.zeros_like(m_sorted).scatter(-1, order, m_sorted)
-    weighted = q * m
-    return weighted / (weighted.sum(dim=-1, keepdim=True) + LOG_EPS)
+SOFT_PREFIXES = SOFT_TOP_P_PREFIXES
 
 
 def shift_for_causal_lm(labels: torch.Tensor, *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -171,7 +152,8 @@ def top_p_loss(
     """Top-p-head loss: DFT-weighted NLL of the soft top-p distribution (module docstring).
 
     ``prefix="inclusive"`` is the official soft mask (:func:`torch_ops.soft_top_p`);
-    ``"exclusive"`` uses :func:`soft_top_p_exclusive` (closes the train/inference gap).
+    ``"exclusive"`` the exclusive-prefix variant (closes the train/inference gap); both are
+    :func:`torch_ops.soft_top_p`.
     """
     if prefix not in SOFT_PREFIXES:
         raise ValueError(f"prefix must be one of {SOFT_PREFIXES}, got {prefix!r}")
@@ -181,8 +163,7 @@ def top_p_loss(
         return (flat_T.sum() + flat_P.sum()) * 0.0
     l, y = flat_l[valid], flat_y[valid]
     q = torch.softmax(l / flat_T[valid].clamp_min(TOP_P_TEMPERATURE_CLAMP)[:, None], dim=-1)
-    mask_fn = soft_top_p if prefix == "inclusive" else soft_top_p_exclusive
-    soft = mask_fn(q, flat_P[valid], alpha=alpha)
+    soft = soft_top_p(q, flat_P[valid], alpha=alpha, prefix=prefix)
     nll = -torch.log(soft.gather(1, y[:, None])[:, 0] + LOG_EPS)
     if dft:
         nll = nll * dft_weights(logits, labels).reshape(-1)[valid]

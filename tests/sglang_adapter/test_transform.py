@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autodeco_samplers.adapters.sglang.transform import OUTSIDE_NUCLEUS, autodeco_logits
+from autodeco_samplers.adapters.sglang.transform import autodeco_logits
+from autodeco_samplers.reference import OUTSIDE_NUCLEUS
 from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 from autodeco_samplers.policy import DecodingPolicy
 
@@ -28,7 +29,7 @@ def test_transform_compiles_to_one_graph(policy, enhanced):
     heads = AutoDecoHeadsModule.from_numpy(numpy_heads(seed=1, use_enhanced_features=enhanced)).requires_grad_(False)
 
     def step(logits, hidden):
-        out = autodeco_logits(logits, hidden, heads, policy)
+        out = autodeco_logits(hidden, logits, heads, policy)
         return out.logits, out.T_pred, out.P_pred, out.T, out.P
 
     compiled = torch.compile(step, fullgraph=True, backend="eager", dynamic=False)
@@ -44,7 +45,7 @@ def test_bfloat16_logits_and_hidden_are_upcast():
     heads = AutoDecoHeadsModule.from_numpy(numpy_heads(seed=2)).requires_grad_(False)
     g = torch.Generator().manual_seed(1)
     logits, hidden = torch.randn(3, V, generator=g) * 3, torch.randn(3, H, generator=g)
-    low = autodeco_logits(logits.bfloat16(), hidden.bfloat16(), heads)
+    low = autodeco_logits(hidden.bfloat16(), logits.bfloat16(), heads)
     assert low.logits.dtype == torch.float32 and low.T.dtype == torch.float32
-    ref = autodeco_logits(logits.bfloat16().float(), hidden.bfloat16().float(), heads)
+    ref = autodeco_logits(hidden.bfloat16().float(), logits.bfloat16().float(), heads)
     torch.testing.assert_close(low.logits, ref.logits, rtol=0, atol=0)

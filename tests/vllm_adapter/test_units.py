@@ -80,7 +80,7 @@ def test_step_at_real_vocabulary_sizes(vocab):
     logits = np.stack([rng.normal(0, 4, vocab), rng.normal(0, 0.3, vocab), rng.normal(0, 2, vocab)]).astype(np.float32)
     policy = DecodingPolicy()
     with torch.no_grad():
-        step = autodeco_step(torch.from_numpy(logits), torch.from_numpy(hidden), AutoDecoHeadsModule.from_numpy(heads),
+        step = autodeco_step(torch.from_numpy(hidden), torch.from_numpy(logits), AutoDecoHeadsModule.from_numpy(heads),
                              policy, temperature=torch.tensor([1.0, 1.0, 0.0]), top_p=torch.tensor([1.0, 1.0, 1.0]))
         probs = Sampler.compute_logprobs(step.logits).exp().double().numpy()
     T_pred, P_pred = heads.predict(hidden, logits)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput
+from autodeco_samplers.conformance.engines import ConformanceEngine
+from autodeco_samplers.interfaces import NumpyStep
 from autodeco_samplers.heads import load_heads
 from autodeco_samplers.reference import inverse_cdf
 
@@ -47,7 +48,7 @@ class LlamaCppEngine(ConformanceEngine):
             probs[b, ids] = p
             rows.append([float(v[0]) for v in vals])
         T_pred, P_pred, T, P = (np.array(c) for c in zip(*rows))
-        return KernelOutput(probs, T_pred, P_pred, T, P)
+        return NumpyStep(T_pred, P_pred, T, P, probs=probs)
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ How it works (details and the launch command in ``docs/sglang.md``):
 * With the block, the model's ``LogitsProcessor`` becomes :class:`AutoDecoLogitsProcessor`:
   it forces LAST hidden-state capture, runs the heads on the post-norm rows aligned with the
   logits to sample, and replaces those logits by
-  :func:`autodeco_samplers.torch_ops.masked_scaled_logits` (``(l - max l) / T`` inside the
+  :func:`autodeco_samplers.torch_ops.torch_rule_logits` (``(l - max l) / T`` inside the
   nucleus, ``-1e30`` outside), so SGLang's stock sampler at temperature 1 / top-p 1 draws
   exactly the canonical distribution of docs/design.md section 3.
 * ``autodeco prepare-sglang`` (:func:`prepare_sglang_checkpoint`) writes a folder SGLang
@@ -31,7 +31,6 @@ __all__ = [
     "EXTERNAL_MODEL_PACKAGE",
     "AUTODECO_CONFIG_KEY",
     "AutoDecoLogitsProcessor",
-    "AutoDecoStep",
     "SGLangModeError",
     "autodeco_logits",
     "autodeco_model_class",
@@ -45,7 +44,6 @@ _LAZY = {
     "parse_autodeco_block": "config",
     "make_autodeco_block": "config",
     "SGLangModeError": "config",
-    "AutoDecoStep": "transform",
     "autodeco_logits": "transform",
     "AutoDecoLogitsProcessor": "processor",
     "autodeco_model_class": "model_mixin",

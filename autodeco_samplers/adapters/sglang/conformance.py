@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput
+from autodeco_samplers.conformance.engines import ConformanceEngine
+from autodeco_samplers.interfaces import NumpyStep
 
 
 class SGLangTransformEngine(ConformanceEngine):
@@ -33,6 +34,6 @@ class SGLangTransformEngine(ConformanceEngine):
 
         module = AutoDecoHeadsModule.from_numpy(heads)
         with torch.no_grad():
-            step = autodeco_logits(torch.from_numpy(np.asarray(logits, np.float32)), torch.from_numpy(np.asarray(hidden, np.float32)), module, policy)
+            step = autodeco_logits(torch.from_numpy(np.asarray(hidden, np.float32)), torch.from_numpy(np.asarray(logits, np.float32)), module, policy)
             probs = torch.softmax(step.logits, dim=-1)
-        return KernelOutput(probs.numpy(), step.T_pred.numpy(), step.P_pred.numpy(), step.T.numpy(), step.P.numpy())
+        return NumpyStep(step.T_pred.numpy(), step.P_pred.numpy(), step.T.numpy(), step.P.numpy(), probs=probs.numpy())

@@ -34,7 +34,10 @@ from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 from autodeco_samplers.policy import DecodingPolicy
 
 from .config import SGLangModeError
-from .transform import OUTSIDE_NUCLEUS, AutoDecoStep, autodeco_logits
+from autodeco_samplers.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.step import TorchStep
+
+from .transform import autodeco_logits
 
 _UNSUPPORTED_MODES = {
     "TARGET_VERIFY": "speculative decoding (target verify)",
@@ -52,7 +55,7 @@ class AutoDecoLogitsProcessor(LogitsProcessor):
         policy: server-wide :class:`DecodingPolicy` (default: the heads' predictions as is).
         fill: value written outside the nucleus (finite, see :data:`OUTSIDE_NUCLEUS`).
 
-    After each forward, ``last_step`` holds the :class:`AutoDecoStep` tensors (predicted
+    After each forward, ``last_step`` holds the :class:`~autodeco_samplers.step.TorchStep` tensors (predicted
     and used T/P per row) of the latest call; reading them is the caller's sync.
     """
 
@@ -72,7 +75,7 @@ class AutoDecoLogitsProcessor(LogitsProcessor):
         self.heads = heads
         self.policy = policy or DecodingPolicy()
         self.fill = float(fill)
-        self.last_step: Optional[AutoDecoStep] = None
+        self.last_step: Optional[TorchStep] = None
 
     @classmethod
     def wrap(
@@ -139,7 +142,7 @@ class AutoDecoLogitsProcessor(LogitsProcessor):
                 got = None if out.hidden_states is None else tuple(out.hidden_states.shape)
                 raise self._refuse(f"a batch whose captured hidden rows {got} do not match the logits {tuple(logits.shape)}")
             with torch.no_grad():
-                step = autodeco_logits(logits, out.hidden_states, self.heads, self.policy, fill=self.fill)
+                step = autodeco_logits(out.hidden_states, logits, self.heads, self.policy, fill=self.fill)
                 logits.copy_(step.logits)
             step.logits = logits
             self.last_step = step

@@ -8,35 +8,23 @@ being captured, so it can run inside one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.step import OUTSIDE_NUCLEUS, torch_step_logits
-
-
-@dataclass
-class AutoDecoStep:
-    """One transform: the logits to sample from and the per-row T/P (all ``[B]`` float32)."""
-
-    logits: torch.Tensor
-    T_pred: torch.Tensor
-    P_pred: torch.Tensor
-    T: torch.Tensor
-    P: torch.Tensor
+from autodeco_samplers.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.step import TorchStep, torch_step_logits
 
 
 def autodeco_logits(
-    logits: torch.Tensor,
     hidden: torch.Tensor,
+    logits: torch.Tensor,
     heads: torch.nn.Module,
     policy: DecodingPolicy = DecodingPolicy(),
     *,
     fill: float = OUTSIDE_NUCLEUS,
     temperature: torch.Tensor = None,
     top_p: torch.Tensor = None,
-) -> AutoDecoStep:
+) -> TorchStep:
     """Logits ``[B, V]`` whose plain softmax is the canonical AutoDeco distribution.
 
     Exactly :func:`autodeco_samplers.step.torch_step_logits`: ``(l - max l) / T`` for the
@@ -44,8 +32,9 @@ def autodeco_logits(
     keeps every token of positive probability), ``fill`` elsewhere (always finite), only the
     argmax at 0 when ``T < 1e-6``. ``hidden`` ``[B, H]`` must be the post-norm state
     ``lm_head`` consumed for the same rows. Float32 output. ``temperature`` / ``top_p``
-    (optional ``[B]``) are per-request multipliers replacing the policy's scalar ones.
+    (optional ``[B]``) are per-request multipliers that multiply the policy's (the one
+    request-knob rule, :meth:`DecodingPolicy.for_request`). Returns the core
+    :class:`~autodeco_samplers.step.TorchStep` with ``logits`` set.
     """
     # sync=False: no host read on any device (the transform runs inside captured CUDA graphs)
-    st = torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False)
-    return AutoDecoStep(st.logits, st.T_pred, st.P_pred, st.T, st.P)
+    return torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False)

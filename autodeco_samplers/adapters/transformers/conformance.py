@@ -26,7 +26,8 @@ from typing import List
 
 import numpy as np
 
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput
+from autodeco_samplers.conformance.engines import ConformanceEngine
+from autodeco_samplers.interfaces import NumpyStep
 
 __all__ = ["TransformersEngine"]
 
@@ -76,7 +77,7 @@ class TransformersEngine(ConformanceEngine):
 
         out, rest = self._logits(hidden, logits, heads, policy)
         probs = torch.softmax(out, dim=-1)  # transformers' _sample: softmax of the processed scores
-        return KernelOutput(probs.numpy(), *(t.numpy() for t in rest))
+        return NumpyStep(*(t.numpy() for t in rest), probs=probs.numpy())
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         import torch

@@ -28,7 +28,8 @@ from typing import List
 
 import numpy as np
 
-from autodeco_samplers.conformance.engines import ConformanceEngine, KernelOutput
+from autodeco_samplers.conformance.engines import ConformanceEngine
+from autodeco_samplers.interfaces import NumpyStep
 
 __all__ = ["VLLMEngine"]
 
@@ -56,10 +57,10 @@ class VLLMEngine(ConformanceEngine):
 
         module = AutoDecoHeadsModule.from_numpy(heads)
         with torch.no_grad():
-            step = autodeco_step(torch.from_numpy(np.asarray(logits, np.float32)),
-                                 torch.from_numpy(np.asarray(hidden, np.float32)), module, policy)
+            step = autodeco_step(torch.from_numpy(np.asarray(hidden, np.float32)),
+                                 torch.from_numpy(np.asarray(logits, np.float32)), module, policy)
             probs = Sampler.compute_logprobs(step.logits).exp()
-        return KernelOutput(probs.numpy(), step.T_pred.numpy(), step.P_pred.numpy(), step.T.numpy(), step.P.numpy())
+        return NumpyStep(step.T_pred.numpy(), step.P_pred.numpy(), step.T.numpy(), step.P.numpy(), probs=probs.numpy())
 
     def end_to_end(self, workdir, steps: int, seed: int) -> List[dict]:
         import torch

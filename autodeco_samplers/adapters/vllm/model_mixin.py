@@ -86,7 +86,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
 
         policy = self.autodeco_policy
         t, p = row_multipliers(logits.shape[0], logits.device)
-        step = autodeco_step(logits, hidden_states, getattr(self, HEADS_ATTR), policy, t, p)
+        step = autodeco_step(hidden_states, logits, getattr(self, HEADS_ATTR), policy, t, p)
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)
         return step.logits

@@ -13,14 +13,15 @@ from typing import Optional
 import torch
 
 from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.step import OUTSIDE_NUCLEUS, TorchStep, torch_step_logits
+from autodeco_samplers.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.step import TorchStep, torch_step_logits
 
-__all__ = ["OUTSIDE_NUCLEUS", "autodeco_step"]
+__all__ = ["autodeco_step"]
 
 
 def autodeco_step(
-    logits: torch.Tensor,
     hidden: torch.Tensor,
+    logits: torch.Tensor,
     heads: torch.nn.Module,
     policy: DecodingPolicy,
     temperature: Optional[torch.Tensor] = None,
@@ -30,8 +31,8 @@ def autodeco_step(
 
     ``hidden`` ``[B, H]`` is the post-norm state ``lm_head`` read for the same rows; values
     outside the nucleus are :data:`OUTSIDE_NUCLEUS` (finite, so vLLM's later masks never make
-    NaN). ``temperature`` / ``top_p`` (optional ``[B]``) are per-row multipliers replacing the
-    policy's scalar ones. vLLM computes logits outside its captured CUDA graphs, so the
+    NaN). ``temperature`` / ``top_p`` (optional ``[B]``) are per-row request multipliers that
+    multiply the policy's (:meth:`DecodingPolicy.for_request`). vLLM computes logits outside its captured CUDA graphs, so the
     step's default ``sync`` applies (one boolean read per step on the CPU, none on a GPU).
     """
     return torch_step_logits(
