@@ -81,7 +81,6 @@ def expected_top_p_loss(logits, listed, T, P, alpha, *, exclusive=False, dft=Tru
 
 def hard_invalid(logits, listed, T, P):
     """Probability of an unlisted choice under the canonical rule (T, P per row)."""
-    import torch
 
     from autodeco_samplers import torch_ops
 

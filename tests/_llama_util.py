@@ -21,7 +21,7 @@ SEED = 0
 @functools.lru_cache(maxsize=None)
 def assets() -> Dict[str, Path]:
     from autodeco_samplers.gguf_convert import convert_llama_to_gguf
-    from autodeco_samplers.heads.gguf_sidecar import export_heads
+    from autodeco_samplers.heads.export import export_heads
     from autodeco_samplers.tiny_models import save_tiny_heads, save_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="autodeco-llama-"))

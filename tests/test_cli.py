@@ -160,7 +160,6 @@ def test_every_command_has_json_and_the_shared_flags():
 
 
 def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
-    import pytest
 
     for argv, needle in (
         (["init-heads", str(tmp_path / "x"), "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),

@@ -13,12 +13,8 @@ from autodeco_samplers import load_heads
 from autodeco_samplers.cli import main as cli_main
 from autodeco_samplers.errors import CheckpointError
 from autodeco_samplers.heads import read_head_checkpoint
-from autodeco_samplers.heads.gguf_sidecar import (
-    SIDECAR_ARCHITECTURE,
-    export_heads,
-    read_gguf_heads,
-    write_gguf_heads,
-)
+from autodeco_samplers.heads.export import export_heads
+from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, read_gguf_heads, write_gguf_heads
 from autodeco_samplers.heads.init import init_heads
 from autodeco_samplers.heads.writer import save_heads
 

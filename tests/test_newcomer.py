@@ -51,7 +51,7 @@ def error_line(res, command: str) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The tiny files README commands and bad inputs need."""
-    from autodeco_samplers.heads.gguf_sidecar import export_heads
+    from autodeco_samplers.heads.export import export_heads
     from autodeco_samplers.heads.init import init_heads
     from autodeco_samplers.heads.merged import merge_checkpoint
     from autodeco_samplers.heads.writer import save_heads

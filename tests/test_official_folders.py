@@ -218,7 +218,7 @@ def test_llama_cpp_runs_the_base_gguf_with_the_official_heads(official, tmp_path
     pytest.importorskip("llama_cpp")
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
     from autodeco_samplers.gguf_convert import convert_llama_to_gguf
-    from autodeco_samplers.heads.gguf_sidecar import export_heads
+    from autodeco_samplers.heads.export import export_heads
 
     gguf_path = convert_llama_to_gguf(official["base"], tmp_path / "base.gguf")
     sidecar = export_heads(official["split"], tmp_path / "heads.gguf")[1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import io
 import json
 import sys
 import traceback
@@ -50,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _sidecar(heads_dir: Path) -> Path:
     """Export the heads to a GGUF sidecar in the cache (llama.cpp users need no torch)."""
     from autodeco_samplers import default_model
-    from autodeco_samplers.heads.gguf_sidecar import export_heads
+    from autodeco_samplers.heads.export import export_heads
 
     st = (heads_dir / "autodeco_heads.safetensors").stat()
     target = default_model.cache_dir() / f"default-heads-{st.st_size}-{int(st.st_mtime)}.gguf"

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autodeco_samplers.heads.gguf_sidecar import export_heads
+    from autodeco_samplers.heads.export import export_heads
 
     config, out = export_heads(args.checkpoint, args.out)
     if args.json:

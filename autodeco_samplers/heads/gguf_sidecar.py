@@ -34,6 +34,7 @@ from autodeco_samplers.errors import AutoDecoError, CheckpointError
 from .config import HeadsConfig
 from .layout import FORMAT_VERSION, HEAD_NAMES, PARAM_SUFFIXES, canonical_head_key, head_key
 from .safetensors_io import TensorEntry
+from .validation import check_finite, validate_head_entries
 
 __all__ = [
     "SIDECAR_ARCHITECTURE",
@@ -43,7 +44,6 @@ __all__ = [
     "GGUFHeader",
     "read_gguf_heads",
     "write_gguf_heads",
-    "export_heads",
 ]
 
 SIDECAR_ARCHITECTURE = "autodeco_heads"
@@ -272,7 +272,6 @@ def read_gguf_heads(path: Union[str, Path]) -> Tuple[HeadsConfig, Tensors]:
 
 
 def _read_sidecar(path: Path, reader) -> Tuple[HeadsConfig, Tensors]:
-    from .checkpoint import _check_finite, _validate  # shared shape validation
 
     arch = _architecture(reader)
     if arch != SIDECAR_ARCHITECTURE:
@@ -306,7 +305,7 @@ def _read_sidecar(path: Path, reader) -> Tuple[HeadsConfig, Tensors]:
         "base_model_name_or_path": _field_value(reader, _KEY_BASE),
         "base_model_type": _field_value(reader, _KEY_BASE_TYPE),
     }
-    cfg = _validate(entries, config, {}, str(path))
+    cfg = validate_head_entries(entries, config, {}, str(path))
     for key, width in (("temperature_width", _KEY_TEMP_W), ("top_p_width", _KEY_TOP_P_W)):
         stored = _field_value(reader, width)
         if stored is not None and int(stored) != getattr(cfg, key):
@@ -322,7 +321,7 @@ def _read_sidecar(path: Path, reader) -> Tuple[HeadsConfig, Tensors]:
                 raise CheckpointError(f"{path}: head tensor {key!r} has type {t.tensor_type.name}; expected F32 or F64")
             dtype = np.float64 if t.tensor_type.name == "F64" else np.float32
             tensors[key] = np.array(t.data, dtype=dtype).reshape(entries[key].shape)
-    _check_finite(tensors, str(path))
+    check_finite(tensors, str(path))
     return cfg, tensors
 
 
@@ -367,12 +366,3 @@ def write_gguf_heads(
     finally:
         writer.close()
     return path
-
-
-def export_heads(checkpoint: Union[str, Path], out: Union[str, Path]) -> Tuple[HeadsConfig, Path]:
-    """Read heads from any checkpoint form (folder, safetensors, merged, sidecar) and write a
-    sidecar at ``out``; returns ``(config, out)``."""
-    from .checkpoint import read_head_checkpoint
-
-    config, tensors = read_head_checkpoint(checkpoint)
-    return config, write_gguf_heads(out, config, tensors, source_checkpoint=str(checkpoint))

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from autodeco_samplers.errors import CheckpointError
 
 from .checkpoint import read_head_checkpoint
-from .layout import BASE_PREFIX, CONFIG_FILE, HEADS_FILE, canonical_head_key
+from .layout import BASE_PREFIX, CONFIG_FILE, canonical_head_key
 from .safetensors_io import read_header, read_raw, write_raw, write_tensors
 
 TOKENIZER_FILES = (

@@ -17,7 +17,7 @@ from autodeco_samplers.conformance.checker import check_distribution, check_head
 from autodeco_samplers.conformance.runner import reference_step
 from autodeco_samplers.policy import DecodingPolicy
 
-from _helpers import H, V, decode_metadata, extend_metadata, hf_config, lm_head, numpy_heads, processor
+from _helpers import H, V, decode_metadata, extend_metadata, lm_head, numpy_heads, processor
 
 
 def _check(hidden_np, W, probs, step, heads, policy):
@@ -31,8 +31,6 @@ def _check(hidden_np, W, probs, step, heads, policy):
 
 
 def test_decode_batch_matches_reference(rng):
-    from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
-
     heads = numpy_heads(seed=3)
     proc = processor(heads)
     head, W = lm_head(seed=1, scale=0.6)

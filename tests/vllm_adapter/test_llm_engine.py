@@ -7,7 +7,6 @@ the independent side (``_reference.py``: HF transformers forward, NumPy heads, N
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from _engine import DRAW_PROMPTS, KNOBS_DRAW, KNOBS_ROWS, N_DRAWS, PROMPTS, STEPS
 
 from _reference import canonical_steps, hf_greedy

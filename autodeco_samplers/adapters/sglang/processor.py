@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 from sglang.srt.layers.logits_processor import LogitsMetadata, LogitsProcessor, LogitsProcessorOutput
-from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardBatch, ForwardMode
+from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardBatch
 
 from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 from autodeco_samplers.policy import DecodingPolicy
