@@ -282,7 +282,7 @@ class AutoDecoAttachment:
         policy = proc.policy.for_request(multipliers["temperature"], multipliers["top_p"])
 
         # 2. the per-call processor and the recording of per-row stopping criteria.
-        call = _CallState(self, policy, greedy)
+        call = _CallState(self, policy, greedy, proc.on_step)
         arguments["logits_processor"] = LogitsProcessorList([call if p is proc else p for p in processors])
         criteria = arguments.get("stopping_criteria")
         stop_strings = merged.stop_strings
@@ -334,7 +334,10 @@ class AutoDecoAttachment:
 class _CallState:
     """What one ``generate`` call needs at each step; transformers calls it as a processor."""
 
-    def __init__(self, attachment: AutoDecoAttachment, policy: DecodingPolicy, greedy: bool) -> None:
+    def __init__(
+        self, attachment: AutoDecoAttachment, policy: DecodingPolicy, greedy: bool, on_step: Optional[Any] = None
+    ) -> None:
+        self.on_step = on_step
         self.attachment = attachment
         self.policy = policy
         self.greedy = greedy
@@ -365,6 +368,8 @@ class _CallState:
             st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw)
             out = scores if self.greedy else st.logits
         self.records.append(torch.stack([st.T_pred, st.P_pred, st.T, st.P]))
+        if self.on_step is not None:
+            self.on_step(scores, st)
         return out
 
 
@@ -396,9 +401,13 @@ class AutoDecoLogitsProcessor:
         model: the model with heads attached, or its :class:`AutoDecoAttachment`.
         policy: request knobs on top of the heads (default: the attachment's policy). The
             ``temperature`` / ``top_p`` given to ``generate`` multiply this policy's ones.
+        on_step: optional ``on_step(scores, step)`` called at every step during ``generate``
+            (for streaming): ``scores`` ``[B, V]`` are the logits the canonical rule was
+            applied to, ``step`` the :class:`~autodeco_samplers.step.TorchStep` with the
+            ``[B]`` tensors ``T_pred``, ``P_pred``, ``T``, ``P`` of the token about to be drawn.
     """
 
-    def __init__(self, model: Any, policy: Optional[DecodingPolicy] = None) -> None:
+    def __init__(self, model: Any, policy: Optional[DecodingPolicy] = None, *, on_step: Optional[Any] = None) -> None:
         attachment = model if isinstance(model, AutoDecoAttachment) else get_attachment(model)
         if attachment is None or not attachment.attached:
             raise AutoDecoError("this model has no AutoDeco heads attached: call attach(model, heads) first")
@@ -406,6 +415,7 @@ class AutoDecoLogitsProcessor:
         self.policy = policy if policy is not None else attachment.policy
         self.trace: Optional[AutoDecoTrace] = None
         self.policy_used: Optional[DecodingPolicy] = None
+        self.on_step = on_step
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         raise AutoDecoError(
