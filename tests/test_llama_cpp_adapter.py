@@ -26,7 +26,7 @@ from autodeco_samplers import DecodingPolicy, load_heads
 from autodeco_samplers.adapters.llama_cpp import (
     NEUTRAL_SAMPLING_KWARGS,
     AutoDecoLlama,
-    AutoDecoLogitsProcessor,
+    AutoDecoLlamaProcessor,
     check_model_gguf,
 )
 from autodeco_samplers.cli import main as cli_main
@@ -195,7 +195,7 @@ def test_hidden_size_mismatch_is_rejected_at_load(tmp_path):
     with pytest.raises(ShapeError, match="hidden-size mismatch.*64.*32"):
         AutoDecoLlama(llama(), small)
     with pytest.raises(ShapeError, match="hidden-size mismatch"):
-        AutoDecoLogitsProcessor(llama(), load_heads(small))
+        AutoDecoLlamaProcessor(llama(), load_heads(small))
 
 
 def test_model_file_errors(tmp_path):
@@ -246,7 +246,7 @@ def test_logits_processor_form(gen):
     from llama_cpp import LogitsProcessorList
 
     llm = llama()
-    proc = AutoDecoLogitsProcessor(llm, gen.heads)
+    proc = AutoDecoLlamaProcessor(llm, gen.heads)
     out = llm.create_completion(PROMPT, max_tokens=5, seed=7, logits_processor=LogitsProcessorList([proc]),
                                 **NEUTRAL_SAMPLING_KWARGS)
     assert len(proc.steps) == out["usage"]["completion_tokens"] >= 1
@@ -272,7 +272,7 @@ def test_logits_processor_draws_follow_the_canonical_distribution(gen):
 
     llm = llama()
     prompt = "Sampling is a choice"
-    proc = AutoDecoLogitsProcessor(llm, gen.heads)
+    proc = AutoDecoLlamaProcessor(llm, gen.heads)
     gen._reset()
     gen._prefill(gen.tokenize(prompt))
     logits, hidden = gen._views()
@@ -281,7 +281,7 @@ def test_logits_processor_draws_follow_the_canonical_distribution(gen):
     dense = np.zeros(gen.n_vocab)
     dense[ids] = probs
     llm.reset()
-    proc = AutoDecoLogitsProcessor(llm, gen.heads)
+    proc = AutoDecoLlamaProcessor(llm, gen.heads)
     kw = dict(NEUTRAL_SAMPLING_KWARGS)
     kw["temp"] = kw.pop("temperature")  # Llama.generate spells it temp; create_completion maps it
     counts = np.zeros(gen.n_vocab)

@@ -1,6 +1,6 @@
 """What ``prepare-sglang`` and ``prepare-vllm`` share: the same folder, flags and output.
 
-Both write the folder of :func:`autodeco_samplers.adapters.sglang.prepare.prepare_sglang_checkpoint`
+Both write the folder of :func:`autodeco_samplers.heads.served.prepare_served_folder`
 (base ``model_type``, an ``autodeco`` block with the server-wide policy, weights linked or
 merged); only the command that serves it differs.
 """

@@ -74,7 +74,7 @@ def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model:
     if importlib.util.find_spec(package) is None:
         return {"engine": name, "status": "not installed", "reason": f"python package {package!r} is not installed; install with: {hint}"}
     try:
-        module = importlib.import_module(module_name)
+        importlib.import_module(module_name)
         if name == "llama-cpp":
             model_path = model or str(default_model.gguf_path())
             heads_path = heads or str(_sidecar(default_model.heads_path()))
@@ -84,7 +84,9 @@ def run_engine(name: str, prompt: str, max_new_tokens: int, seed: int, *, model:
         args = argparse.Namespace(model=model_path, heads=heads_path, prompt=prompt, prompt_ids=None,
                                   max_new_tokens=max_new_tokens, seed=seed, json=True, n_ctx=None, stop=None,
                                   device="cpu", threads=threads)
-        result, pieces = module.generate_for_cli(args, DecodingPolicy())
+        from ._engines import generate_for_cli
+
+        result, pieces = generate_for_cli(name, args, DecodingPolicy())
     except ImportError as exc:
         return {"engine": name, "status": "not installed", "reason": f"{exc}; install with: {hint}"}
     except Exception as exc:  # reported, not hidden: the demo shows why an engine did not run

@@ -1,6 +1,7 @@
 """``autodeco generate``: decode with AutoDeco on a chosen engine; one output schema for all.
 
-An engine module (see ``ENGINES``) provides ``generate_for_cli(args, policy)`` returning a
+Each engine (see ``ENGINES``: its adapter module and extra) runs through
+:func:`autodeco_samplers.cli._engines.generate_for_cli`, which returns a
 :class:`~autodeco_samplers.interfaces.GenerationResult`, optionally with per-token
 ``pieces`` (decoded text of each token) for the human view. The request is validated once,
 here, before any engine is imported (:func:`autodeco_samplers.validation.check_generate_request`),
@@ -39,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=non_negative_float, default=1.0, help="multiplier of the predicted T (0 = greedy)")
     p.add_argument("--top-p", type=non_negative_float, default=1.0, help="multiplier of the predicted P (result clamped to [0, 1])")
     p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop when this text appears (repeatable)")
+    p.add_argument("--n-ctx", type=positive_int, default=None,
+                   help="llama-cpp only: context size in tokens (default: the model's, capped by llama-cpp-python)")
     p.add_argument(
         "--f32-kv-cache",
         action="store_true",
@@ -67,6 +70,8 @@ def render_steps(result, pieces=None, stream=None) -> None:
 
 def check_engine_flags(args: argparse.Namespace) -> None:
     """Flags that only one engine understands are usage errors with the other."""
+    if args.engine != "llama-cpp" and args.n_ctx is not None:
+        raise UsageError("--n-ctx applies to --engine llama-cpp only (transformers uses the model's own context)")
     if args.engine != "llama-cpp" and args.f32_kv_cache:
         raise UsageError("--f32-kv-cache applies to --engine llama-cpp only (transformers keeps the model's own dtype)")
     if args.stop is not None and not all(args.stop):
@@ -95,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
                            max_new_tokens=args.max_new_tokens)
     module_name, extra = ENGINES[args.engine]
     try:
-        module = importlib.import_module(module_name)
-        generate_for_cli = module.generate_for_cli
+        importlib.import_module(module_name)
         if args.engine == "transformers":
             import torch  # noqa: F401  (the adapter imports its engine lazily; fail here, clearly)
             import transformers  # noqa: F401
@@ -108,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
             raise type(missing)(f"engine {args.engine!r} is not installed; install it with: {install_command(extra)}",
                                 package=missing.package, extra=extra) from None
         raise
-    policy = DecodingPolicy(temperature=args.temperature, top_p=args.top_p)
-    result, pieces = generate_for_cli(args, policy)
+    from ._engines import generate_for_cli
+
+    # the one request-knob rule: the command's multipliers on top of the default policy
+    policy = DecodingPolicy().for_request(args.temperature, args.top_p)
+    result, pieces = generate_for_cli(args.engine, args, policy)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -40,10 +40,10 @@ def lm_head(vocab: int = V, hidden: int = H, *, seed: int = 0, scale: float = 1.
 
 
 def processor(heads: AutoDecoHeads, policy=None, config=None):
-    from autodeco_samplers.adapters.sglang.processor import AutoDecoLogitsProcessor
+    from autodeco_samplers.adapters.sglang.processor import AutoDecoSGLangProcessor
     from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 
-    return AutoDecoLogitsProcessor(config or hf_config(), heads=AutoDecoHeadsModule.from_numpy(heads), policy=policy)
+    return AutoDecoSGLangProcessor(config or hf_config(), heads=AutoDecoHeadsModule.from_numpy(heads), policy=policy)
 
 
 def decode_metadata(capture=None):

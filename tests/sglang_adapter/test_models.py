@@ -68,7 +68,7 @@ def _hf_tensors(base: Path):
 @pytest.mark.parametrize("source", ["merged", "base+heads"])
 def test_prepared_folder_loads_heads_and_base(checkpoints, tmp_path, arch, source):
     from autodeco_samplers.adapters.sglang.prepare import prepare_sglang_checkpoint
-    from autodeco_samplers.adapters.sglang.processor import AutoDecoLogitsProcessor
+    from autodeco_samplers.adapters.sglang.processor import AutoDecoSGLangProcessor
 
     _, ckpts = checkpoints
     base, heads_dir, merged = ckpts[arch]
@@ -78,7 +78,7 @@ def test_prepared_folder_loads_heads_and_base(checkpoints, tmp_path, arch, sourc
         out = prepare_sglang_checkpoint(base, tmp_path / "served", heads=heads_dir)
     model = build(arch, out)
     assert type(model).__name__ == ARCHS[arch]
-    assert isinstance(model.logits_processor, AutoDecoLogitsProcessor)
+    assert isinstance(model.logits_processor, AutoDecoSGLangProcessor)
     model.load_weights(sglang_weights(out))
 
     heads = load_heads(heads_dir)

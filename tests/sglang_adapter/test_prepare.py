@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autodeco_samplers.adapters.sglang.config import parse_autodeco_block
+from autodeco_samplers.heads.served import parse_autodeco_block
 from autodeco_samplers.adapters.sglang.prepare import prepare_sglang_checkpoint
 from autodeco_samplers.errors import CheckpointError
 from autodeco_samplers.heads.merged import merge_checkpoint

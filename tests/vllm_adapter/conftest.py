@@ -68,7 +68,7 @@ def heads(folders):
 
 @pytest.fixture(scope="session")
 def policy(folders):
-    from autodeco_samplers.adapters.sglang.config import parse_autodeco_block
+    from autodeco_samplers.heads.served import parse_autodeco_block
 
     cfg = json.loads((Path(folders["served"]) / "config.json").read_text())
     return parse_autodeco_block(cfg["autodeco"])[1]

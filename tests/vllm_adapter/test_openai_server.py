@@ -134,3 +134,42 @@ def test_sampled_logprobs_are_canonical_with_T_above_2(client, tokenizer, hf_mod
     assert max(Ts) > 2.0, Ts  # steps above vLLM's own temperature bound are checked too
     want = [np.log(steps[s][0][t]) for s, t in enumerate(toks)]
     np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_request_multipliers_multiply_the_server_policy_like_transformers(client, tokenizer, hf_model, heads, folders):
+    """The one request-knob rule across engines: under the server-wide policy temperature 2.5,
+    a request with ``vllm_xargs`` ``autodeco_temperature`` 0.5 and ``autodeco_top_p`` 0.8 samples
+    at T_used = 2.5 * 0.5 * T_pred and P_used = clamp(0.8 * P_pred); transformers with the same
+    policy at attach time and ``generate(temperature=0.5, top_p=0.8)`` uses the same T and P
+    along the same tokens, and vLLM's returned logprobs are the canonical ones at those values.
+    (A rule where the request *replaced* the server's multiplier would give T = 0.5 T_pred.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor, attach
+    from autodeco_samplers.policy import DecodingPolicy
+
+    server = DecodingPolicy(temperature=SERVER_POLICY_TEMPERATURE)
+    request = server.for_request(0.5, 0.8)
+    ids = tokenizer(PROMPT)["input_ids"]
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=4, logprobs=1, seed=11,
+                                  extra_body={"return_token_ids": True, "ignore_eos": True,
+                                              "vllm_xargs": {"autodeco_temperature": 0.5, "autodeco_top_p": 0.8}})
+    toks = r.choices[0].token_ids
+    steps = canonical_steps(hf_model, heads, request, ids, toks)
+    want = [np.log(steps[s][0][t]) for s, t in enumerate(toks)]
+    np.testing.assert_allclose(r.choices[0].logprobs.token_logprobs, want, atol=2e-4)
+
+    model = AutoModelForCausalLM.from_pretrained(folders["base"], torch_dtype=torch.float32).eval()
+    attach(model, folders["heads"], policy=server)
+    for s in range(len(toks)):
+        seq = torch.tensor([list(ids) + list(toks[:s])])
+        proc = AutoDecoLogitsProcessor(model)
+        with torch.no_grad():
+            model.generate(input_ids=seq, attention_mask=torch.ones_like(seq), do_sample=True, max_new_tokens=1,
+                           pad_token_id=0, temperature=0.5, top_p=0.8, logits_processor=[proc])
+        step = proc.trace.steps(0)[0]
+        assert step.T == pytest.approx(steps[s][1], rel=1e-4), s
+        assert step.P == pytest.approx(steps[s][2], rel=1e-4, abs=1e-6), s
+    replaced = DecodingPolicy(temperature=0.5, top_p=0.8)  # the rule this test rules out
+    assert abs(canonical_steps(hf_model, heads, replaced, ids, toks)[0][1] - steps[0][1]) > 1e-3

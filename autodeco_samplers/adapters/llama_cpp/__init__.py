@@ -12,7 +12,7 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
    uses :class:`~autodeco_samplers.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
    own samplers (whose chain applies top-p *before* temperature) are never used. The prompt is
    decoded with embeddings off except for its last token, so prefill costs what it always costs.
-2. :class:`AutoDecoLogitsProcessor` for code that keeps ``Llama.create_completion``; see its
+2. :class:`AutoDecoLlamaProcessor` for code that keeps ``Llama.create_completion``; see its
    docstring for what it costs and which sampling arguments it needs.
 
 Errors: a missing, truncated or foreign file (a heads sidecar passed as the model, a file
@@ -42,11 +42,10 @@ from autodeco_samplers.step import numpy_step, numpy_step_distribution
 __all__ = [
     "ENGINE_NAME",
     "AutoDecoLlama",
-    "AutoDecoLogitsProcessor",
+    "AutoDecoLlamaProcessor",
     "StreamedToken",
     "check_model_gguf",
     "load_llama",
-    "generate_for_cli",
     "NEUTRAL_SAMPLING_KWARGS",
     "step_distribution",
     "draw_step",
@@ -335,6 +334,8 @@ class AutoDecoLlama:
         max_new_tokens: int = 64,
         stop: Union[str, Sequence[str], None] = None,
         seed: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
         policy: Optional[DecodingPolicy] = None,
         stop_at_eos: bool = True,
     ) -> GenerationStream:
@@ -345,7 +346,10 @@ class AutoDecoLlama:
         token completing it is included in ``token_ids``; ``text`` ends before the stop
         string; ``"stop"``), ``max_new_tokens`` or a full context (``"length"``).
         ``seed`` gives the draw a fresh ``numpy.random.default_rng(seed)``; ``None`` continues
-        the generator given at construction.
+        the generator given at construction. ``temperature`` / ``top_p`` are the request's
+        multipliers on top of the deployment policy (``policy``, default the one given at
+        construction), the one request-knob rule of every engine
+        (:meth:`DecodingPolicy.for_request`; 0 is greedy).
         """
         if max_new_tokens < 0:
             raise InvalidParameterError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -367,7 +371,7 @@ class AutoDecoLlama:
         stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
         result = GenerationResult(engine=ENGINE_NAME, prompt_ids=list(prompt_ids), text="")
         rng = np.random.default_rng(seed) if seed is not None else self.rng
-        policy = policy or self.policy
+        policy = (policy or self.policy).for_request(temperature, top_p)
         return GenerationStream(self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result), result)
 
     def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result) -> Iterator[StreamedToken]:
@@ -446,7 +450,7 @@ class AutoDecoLlama:
         return stream.result
 
 
-class AutoDecoLogitsProcessor:
+class AutoDecoLlamaProcessor:
     """AutoDeco as a llama-cpp-python ``logits_processor`` for ``Llama.create_completion``.
 
     How it works: construction switches the context's embeddings on
@@ -516,36 +520,3 @@ class AutoDecoLogitsProcessor:
             out[ids] = np.log(probs)
         self.steps.append(TokenStep(-1, float(T_pred[0]), float(P_pred[0]), float(T_used[0]), float(P_used[0])))
         return out
-
-
-def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, List[str]]:
-    """``autodeco generate --engine llama-cpp --model model.gguf --heads heads.gguf ...``.
-
-    ``args.threads`` (``auto``: llama.cpp's choice) sets ``n_threads``. Text policy (the same
-    for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`): ``text``
-    and ``pieces`` never show special (control) tokens; ``token_ids`` and ``steps`` hold
-    every generated token, the end-of-generation token included.
-    """
-    if not args.heads:
-        raise AutoDecoError("--engine llama-cpp needs --heads (a sidecar from `autodeco export-heads`, or any heads checkpoint)")
-    model_path = Path(args.model)
-    if model_path.is_dir() or model_path.suffix.lower() != ".gguf":
-        raise CheckpointError(
-            f"{model_path}: --engine llama-cpp needs a model .gguf file (convert a tiny model with `autodeco convert-gguf`)"
-        )
-    n_threads = getattr(args, "threads", None)
-    threads = {} if n_threads in (None, "auto") else {"n_threads": int(n_threads)}
-    gen = AutoDecoLlama(
-        model_path,
-        args.heads,
-        policy=policy,
-        seed=args.seed,
-        n_ctx=getattr(args, "n_ctx", None),
-        f32_kv_cache=bool(getattr(args, "f32_kv_cache", False)),
-        **threads,
-    )
-    prompt = args.prompt if getattr(args, "prompt", None) is not None else list(args.prompt_ids)
-    stream = gen.stream(prompt, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                        stop=getattr(args, "stop", None))
-    pieces = [tok.piece for tok in stream]
-    return stream.result, pieces

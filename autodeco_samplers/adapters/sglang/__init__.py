@@ -8,7 +8,7 @@ How it works (details and the launch command in ``docs/sglang.md``):
   ``Qwen3MoeForCausalLM`` and ``GptOssForCausalLM`` and keep those names (SGLang switches
   behaviour on them). Without an ``autodeco`` block in ``config.json`` they are the stock
   classes, byte for byte.
-* With the block, the model's ``LogitsProcessor`` becomes :class:`AutoDecoLogitsProcessor`:
+* With the block, the model's ``LogitsProcessor`` becomes :class:`AutoDecoSGLangProcessor`:
   it forces LAST hidden-state capture, runs the heads on the post-norm rows aligned with the
   logits to sample, and replaces those logits by
   :func:`autodeco_samplers.torch_ops.torch_rule_logits` (``(l - max l) / T`` inside the
@@ -29,23 +29,18 @@ EXTERNAL_MODEL_PACKAGE = "autodeco_samplers.adapters.sglang.models"
 
 __all__ = [
     "EXTERNAL_MODEL_PACKAGE",
-    "AUTODECO_CONFIG_KEY",
-    "AutoDecoLogitsProcessor",
+    "AutoDecoSGLangProcessor",
     "SGLangModeError",
     "autodeco_logits",
     "autodeco_model_class",
-    "parse_autodeco_block",
     "prepare_sglang_checkpoint",
     "route_weights",
 ]
 
 _LAZY = {
-    "AUTODECO_CONFIG_KEY": "config",
-    "parse_autodeco_block": "config",
-    "make_autodeco_block": "config",
     "SGLangModeError": "config",
     "autodeco_logits": "transform",
-    "AutoDecoLogitsProcessor": "processor",
+    "AutoDecoSGLangProcessor": "processor",
     "autodeco_model_class": "model_mixin",
     "route_weights": "model_mixin",
     "prepare_sglang_checkpoint": "prepare",

@@ -4,7 +4,7 @@
 registry keys models by class name, and SGLang switches behaviour on architecture names).
 The subclass is the stock class unless ``config.autodeco`` exists; then it
 
-* replaces ``self.logits_processor`` by :class:`AutoDecoLogitsProcessor` (in place, keeping
+* replaces ``self.logits_processor`` by :class:`AutoDecoSGLangProcessor` (in place, keeping
   the stock processor's settings) holding float32 heads replicated on every TP rank;
 * routes weights in ``load_weights``: head tensors (``temp_head.*`` / ``top_p_head.*``, with or
   without the ``llm.`` prefix of official merged checkpoints) go to the heads; every other
@@ -18,7 +18,7 @@ from typing import Any, Set
 
 from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights, route_weights
 
-from .config import autodeco_block_of, parse_autodeco_block
+from autodeco_samplers.heads.served import autodeco_block_of, parse_autodeco_block
 
 __all__ = ["AutoDecoModelMixin", "autodeco_model_class", "route_weights"]
 
@@ -38,13 +38,13 @@ class AutoDecoModelMixin(HeadWeightsMixin):
             return
         from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
 
-        from .processor import AutoDecoLogitsProcessor
+        from .processor import AutoDecoSGLangProcessor
 
         heads_config, policy = parse_autodeco_block(block, model_hidden_size=getattr(config, "hidden_size", None))
         heads = AutoDecoHeadsModule(heads_config).float().eval()
         for p in heads.parameters():
             p.requires_grad_(False)
-        AutoDecoLogitsProcessor.wrap(self.logits_processor, heads, policy)
+        AutoDecoSGLangProcessor.wrap(self.logits_processor, heads, policy)
 
     @property
     def autodeco_heads(self):

@@ -1,4 +1,4 @@
-"""``AutoDecoLogitsProcessor``: SGLang's ``LogitsProcessor`` plus the AutoDeco transform.
+"""``AutoDecoSGLangProcessor``: SGLang's ``LogitsProcessor`` plus the AutoDeco transform.
 
 Imports SGLang (``sglang.srt.layers.logits_processor``); only loaded when a model with an
 ``autodeco`` block is built, or when imported explicitly.
@@ -46,7 +46,7 @@ _UNSUPPORTED_MODES = {
 }
 
 
-class AutoDecoLogitsProcessor(LogitsProcessor):
+class AutoDecoSGLangProcessor(LogitsProcessor):
     """A stock ``LogitsProcessor`` whose sampled logits follow AutoDeco.
 
     Args:
@@ -84,7 +84,7 @@ class AutoDecoLogitsProcessor(LogitsProcessor):
         heads: AutoDecoHeadsModule,
         policy: Optional[DecodingPolicy] = None,
         fill: float = OUTSIDE_NUCLEUS,
-    ) -> "AutoDecoLogitsProcessor":
+    ) -> "AutoDecoSGLangProcessor":
         """Turn an existing stock processor into this class in place, keeping every setting
         the model chose for it (logit scale, all-gather mode, softcapping)."""
         if not isinstance(stock, LogitsProcessor):

@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
-from autodeco_samplers.interfaces import GenerationResult
 from autodeco_samplers.policy import DecodingPolicy
 
 from .trace import AutoDecoTrace, build_trace
@@ -60,7 +59,6 @@ __all__ = [
     "attach",
     "detach",
     "from_pretrained",
-    "generate_for_cli",
     "get_attachment",
     "is_merged_checkpoint",
     "load_merged_base",
@@ -115,10 +113,9 @@ class AutoDecoAttachment:
     """
 
     def __init__(
-        self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None, candidates: int = 1024
+        self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None
     ) -> None:
         self.model = model
-        self.candidates = int(candidates)
         self.heads = heads.float().eval()
         for p in self.heads.parameters():
             p.requires_grad_(False)
@@ -454,9 +451,7 @@ def _model_hidden_size(model: Any) -> int:
     return int(width)
 
 
-def attach(
-    model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None, candidates: int = 1024
-) -> AutoDecoAttachment:
+def attach(model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None) -> AutoDecoAttachment:
     """Attach AutoDeco heads to a causal-LM ``PreTrainedModel``.
 
     Args:
@@ -466,8 +461,6 @@ def attach(
             accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
-        candidates: ignored, kept for compatibility (the nucleus search of
-            :mod:`autodeco_samplers.torch_nucleus` sorts no vocabulary and needs no tuning).
 
     Raises:
         ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
@@ -499,7 +492,7 @@ def attach(
             f"expect hidden_size={module.hidden_size}"
         )
     device = next(model.parameters()).device
-    att = AutoDecoAttachment(model, module.to(device), policy, candidates)
+    att = AutoDecoAttachment(model, module.to(device), policy)
     att._install()
     return att
 
@@ -614,83 +607,3 @@ def load_tokenizer(path: Union[str, Path]) -> Any:
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-def generate_for_cli(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, Optional[List[str]]]:
-    """``autodeco generate --engine transformers``: one prompt, sampled with the heads.
-
-    ``args.model`` is a merged AutoDeco folder, or a base folder with ``args.heads``.
-    ``policy`` carries ``--temperature`` / ``--top-p`` (multipliers). ``args.seed`` seeds
-    torch's global generator, which transformers' sampler uses. ``args.device`` (``auto``:
-    CUDA when present) and ``args.threads`` (``auto``: torch's choice) place the model.
-    The request itself was validated by the CLI
-    (:func:`autodeco_samplers.validation.check_generate_request`).
-
-    Text policy (the same for every engine, see :class:`~autodeco_samplers.interfaces.GenerationResult`):
-    ``text`` and ``pieces`` never show special tokens (``skip_special_tokens=True``);
-    ``token_ids`` and ``steps`` hold every generated token, EOS included.
-    """
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the command line prints its own output only
-    model_path = Path(args.model)
-    if args.heads is None and not is_merged_checkpoint(model_path):
-        raise CheckpointError(
-            f"{model_path} is not a merged AutoDeco checkpoint (config.json model_type is not 'autodeco'); "
-            "pass --heads PATH"
-        )
-    threads = getattr(args, "threads", None)
-    if threads not in (None, "auto"):
-        torch.set_num_threads(int(threads))
-    device = getattr(args, "device", None) or "auto"
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = from_pretrained(model_path, args.heads, policy=policy).to(device)
-    tokenizer = None
-    try:
-        tokenizer = load_tokenizer(model_path)
-    except Exception:
-        if getattr(args, "prompt", None) is not None:
-            raise AutoDecoError(f"{model_path}: no tokenizer found; use --prompt-ids") from None
-    if getattr(args, "prompt_ids", None):
-        ids = list(args.prompt_ids)
-    else:
-        ids = tokenizer(args.prompt, add_special_tokens=True)["input_ids"]
-        if not ids:
-            raise AutoDecoError("the prompt encodes to no tokens")
-    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-    proc = AutoDecoLogitsProcessor(model, policy)
-    pad = model.generation_config.pad_token_id
-    if pad is None:
-        pad = getattr(model.config, "pad_token_id", None)
-    if pad is None:
-        eos = model.generation_config.eos_token_id or getattr(model.config, "eos_token_id", None)
-        pad = eos[0] if isinstance(eos, (list, tuple)) else eos
-    stop = list(getattr(args, "stop", None) or [])
-    if stop and tokenizer is None:
-        raise AutoDecoError(f"{model_path}: --stop needs the model's tokenizer, which was not found")
-    extra = {"stop_strings": stop, "tokenizer": tokenizer} if stop else {}
-    torch.manual_seed(int(args.seed))
-    with torch.no_grad():
-        model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=True,
-            max_new_tokens=int(args.max_new_tokens),
-            logits_processor=[proc],
-            pad_token_id=pad,
-            **extra,
-        )
-    result = proc.trace.results(None)[0]
-    result.prompt_ids = ids
-    pieces = None
-    if tokenizer is not None:
-        result.text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
-        pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in result.token_ids]
-    if stop and result.text is not None:  # like the llama.cpp engine: the text ends before the stop string
-        cut = min((i for i in (result.text.find(s) for s in stop) if i >= 0), default=None)
-        if cut is not None:
-            result.text = result.text[:cut]
-            result.finish_reason = "stop"
-    return result, pieces

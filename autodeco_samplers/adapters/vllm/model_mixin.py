@@ -33,7 +33,7 @@ from typing import Any, Dict, Set
 
 import torch
 
-from autodeco_samplers.adapters.sglang.config import autodeco_block_of, parse_autodeco_block
+from autodeco_samplers.heads.served import autodeco_block_of, parse_autodeco_block
 from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights
 from autodeco_samplers.step import TorchStep
 
