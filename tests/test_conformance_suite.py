@@ -158,20 +158,38 @@ def test_pytest_plugin_takes_comma_separated_engines_and_names_unknown_ones(tmp_
     assert "unknown engine(s) nosuch" in bad.stdout + bad.stderr and "known: " in bad.stdout + bad.stderr
 
 
+# The levels each registered engine implements; every one must pass ("not supported" for a
+# level listed here is a failure, and a level an engine gains must be added here).
+EXPECTED_LEVELS = {
+    "numpy": ("kernel", "sampling"),
+    "torch-cpu": ("kernel", "sampling"),
+    "torch-cuda": ("kernel", "sampling"),
+    "transformers": ("kernel", "sampling", "end-to-end"),
+    "llama-cpp": ("kernel", "sampling", "end-to-end"),
+    "sglang-transform": ("kernel",),
+    "vllm": ("kernel", "end-to-end"),
+}
+
+
+def test_the_expected_levels_name_every_registered_engine():
+    assert sorted(EXPECTED_LEVELS) == sorted(engine_names())
+
+
 @pytest.mark.parametrize("name", engine_names())
 def test_every_registered_engine_passes_every_level_it_implements(name):
     """CI runs the suite over every engine present (``KERNEL_EXAMPLES`` kernel cases each, plus
-    the fixed real-size cases); only a missing device (or SGLang's own environment) may skip."""
+    the fixed real-size cases). Each engine must pass exactly the levels of ``EXPECTED_LEVELS``
+    and report the others as not supported; only a missing device (torch-cuda) or vLLM's own
+    environment may skip, with the reason."""
     results = run_engine(name, ("kernel", "sampling", "end-to-end"), examples=KERNEL_EXAMPLES)
-    for r in results:
-        if r.verdict == "skipped" and name == "vllm":
-            pytest.skip(f"vllm runs in .venv-vllm (tests/vllm_adapter/test_units.py): {r.reason}")
-        if r.verdict == "skipped":
-            assert name == "torch-cuda", f"{name} was skipped here: {r.reason}"
-            continue
-        assert r.verdict in ("pass", "not supported"), f"{r.engine} / {r.level}: {r.verdict}\n{r.reason}"
-    implemented = [r.level for r in results if r.verdict == "pass"]
-    if name != "torch-cuda":
-        assert "kernel" in implemented
-        kernel = next(r for r in results if r.level == "kernel")
-        assert kernel.cases >= KERNEL_EXAMPLES + len(real_size_cases())
+    skipped = [r for r in results if r.verdict == "skipped"]
+    if skipped and name == "vllm":
+        pytest.skip(f"vllm runs in .venv-vllm (tests/vllm_adapter/test_units.py): {skipped[0].reason}")
+    if skipped and name == "torch-cuda":
+        pytest.skip(f"torch-cuda: {skipped[0].reason}")
+    verdicts = {r.level: r.verdict for r in results}
+    expected = {level: ("pass" if level in EXPECTED_LEVELS[name] else "not supported") for level in verdicts}
+    reasons = "\n".join(f"{r.level}: {r.reason}" for r in results if r.verdict not in ("pass", "not supported"))
+    assert verdicts == expected, f"{name}: {verdicts}\n{reasons}"
+    kernel = next(r for r in results if r.level == "kernel")
+    assert kernel.cases >= KERNEL_EXAMPLES + len(real_size_cases())

@@ -14,7 +14,7 @@ from autodeco_samplers.cli import main as cli_main
 from autodeco_samplers.errors import CheckpointError
 from autodeco_samplers.heads import read_head_checkpoint
 from autodeco_samplers.heads.export import export_heads
-from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, read_gguf_heads, write_gguf_heads
+from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, SIDECAR_FORMAT_VERSION, read_gguf_heads, write_gguf_heads
 from autodeco_samplers.heads.init import init_heads
 from autodeco_samplers.heads.writer import save_heads
 
@@ -68,7 +68,8 @@ def test_metadata_records_source_and_version(tmp_path):
     export_heads(folder, tmp_path / "h.gguf")
     r = gguf.GGUFReader(str(tmp_path / "h.gguf"))
     assert r.fields["general.architecture"].contents() == SIDECAR_ARCHITECTURE
-    assert r.fields["autodeco.format_version"].contents() == 1
+    assert r.fields["autodeco.format_version"].contents() == SIDECAR_FORMAT_VERSION == 2
+    assert len(r.fields["autodeco.checksum"].contents()) == 64
     assert r.fields["autodeco.hidden_size"].contents() == 16
     assert r.fields["autodeco.temperature_width"].contents() == 8
     assert r.fields["autodeco.source_checkpoint"].contents() == str(folder)
@@ -170,15 +171,17 @@ def test_reading_a_sidecar_never_imports_torch(sidecar):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_every_truncation_and_header_corruption_gives_a_clean_error(sidecar):
-    """Cut the file at many points, or flip header bytes: only CheckpointError (or, for a
-    harmless flip, a successful read), never another exception."""
+def test_every_truncation_and_corruption_gives_a_clean_error(sidecar):
+    """Cut the file at many points, or change any byte (header, metadata or tensor data): the
+    read raises CheckpointError, or (for a byte nobody reads, e.g. inside ``general.name``)
+    returns exactly the original heads. A corrupt file never reads as other heads."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     from autodeco_samplers.heads.gguf_sidecar import scan_gguf_header
 
     data = sidecar.read_bytes()
+    original_cfg, original = read_gguf_heads(sidecar)
     header_end = max(start for _, start, _ in scan_gguf_header(sidecar).tensors)
     cut = sidecar.with_name("cut.gguf")
     for n in list(range(0, header_end, 5)) + [len(data) - 1]:
@@ -186,15 +189,26 @@ def test_every_truncation_and_header_corruption_gives_a_clean_error(sidecar):
         with pytest.raises(CheckpointError):
             read_gguf_heads(cut)
 
-    @settings(max_examples=150, deadline=None)
-    @given(st.integers(4, header_end - 1), st.integers(0, 255))
+    accepted = []
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.integers(4, header_end - 1), st.integers(header_end, len(data) - 1)), st.integers(0, 255))
     def flip(pos, byte):
         bad = bytearray(data)
+        if bad[pos] == byte:
+            return
         bad[pos] = byte
         cut.write_bytes(bytes(bad))
         try:
-            read_gguf_heads(cut)
+            cfg, tensors = read_gguf_heads(cut)
         except CheckpointError:
-            pass
+            return
+        accepted.append(pos)
+        for field in ("hidden_size", "use_enhanced_features", "enable_temperature_head", "enable_top_p_head",
+                      "temperature_width", "top_p_width", "base_model_name_or_path", "base_model_type"):
+            assert getattr(cfg, field) == getattr(original_cfg, field), (pos, field)
+        assert sorted(tensors) == sorted(original)
+        for key in original:
+            assert tensors[key].dtype == original[key].dtype and np.array_equal(tensors[key], original[key]), (pos, key)
 
     flip()

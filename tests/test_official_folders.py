@@ -43,6 +43,14 @@ def _write_base(folder, model, tok):
     return folder
 
 
+def assert_same_state_dict(model, ref) -> None:
+    """The same tensor names and every tensor bit-identical (a missing or extra name fails)."""
+    got, want = model.state_dict(), ref.state_dict()
+    assert sorted(got) == sorted(want), (sorted(set(got) ^ set(want)))
+    for name, q in want.items():
+        torch.testing.assert_close(got[name], q, rtol=0, atol=0, msg=name)
+
+
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     from autodeco_samplers.tiny_models import build_tiny_model, build_tokenizer
@@ -165,8 +173,7 @@ def test_transformers_loads_the_official_merged_folder(official, which, one_torc
     base_dtype = torch.bfloat16 if which == "merged16" else torch.float32
     assert next(model.parameters()).dtype == base_dtype
     ref = official["model"] if which == "merged" else official["model16"]
-    for (name, p), (_, q) in zip(model.state_dict().items(), ref.state_dict().items()):
-        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)  # every base tensor came through
+    assert_same_state_dict(model, ref)  # every base tensor came through, none missing or extra
     prompt, out, trace = _generate(model, official["tok"])
     # the official heads on a teacher-forced forward of the same tokens
     with torch.no_grad():
@@ -256,6 +263,5 @@ def test_split_of_the_official_merged_folder_is_a_loadable_base(official, tmp_pa
     config = json.loads((base / "config.json").read_text())
     assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
     model = AutoModelForCausalLM.from_pretrained(base).eval()
-    for (name, p), (_, q) in zip(model.state_dict().items(), official["model"].state_dict().items()):
-        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    assert_same_state_dict(model, official["model"])
     _assert_official(ad.load_heads(heads), official["heads"])

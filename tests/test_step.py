@@ -101,9 +101,15 @@ def test_threshold_search_matches_the_reference(batch):
 def test_candidates_prove_only_what_the_reference_keeps(batch, ranked_by):
     """Rows the candidate search calls proven have exactly the reference's kept set, whether
     the chunks are ranked by probability (candidate_nucleus) or by logit (logit_candidates,
-    the step's, which evaluates q only at the gathered tokens)."""
+    the step's, which evaluates q only at the gathered tokens). Each batch gets one extra row
+    that must be proven (one token holds almost all the mass, P = 0.5), so the test fails when
+    the search proves nothing at all."""
     logits, T, P = batch
-    T = np.where(T < 1e-6, 1.0, T).astype(np.float32)
+    peaked = np.zeros((1, logits.shape[1]), np.float32)
+    peaked[0, logits.shape[1] // 2] = 40.0
+    logits = np.concatenate([logits, peaked]).astype(np.float32)
+    T = np.append(np.where(T < 1e-6, 1.0, T), 1.0).astype(np.float32)
+    P = np.append(P, 0.5).astype(np.float32)
     arr, Tt, Pt = torch.from_numpy(logits), torch.from_numpy(T), torch.from_numpy(P)
     z = (arr - arr.amax(-1, keepdim=True)) / Tt[:, None]
     q = torch.softmax(z, dim=-1)
@@ -120,6 +126,7 @@ def test_candidates_prove_only_what_the_reference_keeps(batch, ranked_by):
         ids = cand.ids[b][cand.keep[b]].numpy()
         dense[ids] = q[b].double().numpy()[ids]
         _agrees(logits[b:b + 1], T[b:b + 1], P[b:b + 1], (dense / dense.sum())[None])
+    assert bool(cand.proven[-1]), "the peaked row must be proven"
 
 
 @pytest.mark.parametrize("rank", ["probabilities", "logits"])

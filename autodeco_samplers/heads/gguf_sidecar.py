@@ -11,12 +11,17 @@ Layout of a sidecar (``autodeco export-heads CHECKPOINT --out heads.gguf``):
   ``autodeco.base_model_type`` and ``autodeco.source_checkpoint``;
 * one tensor per head parameter under its official name (``temp_head.mlp.0.weight`` ...),
   stored in the dtype read from the source checkpoint (F32, or F64), so that a round trip
-  is bit-exact.
+  is bit-exact;
+* ``autodeco.checksum`` (format version 2): the SHA-256 of the heads' content
+  (:func:`heads_checksum`: the ``autodeco.*`` metadata above except ``source_checkpoint``,
+  then every tensor's name, dtype, shape and bytes in name order). A file whose bytes were
+  changed reads as an error, never as other heads.
 
 :func:`read_gguf_heads` validates the file itself before trusting it: magic bytes, a parse
 with ``gguf.GGUFReader``, the architecture tag, the format version, every tensor's byte range
-against the file size (a truncated file), and every shape (through the same validation the
-safetensors reader uses). Every failure is a :class:`~autodeco_samplers.errors.CheckpointError`
+against the file size (a truncated file), every shape (through the same validation the
+safetensors reader uses) and the checksum (required from format version 2; version 1 files,
+written before it existed, are read without one). Every failure is a :class:`~autodeco_samplers.errors.CheckpointError`
 naming the file.
 """
 
@@ -32,7 +37,7 @@ import numpy as np
 from autodeco_samplers.errors import AutoDecoError, CheckpointError
 
 from .config import HeadsConfig
-from .layout import FORMAT_VERSION, HEAD_NAMES, PARAM_SUFFIXES, canonical_head_key, head_key
+from .layout import HEAD_NAMES, PARAM_SUFFIXES, canonical_head_key, head_key
 from .safetensors_io import TensorEntry
 from .validation import check_finite, validate_head_entries
 
@@ -44,10 +49,12 @@ __all__ = [
     "GGUFHeader",
     "read_gguf_heads",
     "write_gguf_heads",
+    "heads_checksum",
 ]
 
 SIDECAR_ARCHITECTURE = "autodeco_heads"
-SIDECAR_FORMAT_VERSION = FORMAT_VERSION
+SIDECAR_FORMAT_VERSION = 2
+"""2: adds ``autodeco.checksum``; 1 (no checksum) is still read."""
 GGUF_MAGIC = b"GGUF"
 _PREFIX = "autodeco."
 _KEY_VERSION = _PREFIX + "format_version"
@@ -60,6 +67,7 @@ _KEY_TOP_P_W = _PREFIX + "top_p_width"
 _KEY_BASE = _PREFIX + "base_model_name_or_path"
 _KEY_BASE_TYPE = _PREFIX + "base_model_type"
 _KEY_SOURCE = _PREFIX + "source_checkpoint"
+_KEY_CHECKSUM = _PREFIX + "checksum"
 _REQUIRED_KEYS = (_KEY_VERSION, _KEY_HIDDEN, _KEY_ENHANCED, _KEY_TEMP_ON, _KEY_TOP_P_ON)
 
 Tensors = Dict[str, np.ndarray]
@@ -321,8 +329,35 @@ def _read_sidecar(path: Path, reader) -> Tuple[HeadsConfig, Tensors]:
                 raise CheckpointError(f"{path}: head tensor {key!r} has type {t.tensor_type.name}; expected F32 or F64")
             dtype = np.float64 if t.tensor_type.name == "F64" else np.float32
             tensors[key] = np.array(t.data, dtype=dtype).reshape(entries[key].shape)
+    stored = _field_value(reader, _KEY_CHECKSUM)
+    if stored is None and version >= 2:
+        raise CheckpointError(f"{path}: heads sidecar (format version {version}) lacks its checksum {_KEY_CHECKSUM!r}")
+    if stored is not None:
+        metadata = {k: _field_value(reader, k) for k in _CHECKSUM_KEYS if k in reader.fields}
+        if str(stored) != heads_checksum(metadata, tensors):
+            raise CheckpointError(f"{path}: corrupt heads sidecar: its content does not match its checksum")
     check_finite(tensors, str(path))
     return cfg, tensors
+
+
+_CHECKSUM_KEYS = (_KEY_VERSION, _KEY_HIDDEN, _KEY_ENHANCED, _KEY_TEMP_ON, _KEY_TOP_P_ON, _KEY_TEMP_W, _KEY_TOP_P_W,
+                  _KEY_BASE, _KEY_BASE_TYPE)
+
+
+def heads_checksum(metadata: Dict[str, object], tensors: Tensors) -> str:
+    """SHA-256 (hex) of a sidecar's content: the ``metadata`` values of :data:`_CHECKSUM_KEYS`
+    that are present (as JSON, keys sorted), then for each tensor in name order its name,
+    dtype, shape and bytes."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: metadata[k] for k in sorted(metadata) if k in _CHECKSUM_KEYS}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[key])
+        digest.update(json.dumps([key, arr.dtype.str, list(arr.shape)]).encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 def write_gguf_heads(
@@ -340,25 +375,37 @@ def write_gguf_heads(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), SIDECAR_ARCHITECTURE)
-    writer.add_uint32(_KEY_VERSION, SIDECAR_FORMAT_VERSION)
-    writer.add_uint32(_KEY_HIDDEN, int(config.hidden_size))
-    writer.add_bool(_KEY_ENHANCED, bool(config.use_enhanced_features))
-    writer.add_bool(_KEY_TEMP_ON, bool(config.enable_temperature_head))
-    writer.add_bool(_KEY_TOP_P_ON, bool(config.enable_top_p_head))
-    writer.add_uint32(_KEY_TEMP_W, int(config.temperature_width))
-    writer.add_uint32(_KEY_TOP_P_W, int(config.top_p_width))
+    metadata: Dict[str, object] = {
+        _KEY_VERSION: SIDECAR_FORMAT_VERSION,
+        _KEY_HIDDEN: int(config.hidden_size),
+        _KEY_ENHANCED: bool(config.use_enhanced_features),
+        _KEY_TEMP_ON: bool(config.enable_temperature_head),
+        _KEY_TOP_P_ON: bool(config.enable_top_p_head),
+        _KEY_TEMP_W: int(config.temperature_width),
+        _KEY_TOP_P_W: int(config.top_p_width),
+    }
     if config.base_model_name_or_path:
-        writer.add_string(_KEY_BASE, str(config.base_model_name_or_path))
+        metadata[_KEY_BASE] = str(config.base_model_name_or_path)
     if config.base_model_type:
-        writer.add_string(_KEY_BASE_TYPE, str(config.base_model_type))
+        metadata[_KEY_BASE_TYPE] = str(config.base_model_type)
+    arrays = {}
+    for key in sorted(tensors):
+        arr = np.asarray(tensors[key])
+        arrays[key] = np.ascontiguousarray(arr if arr.dtype == np.float64 else arr.astype(np.float32))
+    for key, value in metadata.items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_string(key, value)
+    writer.add_string(_KEY_CHECKSUM, heads_checksum(metadata, arrays))
     source = source_checkpoint if source_checkpoint is not None else config.source
     if source:
         writer.add_string(_KEY_SOURCE, str(source))
     writer.add_name("AutoDeco heads")
-    for key in sorted(tensors):
-        arr = np.asarray(tensors[key])
-        arr = arr if arr.dtype == np.float64 else arr.astype(np.float32)
-        writer.add_tensor(key, np.ascontiguousarray(arr))
+    for key, arr in arrays.items():
+        writer.add_tensor(key, arr)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
