@@ -35,6 +35,7 @@ import numpy as np
 from . import task as task_mod
 
 __all__ = [
+    "portable_path",
     "Strategy",
     "SampleBatch",
     "DEFAULT_TEMPERATURES",
@@ -48,6 +49,20 @@ __all__ = [
     "plot_frontier",
     "plot_token_trace",
 ]
+
+def portable_path(path: Union[str, Path]) -> str:
+    """``path`` as a results file should record it: relative to the folder holding the
+    ``autodeco_samplers`` package (the repository root in a checkout) or to the working folder
+    when it lies inside one of them, else its last two parts, so that no machine's own
+    folders are stored in a results JSON."""
+    p = Path(path).resolve()
+    for root in (Path(__file__).resolve().parents[1], Path.cwd().resolve()):
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return "/".join(("...",) + p.parts[-2:])
+
 
 DEFAULT_TEMPERATURES: Tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 DEFAULT_TOP_PS: Tuple[float, ...] = (0.5, 0.7, 0.9, 1.0)
@@ -356,8 +371,8 @@ def evaluate(
         "P": ad_batch.P_used[0, : len(trace_ids)].tolist(),
     }
     return {
-        "model": str(base),
-        "heads": str(heads),
+        "model": portable_path(base),
+        "heads": portable_path(heads),
         "task": spec.to_json(),
         "settings": {"split": split, "n_prompts": len(prompts), "n_samples": n_samples, "max_new_tokens": max_new_tokens,
                      "seed": seeds[0], "seeds": seeds, "temperatures": list(temperatures), "top_ps": list(top_ps),

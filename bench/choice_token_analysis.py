@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autodeco_samplers.evaluation import portable_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -315,7 +317,7 @@ def main() -> int:
     res = analyse(model, tok, heads, records, spec, alpha=args.alpha)
     if args.dynamics:
         res["dynamics"] = dynamics(base, spec, records[:256])
-    res = {"base": str(base), "heads": str(heads_dir), "alpha": args.alpha, "data_seed": args.data_seed, **res,
+    res = {"base": portable_path(base), "heads": portable_path(heads_dir), "alpha": args.alpha, "data_seed": args.data_seed, **res,
            "seconds": time.perf_counter() - t0}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")

@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autodeco_samplers.evaluation import portable_path  # noqa: E402
+
 # name -> TrainConfig overrides (each one change from the official recipe, or a named combination)
 VARIANTS = {
     "official": {},
@@ -80,7 +82,7 @@ def main() -> int:
     spec = default_model.task_spec()
     bc = BuildConfig()
     cache: dict = {}
-    results = {"base": str(base), "split": args.split, "eval_seeds": args.eval_seeds, "train_seeds": args.train_seeds, "samples": args.samples,
+    results = {"base": portable_path(base), "split": args.split, "eval_seeds": args.eval_seeds, "train_seeds": args.train_seeds, "samples": args.samples,
                "variants": {}}
     out_path = Path(args.out)
     for name in names:

@@ -10,7 +10,7 @@ Native kernels run the engine's real code on the same logits with a static (T, P
 :func:`native_report` checks each against the canonical distribution with the suite's one
 checker on seeded cases of every logits shape and writes a markdown table with the first
 (smallest) diverging example per kind of case. ``autodeco conformance --native-report FILE``
-produces the report kept in ``docs/native_samplers.md``.
+produces the report; docs/conformance.md quotes it (section "Where each engine's own temperature/top-p departs from the rule").
 """
 
 from __future__ import annotations

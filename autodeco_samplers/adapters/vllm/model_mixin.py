@@ -109,7 +109,7 @@ def _local_logits_for(base: type):
         if not self.autodeco_enabled:
             return base.compute_logits_local(self, *args, **kwargs)
         raise NotImplementedError(
-            "AutoDeco needs the full vocabulary row of each step (the nucleus is a global sort); "
+            "AutoDeco needs the full vocabulary row of each step (the nucleus depends on every token's probability); "
             "vocabulary-sharded sampling is not supported with an autodeco checkpoint"
         )
 
