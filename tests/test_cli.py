@@ -14,7 +14,7 @@ from autodeco_samplers.cli import main
 
 def test_init_heads_then_inspect(tmp_path, capsys):
     out = tmp_path / "heads"
-    assert main(["init-heads", str(out), "--hidden-size", "24", "--width", "8", "--base-model", "tiny/base"]) == 0
+    assert main(["init-heads", "--out", str(out), "--hidden-size", "24", "--width", "8", "--base-model", "tiny/base"]) == 0
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "hidden size      24" in text
@@ -29,7 +29,7 @@ def test_init_heads_then_inspect(tmp_path, capsys):
 
 
 def test_init_heads_variants(tmp_path, capsys):
-    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--no-enhanced-features", "--no-temperature-head"]) == 0
+    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--no-enhanced-features", "--no-temperature-head"]) == 0
     heads = ad.load_heads(tmp_path / "p")
     assert not heads.config.enable_temperature_head and not heads.config.use_enhanced_features
     T, P = heads.predict(np.ones((1, 8), np.float32))
@@ -38,7 +38,7 @@ def test_init_heads_variants(tmp_path, capsys):
 
 def test_python_dash_m_and_console_script(tmp_path):
     out = tmp_path / "h"
-    subprocess.run([sys.executable, "-m", "autodeco_samplers", "init-heads", str(out), "--hidden-size", "4"], check=True)
+    subprocess.run([sys.executable, "-m", "autodeco_samplers", "init-heads", "--out", str(out), "--hidden-size", "4"], check=True)
     res = subprocess.run([sys.executable, "-m", "autodeco_samplers", "inspect", str(out), "--json"], capture_output=True, text=True, check=True)
     assert json.loads(res.stdout)["hidden_size"] == 4
     # the console script installed next to this interpreter (the venv need not be activated)
@@ -83,7 +83,7 @@ def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys)
     import pytest
 
     pytest.importorskip("transformers")
-    assert main(["init-heads", str(tmp_path / "h"), "--hidden-size", "8"]) == 0
+    assert main(["init-heads", "--out", str(tmp_path / "h"), "--hidden-size", "8"]) == 0
     capsys.readouterr()
     code = main(["generate", "--engine", "transformers", "--model", str(tmp_path / "nope"), "--heads", str(tmp_path / "h"), "--prompt", "hi"])
     assert code == 1
@@ -94,7 +94,7 @@ def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys)
 
 
 def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
-    assert main(["init-heads", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"]) == 0
+    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"]) == 0
     captured = capsys.readouterr()
     assert not ad.load_heads(tmp_path / "p").config.use_enhanced_features
     assert captured.err.strip() == (
@@ -177,3 +177,19 @@ def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "absent")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("autodeco inspect: error: ") and "no such file" in err[0]
+
+
+def test_out_is_an_option_everywhere_and_the_old_positional_still_works(tmp_path, capsys):
+    from autodeco_samplers.cli import main
+
+    assert main(["init-heads", "--out", str(tmp_path / "a"), "--hidden-size", "4", "--width", "2"]) == 0
+    assert (tmp_path / "a" / "config.json").is_file()
+    capsys.readouterr()
+    assert main(["init-heads", str(tmp_path / "b"), "--hidden-size", "4", "--width", "2"]) == 0
+    assert (tmp_path / "b" / "config.json").is_file()
+    err = capsys.readouterr().err
+    assert "a positional OUT is deprecated" in err and "use --out OUT" in err
+    assert main(["init-heads", "--hidden-size", "4"]) == 2
+    assert "required: --out" in capsys.readouterr().err
+    assert main(["init-heads", str(tmp_path / "c"), "--out", str(tmp_path / "d"), "--hidden-size", "4"]) == 2
+    assert "give the output once" in capsys.readouterr().err

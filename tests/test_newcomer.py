@@ -170,7 +170,7 @@ def test_every_readme_command_runs(files):
 
 
 def test_demo_marks_every_answer_valid_or_invalid(files):
-    res = autodeco("demo", "--no-eval", "--demo-tokens", "12", "--seed", "1")
+    res = autodeco("demo", "--no-eval", "--max-new-tokens", "12", "--seed", "1")
     assert res.returncode == 0, res.stderr
     answers = [line for line in res.stdout.splitlines() if line.startswith("answer: ")]
     assert len(answers) == 2, res.stdout  # one per engine

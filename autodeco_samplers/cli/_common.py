@@ -7,10 +7,13 @@
   ``cuda:1`` ...;
 * ``--threads N``: CPU threads; default ``auto`` = 1 for the embedded default model (tiny:
   more threads only add overhead), the engine's own choice otherwise;
+* ``--out PATH``: what a command writes (always an option);
+* ``--max-new-tokens N``: how many tokens a command generates;
 * ``--json``: one JSON object on stdout instead of the human view.
 
 Old spellings (``--base``, ``--plain-features``, space-separated ``--engines``, train's
-``--heads both|temperature|top-p``) still work for one release, with a note on stderr.
+``--heads both|temperature|top-p``, a positional OUT of ``init-heads`` / ``prepare-*``, demo's
+``--demo-tokens``) still work for one release, with a note on stderr.
 """
 
 from __future__ import annotations
@@ -43,6 +46,25 @@ def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *,
     if flag:
         kwargs.setdefault("nargs", 0)
     p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_out(p: argparse.ArgumentParser, help: str) -> None:
+    """``--out PATH`` (required), plus the old positional OUT (hidden; :func:`resolve_out`)."""
+    p.add_argument("--out", default=None, help=help + " (required)")
+    p.add_argument("old_out", nargs="?", default=None, help=argparse.SUPPRESS)
+
+
+def resolve_out(args: argparse.Namespace, command: str) -> str:
+    """``--out``, or the old positional OUT with a deprecation note; a usage error when both or
+    neither are given."""
+    if args.out is not None and args.old_out is not None:
+        raise UsageError(f"give the output once: --out {args.out} (a positional OUT {args.old_out!r} was also given)")
+    if args.out is None and args.old_out is None:
+        raise UsageError("the following argument is required: --out")
+    if args.out is None:
+        deprecation_note(command, "a positional OUT", "--out OUT")
+        args.out = args.old_out
+    return args.out
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

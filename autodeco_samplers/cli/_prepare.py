@@ -11,13 +11,14 @@ import argparse
 import json
 from typing import Callable
 
-from ._common import add_json
+from ._common import add_json, add_out, resolve_out
 
 
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
-    """SRC, OUT, ``--heads``, ``--copy``, ``--base-model-type``, ``--json`` and the policy flags."""
+    """SRC, ``--out``, ``--heads``, ``--copy``, ``--base-model-type``, ``--json`` and the policy flags."""
+    p.set_defaults(prog_name=p.prog.split()[-1])
     p.add_argument("src", help="merged AutoDeco checkpoint folder, or a base model folder with --heads")
-    p.add_argument("out", help="output folder (weights are symlinked unless --copy)")
+    add_out(p, "output folder (weights are symlinked unless --copy)")
     p.add_argument("--heads", default=None, help="heads checkpoint to merge with a base model SRC")
     p.add_argument("--copy", action="store_true", help="copy the weight shards of a merged SRC instead of symlinking")
     p.add_argument("--base-model-type", default=None, help="base model_type when a merged config does not record it")
@@ -34,6 +35,8 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace, prepare: Callable, serve_command: Callable[[str], str]) -> int:
     """Build the policy from the flags, call ``prepare`` and print where OUT is and how to serve it."""
     from autodeco_samplers.policy import DecodingPolicy
+
+    resolve_out(args, args.prog_name)
 
     policy = DecodingPolicy(
         temperature=args.temperature,

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from autodeco_samplers.validation import positive_int
 
-from ._common import add_json, names_arg, resolve_threads
+from ._common import add_deprecated, add_json, names_arg, resolve_threads
 
 # engine name -> (adapter module, python package the engine needs, install hint)
 ENGINES: Dict[str, tuple] = {
@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default=None, help="prompt text (default: the first held-out task prompt)")
     p.add_argument("--engines", nargs="+", default=None, metavar="A,B",
                    help=f"comma-separated engines to run (default: {','.join(ENGINES)})")
-    p.add_argument("--demo-tokens", type=positive_int, default=16, help="max new tokens of the demo generation")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation summary")
-    add_eval_arguments(p, with_model=False)
+    add_eval_arguments(p, with_model=False)  # its --max-new-tokens also bounds the demo generation
+    add_deprecated(p, "--demo-tokens", "--max-new-tokens", "max_new_tokens", type=positive_int)
     p.set_defaults(samples=12)
     add_json(p)
     p.set_defaults(func=run)
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"default model: {default_model.path()} (tiny Llama + AutoDeco heads, task: choice-then-derive)", file=out)
         print(f"prompt: {prompt!r}\n", file=out)
     for name in names:
-        rep = run_engine(name, prompt, args.demo_tokens, args.seed, threads=resolve_threads(args.threads, default_model=True))
+        rep = run_engine(name, prompt, args.max_new_tokens, args.seed, threads=resolve_threads(args.threads, default_model=True))
         result = rep.pop("_result", None)
         if result is not None and options is not None and result.text is not None:
             valid, why = judge_answer(result.text, options)

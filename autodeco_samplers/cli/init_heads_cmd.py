@@ -7,7 +7,7 @@ import json
 
 from autodeco_samplers.validation import positive_int
 
-from ._common import add_deprecated, add_json
+from ._common import add_deprecated, add_json, add_out, resolve_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "init-heads",
         help="write new, untrained heads for a backbone of a given hidden size (a starting point for training)",
     )
-    p.add_argument("out", help="folder to write (config.json + autodeco_heads.safetensors)")
+    add_out(p, "folder to write (config.json + autodeco_heads.safetensors)")
     p.add_argument("--hidden-size", type=positive_int, required=True)
     p.add_argument("--width", type=positive_int, default=256, help="MLP hidden width (official: 256)")
     p.add_argument("--no-enhanced-features", action="store_true", help="top-p head reads [h, T] only")
@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.heads.init import init_heads
     from autodeco_samplers.heads.writer import save_heads
+
+    resolve_out(args, "init-heads")
 
     config, tensors = init_heads(
         args.hidden_size,

@@ -83,7 +83,7 @@ def test_cli(merged, tmp_path):
     (base / "tokenizer.model").write_bytes(b"sentencepiece model stand-in")
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), str(out), "--heads", str(heads), "--top-p", "0.8"],
+        [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), "--out", str(out), "--heads", str(heads), "--top-p", "0.8"],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert proc.returncode == 0, proc.stderr
@@ -93,7 +93,7 @@ def test_cli(merged, tmp_path):
     assert (out / "tokenizer.model").read_bytes() == b"sentencepiece model stand-in"  # every tokenizer file travels
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     bad = subprocess.run(
-        [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), str(tmp_path / "bad")],
+        [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), "--out", str(tmp_path / "bad")],
         capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 1 and "no AutoDeco head tensors" in bad.stderr

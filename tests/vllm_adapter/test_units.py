@@ -40,7 +40,7 @@ def test_prepare_vllm_cli_writes_servable_folder(tmp_path):
     gen = json.loads((base / "generation_config.json").read_text())
     gen.update(temperature=0.6, top_p=0.95)
     (base / "generation_config.json").write_text(json.dumps(gen))
-    assert main(["prepare-vllm", str(base), str(tmp_path / "out"), "--heads", str(heads), "--top-p", "0.9"]) == 0
+    assert main(["prepare-vllm", str(base), "--out", str(tmp_path / "out"), "--heads", str(heads), "--top-p", "0.9"]) == 0
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["model_type"] == "llama" and cfg["architectures"] == ["LlamaForCausalLM"]
     assert cfg["autodeco"]["policy"]["top_p"] == 0.9
