@@ -258,8 +258,12 @@ def write_llama_gguf(
     vocab: GGUFVocab,
     *,
     dtype: str = "f32",
+    chat_template: Optional[str] = None,
 ) -> Path:
     """Write a ``llama`` GGUF from HF-named tensors (``get_tensor(hf_name) -> ndarray``).
+
+    ``chat_template`` (a Jinja string, as in ``tokenizer_config.json``) is stored as
+    ``tokenizer.chat_template``, where llama.cpp and llama-cpp-python look for it.
 
     Shapes are checked against ``params`` (:class:`CheckpointError` naming the tensor).
     """
@@ -297,6 +301,8 @@ def write_llama_gguf(
             setter(int(value))
     w.add_add_bos_token(vocab.add_bos)
     w.add_add_eos_token(vocab.add_eos)
+    if chat_template:
+        w.add_chat_template(chat_template)
     for gname, hname in _gguf_tensor_plan(params).items():
         arr = np.asarray(get_tensor(hname))
         want = _expected_hf_shape(hname, params)
@@ -326,6 +332,9 @@ def _safetensors_files(model_dir: Path) -> List[Path]:
 
 def convert_llama_to_gguf(model_dir: Union[str, Path], out: Union[str, Path], *, dtype: str = "f32") -> Path:
     """Convert an HF Llama folder (``config.json``, ``*.safetensors``, ``tokenizer.json``) to GGUF.
+
+    A ``chat_template`` string in ``tokenizer_config.json`` is carried over as
+    ``tokenizer.chat_template``.
 
     >>> # convert_llama_to_gguf("tiny-llama/", "tiny-llama.gguf", dtype="f16")
     """
@@ -362,4 +371,7 @@ def convert_llama_to_gguf(model_dir: Union[str, Path], out: Union[str, Path], *,
         eos_token_id=special("eos_token_id"),
         pad_token_id=special("pad_token_id"),
     )
-    return write_llama_gguf(out, params, get, vocab, dtype=dtype)
+    tok_config = model_dir / "tokenizer_config.json"
+    template = _json(tok_config).get("chat_template") if tok_config.is_file() else None
+    return write_llama_gguf(out, params, get, vocab, dtype=dtype,
+                            chat_template=template if isinstance(template, str) else None)
