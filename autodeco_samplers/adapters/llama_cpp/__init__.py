@@ -38,6 +38,7 @@ from autodeco_samplers.interfaces import GenerationResult, TokenStep
 from autodeco_samplers.policy import DecodingPolicy
 from autodeco_samplers.sampler import AutoDecoSampler
 from autodeco_samplers.step import numpy_step, numpy_step_distribution
+from autodeco_samplers.text_stream import StopTextStream
 
 __all__ = [
     "ENGINE_NAME",
@@ -388,23 +389,10 @@ class AutoDecoLlama:
             self._llama_cpp.llama_set_embeddings(self._ctx, False)
 
     def _loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder) -> Iterator[StreamedToken]:
-        text = ""
-        emitted = 0  # text[:emitted] has been released
-        longest_stop = max((len(s) for s in stops), default=0)
+        text = StopTextStream(stops)  # stop strings held back and cut: the core's one implementation
         n_ctx = int(self.llm.n_ctx())
         self._prefill(prompt_ids)
         n_past = len(prompt_ids)
-
-        def held_back() -> int:
-            """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-            best = 0
-            for stop in stops:
-                for k in range(min(len(stop) - 1, len(text)), best, -1):
-                    if text.endswith(stop[:k]):
-                        best = k
-                        break
-            return best
-
         for index in range(max_new_tokens):
             logits, hidden = self._views()
             step = self._draw(logits, hidden, policy, rng)
@@ -413,28 +401,21 @@ class AutoDecoLlama:
             vals = (step.T_pred, step.P_pred, step.T, step.P)
             if stop_at_eos and self.is_eog(step.token_id):
                 result.finish_reason = "eos"
-                text += decoder.decode(b"", final=True)
-                result.text = text
-                yield StreamedToken(index, step.token_id, "", *vals, released=text[emitted:])
+                released = text.finish(decoder.decode(b"", final=True))
+                result.text = text.text
+                yield StreamedToken(index, step.token_id, "", *vals, released=released)
                 return
             piece = decoder.decode(self.token_bytes(step.token_id))
-            before = len(text)
-            text += piece
-            if stops:
-                start = max(0, before - longest_stop + 1)
-                hits = [p for p in (text.find(s, start) for s in stops) if p >= 0]
-                if hits:
-                    hit = min(hits)
-                    result.text = text[:hit]
-                    result.finish_reason = "stop"
-                    yield StreamedToken(index, step.token_id, piece, *vals, released=text[emitted:hit])
-                    return
+            released, stopped = text.push(piece)
+            if stopped:
+                result.text = text.text
+                result.finish_reason = "stop"
+                yield StreamedToken(index, step.token_id, piece, *vals, released=released)
+                return
             last = index + 1 == max_new_tokens or n_past >= n_ctx  # no room to decode this token
             if last:
-                text += decoder.decode(b"", final=True)
-            safe = len(text) if last else len(text) - held_back()
-            released, emitted = text[emitted:safe], max(emitted, safe)
-            result.text = text
+                released += text.finish(decoder.decode(b"", final=True))
+            result.text = text.text
             yield StreamedToken(index, step.token_id, piece, *vals, released=released)
             if last:
                 return
