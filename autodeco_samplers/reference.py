@@ -305,7 +305,8 @@ def sample_tokens(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def reference_step(hidden: np.ndarray, logits: np.ndarray, heads, policy, *, temperature=None, top_p=None, distribution: bool = True):
     """The whole step as specified: ``T_pred, P_pred = heads.predict(hidden, logits)``;
     ``T, P = policy.apply(T_pred, P_pred, temperature, top_p)``; the distribution is
-    :func:`next_token_distribution` ``(logits, T, P)``. Returns ``(probs, T_pred, P_pred, T, P)``.
+    :func:`next_token_distribution` ``(logits, T, P)``. Returns a
+    :class:`~autodeco_samplers.interfaces.NumpyStep` (``probs`` None when ``distribution`` is False).
 
     ``heads`` is anything with ``predict(hidden, logits) -> (T, P)`` (NumPy heads) and
     ``policy`` a :class:`~autodeco_samplers.policy.DecodingPolicy`.
@@ -314,4 +315,6 @@ def reference_step(hidden: np.ndarray, logits: np.ndarray, heads, policy, *, tem
     T_pred, P_pred = heads.predict(np.atleast_2d(hidden), logits)
     T, P = policy.apply(T_pred, P_pred, temperature, top_p)
     probs = next_token_distribution(logits, T, P) if distribution else None
-    return probs, T_pred, P_pred, T, P
+    from .interfaces import NumpyStep
+
+    return NumpyStep(T_pred, P_pred, T, P, probs=probs)

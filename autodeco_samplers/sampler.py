@@ -51,8 +51,8 @@ class AutoDecoSampler:
 
     def distribution(self, hidden: np.ndarray, logits: np.ndarray) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
         """``(probs [B, V], (T_pred, P_pred, T_used, P_used))`` for one step."""
-        probs, T_pred, P_pred, T_used, P_used = reference_step(hidden, logits, self.heads, self.policy)
-        return probs, (T_pred, P_pred, T_used, P_used)
+        st = reference_step(hidden, logits, self.heads, self.policy)
+        return st.probs, (st.T_pred, st.P_pred, st.T, st.P)
 
     def step(self, hidden: np.ndarray, logits: np.ndarray) -> NumpyStep:
         """Predict, apply the policy, and draw one token per row."""

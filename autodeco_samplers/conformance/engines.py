@@ -152,8 +152,8 @@ class WrongRuleEngine(ConformanceEngine):
     def kernel(self, hidden, logits, heads, policy):
         from autodeco_samplers.reference import reference_step
 
-        _, T_pred, P_pred, T, P = reference_step(hidden, logits, heads, policy)
-        return NumpyStep(T_pred, P_pred, T, P, probs=self._probs(logits, T, P))
+        ref = reference_step(hidden, logits, heads, policy, distribution=False)
+        return NumpyStep(ref.T_pred, ref.P_pred, ref.T, ref.P, probs=self._probs(logits, ref.T, ref.P))
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         out = self.kernel(hidden[:1], logits[:1], heads, policy)

@@ -70,21 +70,22 @@ class ConformanceFailure(AssertionError):
     """Raised by :func:`assert_conforms`; the message holds the shrunk reproducer."""
 
 
-def reference_step(hidden, logits, heads, policy):
-    """The reference (T_pred, P_pred, T, P) in float64 for one batch."""
+def reference_heads_float64(hidden, logits, heads, policy):
+    """The reference step's heads and policy in float64 for one batch: a
+    :class:`~autodeco_samplers.interfaces.NumpyStep` without ``probs``."""
     from autodeco_samplers.heads import AutoDecoHeads
-    from autodeco_samplers.reference import reference_step as spec_step
+    from autodeco_samplers.reference import reference_step
 
     heads64 = AutoDecoHeads(heads.config, heads.tensors, dtype=np.float64)
-    _, T_pred, P_pred, T, P = spec_step(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy, distribution=False)
-    return T_pred, P_pred, T, P
+    return reference_step(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy, distribution=False)
 
 
 def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=None, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):
     """Check one (heads case, policy) on ``engine``; returns ``(ok, max_tv, message)``."""
     heads = case.heads()
     out = engine.kernel(case.hidden, case.logits, heads, policy)
-    T_pred, P_pred, T, P = reference_step(case.hidden, case.logits, heads, policy)
+    ref = reference_heads_float64(case.hidden, case.logits, heads, policy)
+    T_pred, P_pred, T, P = ref.T_pred, ref.P_pred, ref.T, ref.P
     problems = []
     msg = check_heads(out.T_pred, out.P_pred, T_pred, P_pred, head_tol=head_tol)
     if msg:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from autodeco_samplers.conformance.checker import check_distribution
-from autodeco_samplers.conformance.runner import reference_step
+from autodeco_samplers.conformance.runner import reference_heads_float64
 from autodeco_samplers.errors import CheckpointError, ShapeError
 from autodeco_samplers.heads import load_heads
 from autodeco_samplers.heads.merged import merge_checkpoint
@@ -95,9 +95,11 @@ def test_prepared_folder_loads_heads_and_base(checkpoints, tmp_path, arch, sourc
     hidden = torch.randn(4, TINY["hidden_size"], generator=torch.Generator().manual_seed(1)) * 3
     result = model.logits_processor(torch.zeros(4, dtype=torch.long), hidden, model.lm_head, decode_metadata())
     logits = hidden.double().numpy() @ W.double().numpy().T
-    _, _, T, P = reference_step(hidden.numpy(), logits, heads, DecodingPolicy())
+    ref = reference_heads_float64(hidden.numpy(), logits, heads, DecodingPolicy())
+    T, P = ref.T, ref.P
     step = model.logits_processor.last_step
     np.testing.assert_allclose(step.T.numpy(), T, atol=1e-4)
+    np.testing.assert_allclose(step.P.numpy(), P, atol=1e-4)
     verdict = check_distribution(logits, step.T.numpy(), step.P.numpy(), torch.softmax(result.next_token_logits, -1).numpy())
     assert verdict.ok, verdict.describe("sglang-model")
 

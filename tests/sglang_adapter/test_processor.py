@@ -1,6 +1,6 @@
 """The real SGLang ``LogitsProcessor`` with the AutoDeco transform vs the canonical reference.
 
-Reference: NumPy heads in float64 (``conformance.runner.reference_step``) and the NumPy
+Reference: NumPy heads in float64 (``conformance.runner.reference_heads_float64``) and the NumPy
 canonical rule, compared by ``conformance.checker.check_distribution`` (nucleus membership
 exact except within ``eps`` of the boundary, total variation below ``tol``).
 """
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autodeco_samplers.conformance.checker import check_distribution, check_heads
-from autodeco_samplers.conformance.runner import reference_step
+from autodeco_samplers.conformance.runner import reference_heads_float64
 from autodeco_samplers.policy import DecodingPolicy
 
 from _helpers import H, V, decode_metadata, extend_metadata, lm_head, numpy_heads, processor
@@ -22,7 +22,8 @@ from _helpers import H, V, decode_metadata, extend_metadata, lm_head, numpy_head
 
 def _check(hidden_np, W, probs, step, heads, policy):
     logits = hidden_np.astype(np.float64) @ W.T
-    T_pred, P_pred, T, P = reference_step(hidden_np, logits, heads, policy)
+    ref = reference_heads_float64(hidden_np, logits, heads, policy)
+    T_pred, P_pred, T, P = ref.T_pred, ref.P_pred, ref.T, ref.P
     msg = check_heads(step.T_pred.numpy(), step.P_pred.numpy(), T_pred, P_pred, head_tol=1e-4)
     assert msg is None, msg
     verdict = check_distribution(logits, step.T.numpy(), step.P.numpy(), probs, eps=1e-5, tol=1e-4)
