@@ -17,7 +17,6 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["path", "base_path", "heads_path", "task_spec", "gguf_path", "cache_dir"]
 
