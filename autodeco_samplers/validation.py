@@ -228,7 +228,7 @@ def _gguf_model(path: Path) -> ModelInfo:
             f"{path}: the llama-cpp engine needs a model .gguf file (make one from a tiny Llama folder with "
             "`autodeco convert-gguf`)"
         )
-    from autodeco_samplers.adapters.llama_cpp import check_model_gguf  # header checks, no engine import
+    from autodeco_samplers.heads.detect import check_model_gguf  # header checks, no engine import
     from autodeco_samplers.heads.gguf_sidecar import scan_gguf_header
 
     check_model_gguf(path)

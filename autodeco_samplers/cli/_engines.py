@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError
+from autodeco_samplers.heads.detect import is_merged_checkpoint
 from autodeco_samplers.interfaces import GenerationResult
 from autodeco_samplers.policy import DecodingPolicy
 
@@ -45,7 +46,6 @@ def _transformers(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, 
     from autodeco_samplers.adapters.transformers import (
         AutoDecoLogitsProcessor,
         from_pretrained,
-        is_merged_checkpoint,
         load_tokenizer,
     )
 

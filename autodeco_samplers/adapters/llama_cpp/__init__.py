@@ -34,6 +34,7 @@ import numpy as np
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
 from autodeco_samplers.heads import AutoDecoHeads, load_heads
+from autodeco_samplers.heads.detect import check_model_gguf
 from autodeco_samplers.interfaces import GenerationResult, TokenStep
 from autodeco_samplers.policy import DecodingPolicy
 from autodeco_samplers.sampler import AutoDecoSampler
@@ -79,29 +80,6 @@ def _llama_cpp():
             "the llama-cpp engine needs llama-cpp-python: pip install 'autodeco-samplers[llama-cpp]'"
         ) from None
     return llama_cpp
-
-
-def check_model_gguf(path: PathLike) -> Optional[int]:
-    """Validate a model GGUF before llama.cpp opens it (llama.cpp may abort the process on a
-    bad file): it exists, parses, is not truncated, is not a heads sidecar, and carries a
-    tokenizer vocabulary. Raises :class:`CheckpointError` naming the file. Returns the
-    model's training context length when the file declares one."""
-    from autodeco_samplers.heads.gguf_sidecar import SIDECAR_ARCHITECTURE, scan_gguf_header
-
-    header = scan_gguf_header(path)
-    arch = header.metadata.get("general.architecture")
-    if arch is None:
-        raise CheckpointError(f"{path}: GGUF without general.architecture; not a llama.cpp model")
-    if arch == SIDECAR_ARCHITECTURE:
-        raise CheckpointError(
-            f"{path}: is an AutoDeco heads sidecar, not a model; pass it with --heads (heads=) and the model GGUF with --model"
-        )
-    if "tokenizer.ggml.model" not in header.metadata or "tokenizer.ggml.tokens" not in header.arrays:
-        raise CheckpointError(
-            f"{path}: model GGUF has no tokenizer vocabulary (tokenizer.ggml.*); llama.cpp cannot tokenize with it"
-        )
-    ctx = header.metadata.get(f"{arch}.context_length")
-    return int(ctx) if isinstance(ctx, int) else None
 
 
 def load_llama(

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
+from autodeco_samplers.heads.detect import is_merged_checkpoint
 from autodeco_samplers.policy import DecodingPolicy
 
 from .trace import AutoDecoTrace, build_trace
@@ -505,12 +506,6 @@ def _read_config(path: Path) -> Dict[str, Any]:
         return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-
-
-def is_merged_checkpoint(path: Union[str, Path]) -> bool:
-    """Whether ``path`` is a merged AutoDeco folder (``config.json`` ``model_type: autodeco``)."""
-    p = Path(path)
-    return p.is_dir() and (p / "config.json").is_file() and _read_config(p).get("model_type") == "autodeco"
 
 
 def load_merged_base(path: Union[str, Path], **hf_kwargs: Any) -> Any:
