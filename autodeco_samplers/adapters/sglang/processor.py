@@ -24,6 +24,7 @@ its own replica of the heads; all ranks compute the same logits.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -144,8 +145,7 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
             with torch.no_grad():
                 step = autodeco_logits(out.hidden_states, logits, self.heads, self.policy, fill=self.fill)
                 logits.copy_(step.logits)
-            step.logits = logits
-            self.last_step = step
+            self.last_step = replace(step, logits=logits)  # the engine's own (now rewritten) tensor
         if requested != CaptureHiddenMode.LAST:  # NULL (or unset): the caller wants none
             out.hidden_states = None
         return out
