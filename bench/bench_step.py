@@ -15,6 +15,9 @@ x 8, peaked like a mid-size model's) and hidden states (random, width 1024), wit
   ``softmax`` vary by up to 3x at 5-40 MB outputs; reported, the goal is judged on ``softmax``);
 * pieces of the step: ``heads`` (both heads with the top-p head's statistics), ``stats``
   (the statistics alone) and ``rule`` (nucleus + draw for the used T and P);
+* ``aten_ops``: per contender, the aten operators one call dispatches (torch profiler,
+  :func:`aten_ops`): ``step`` / ``rule`` take the proven path on these logits, ``rule_wide``
+  the exact fallback;
 * ``rule_wide``: the rule on rows whose nucleus is far wider than the candidates (logits
   random normal x 1, T 1, P 0.9: tens of thousands of kept tokens), i.e. the exact threshold
   search every row takes when the candidates cannot prove its nucleus (HF's cost does not
@@ -69,6 +72,21 @@ def alternate(fns: dict, repeats: int, device: str) -> dict:
     return {n: statistics.median(v) for n, v in times.items()}
 
 
+def aten_ops(fn) -> dict:
+    """What one call of ``fn`` dispatches, counted by the torch profiler (CPU side, the proxy
+    for kernel launches): ``top_level``, the aten operators called from Python (each at least
+    one dispatch, on a GPU at least one launch when it touches device memory), and ``all``,
+    every aten operator including those nested inside others (``aten::softmax`` calls
+    ``aten::_softmax``, ...)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    return {"top_level": len(top), "all": len(events)}
+
+
 def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> dict:
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
@@ -104,9 +122,10 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
     }
     with torch.no_grad():
         t = alternate(fns, repeats, device)
+        ops = {name: aten_ops(fns[name]) for name in ("step", "step_logits", "heads", "rule", "rule_wide", "softmax")}
     ms = {k: 1e3 * v for k, v in t.items()}
     return {
-        "vocab": vocab, "batch": batch, "device": device, "ms": ms,
+        "vocab": vocab, "batch": batch, "device": device, "ms": ms, "aten_ops": ops,
         "hf_over_step": ms["hf"] / ms["step"],
         "step_over_softmax": ms["step"] / ms["softmax"],
         "step_over_softmax_out": ms["step"] / ms["softmax_out"],
