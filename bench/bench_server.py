@@ -6,6 +6,7 @@ random seeded heads (``init_heads(hidden, width=256, seed=0)``, output layers x6
 real choice). Per repeat, in an order that rotates every repeat:
 
 * ``library``: :meth:`AutoDecoLlama.generate` in this process (the same GGUF, threads, context);
+  each repeat has its own prompt (:func:`prompt`) and seed, the same for every condition;
 * ``server``: ``autodeco serve --engine llama-cpp`` (subprocess), one ``/v1/completions``
   request with the same seed (so the same tokens as ``library``);
 * ``server_stream``: the same request with ``"stream": true`` (timed to ``data: [DONE]``);
@@ -46,6 +47,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "The quick brown fox jumps over the lazy dog while the cat sleeps"
+
+
+def prompt(seed: int) -> str:
+    """A new prompt per repeat (its first token differs), so that no engine reuses the KV
+    cache of the previous request's prompt (llama-cpp-python's ``Llama`` keeps and reuses the
+    longest common prefix; ``AutoDecoLlama`` clears the cache per call)."""
+    return f"Story {seed}. {PROMPT}"
 
 
 def _bench_llama_cpp():
@@ -201,21 +209,22 @@ def main() -> None:
                            "--n_ctx", str(args.n_ctx), "--host", "127.0.0.1", "--port", str(port)],
                           url=f"http://127.0.0.1:{port}")
         try:
-            body = {"model": "bench", "prompt": PROMPT, "max_tokens": args.tokens}
+            def body(seed: int) -> dict:
+                return {"model": "bench", "prompt": prompt(seed), "max_tokens": args.tokens, "seed": seed}
             native = {"temperature": args.temp, "top_p": args.top_p, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 
             def library(seed: int) -> Tuple[int, float]:
                 t0 = time.perf_counter()
-                res = gen.generate(PROMPT, max_new_tokens=args.tokens, seed=seed)
+                res = gen.generate(prompt(seed), max_new_tokens=args.tokens, seed=seed)
                 return len(res.token_ids), time.perf_counter() - t0
 
             conditions = {
                 "library": library,
-                "server": lambda seed: timed_post(ours.url, {**body, "seed": seed}),
-                "server_stream": lambda seed: timed_stream(ours.url, {**body, "seed": seed}),
+                "server": lambda seed: timed_post(ours.url, body(seed)),
+                "server_stream": lambda seed: timed_stream(ours.url, body(seed)),
             }
             if theirs is not None:
-                conditions["llama_cpp_server"] = lambda seed: timed_post(theirs.url, {**body, **native, "seed": seed})
+                conditions["llama_cpp_server"] = lambda seed: timed_post(theirs.url, {**body(seed), **native})
             for name, fn in conditions.items():  # warm-up (page cache, first-call costs)
                 fn(1000)
             names = list(conditions)
@@ -260,7 +269,7 @@ def main() -> None:
             "kv_heads": args.kv_heads, "ffn": args.ffn, "dtype": "f16",
             "autodeco_heads": "init_heads(hidden, width=256, seed=0), output layers x6",
         },
-        "prompt": PROMPT, "max_tokens": args.tokens, "threads": args.threads, "n_ctx": args.n_ctx,
+        "prompt": prompt(0).replace("0", "{repeat}", 1), "max_tokens": args.tokens, "threads": args.threads, "n_ctx": args.n_ctx,
         "repeats": args.repeats,
         "llama_cpp_server_sampling": native if theirs is not None else None,
         "tok_s_median": medians,
