@@ -479,12 +479,19 @@ def test_client_dropping_a_stream_frees_its_slot(busy):
         assert out.choices[0].finish_reason in ("stop", "length")
 
 
-def test_sigterm_ends_streams_cleanly():
+def _random_server(*extra):
     from _llama_util import assets as llama_assets
 
     a = llama_assets()
-    server = Server(["--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--heads", str(a["heads_gguf"]),
-                     "--model-name", "random", "--threads", "1", "--n-ctx", "4096", "--shutdown-timeout", "1"])
+    return Server(["--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--heads", str(a["heads_gguf"]),
+                   "--model-name", "random", "--threads", "1", "--n-ctx", "4096", *extra])
+
+
+def test_sigterm_past_the_deadline_ends_streams_cleanly():
+    """SIGTERM with a deadline of 0 s: the running stream is ended at its next token with a
+    finish chunk and [DONE], the waiting one gets a shutting_down error event and [DONE], and
+    the process exits with status 0 and stops listening."""
+    server = _random_server("--shutdown-timeout", "0")
     try:
         a_client, a_resp = _open_stream(server, LONG)
         b_client, b_resp = _open_stream(server, LONG)  # queued behind A
@@ -508,3 +515,59 @@ def test_sigterm_ends_streams_cleanly():
             httpx.get(server.url + "/health", timeout=5)
     finally:
         server.stop()
+
+
+def test_sigterm_lets_streams_in_flight_finish_within_the_deadline():
+    server = _random_server("--shutdown-timeout", "60")
+    try:
+        body = {"model": "random", "prompt": "The quick brown fox", "max_tokens": 1500, "seed": 3, **TRACE}
+        client, resp = _open_stream(server, body)
+        lines = resp.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        server.proc.terminate()  # SIGTERM while it streams
+        rest = [json.loads(line[6:]) for line in lines if line.startswith("data: ") and line != "data: [DONE]"]
+        final = rest[-1]["choices"][0]
+        assert final["autodeco"]["finish_reason"] in ("eos", "length")  # its own end, not the shutdown's
+        n = 1 + sum(len(c["choices"][0]["autodeco"]["trace"]) for c in rest)
+        assert final["autodeco"]["finish_reason"] == "eos" or n == 1500
+        resp.close()
+        client.close()
+        assert server.proc.wait(30) == 0, server.stderr()
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_serve_command_line_errors(tmp_path, capsys, assets):
+    import socket
+
+    from autodeco_samplers.cli import main
+
+    gguf, heads = str(assets["gguf"]), str(assets["heads_gguf"])
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = str(holder.getsockname()[1])
+    cases = [
+        (["--engine", "transformers", "--model", str(assets["folder"]), "--f32-kv-cache"], 2, "applies to --engine llama-cpp only"),
+        (["--engine", "transformers", "--model", str(assets["folder"]), "--n-ctx", "64"], 2, "applies to --engine llama-cpp only"),
+        (["--engine", "llama-cpp", "--model", gguf], 2, "needs --heads"),
+        (["--engine", "llama-cpp", "--model", str(tmp_path / "absent.gguf"), "--heads", heads], 1, "absent.gguf"),
+        (["--engine", "llama-cpp", "--model", heads, "--heads", heads], 1, "heads sidecar"),
+        (["--engine", "llama-cpp", "--model", gguf, "--heads", heads, "--chat-template", str(tmp_path / "no.jinja")], 1,
+         "cannot read the chat template"),
+        (["--engine", "llama-cpp", "--model", gguf, "--heads", heads, "--threads", "1", "--port", taken], 1,
+         f"cannot listen on 127.0.0.1:{taken}"),
+    ]
+    try:
+        for argv, code, needle in cases:
+            assert main(["serve", *argv]) == code, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("autodeco serve: error: ") and needle in err[0], (argv, err)
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", "--engine", "llama-cpp", "--model", gguf, "--heads", heads, "--port", "70000"])
+        assert exc.value.code == 2
+    finally:
+        holder.close()
