@@ -314,6 +314,26 @@ def test_n_choices_use_consecutive_seeds(llama):
     assert out["usage"]["completion_tokens"] == sum(len(trace_of(c)) for c in out["choices"])
 
 
+def test_batch_of_prompts(llama, tokenizer):
+    """A list of prompts: choice i*n+j is sample j of prompt i (mixing text and ids is refused, as by OpenAI)."""
+    other = "pick one of parrot falcon turtle and spell it backwards:"
+    prompts = [PROMPT, other]
+    out = completion(llama, prompt=prompts, max_tokens=10, seed=30, n=2, extra_body=TRACE)
+    assert len(out["choices"]) == 4
+    for i, p in enumerate(prompts):
+        for j in range(2):
+            one = completion(llama, prompt=p, max_tokens=10, seed=30 + j, extra_body=TRACE)
+            assert token_ids(out["choices"][i * 2 + j]) == token_ids(one["choices"][0])
+    assert out["usage"]["prompt_tokens"] == len(tokenizer(PROMPT)["input_ids"]) + len(tokenizer(other)["input_ids"])
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    by_ids = completion(llama, prompt=ids, max_tokens=10, seed=30, n=2, extra_body=TRACE)
+    assert [token_ids(c) for c in by_ids["choices"]] == [token_ids(c) for c in out["choices"]]
+    mixed = llama.post("/v1/completions", {"model": MODEL, "prompt": [PROMPT, ids[1]]})
+    assert mixed.status_code == 400 and mixed.json()["error"]["param"] == "prompt"
+    r = httpx.get(llama.url + "/v1/models/not-this-one")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
 # ----------------------------------------------------------------------------- bad requests
 
 
