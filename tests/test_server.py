@@ -497,6 +497,11 @@ def test_client_dropping_a_stream_frees_its_slot(busy):
     for seed in range(3):  # the engine serves the next ones
         out = busy.client().completions.create(model="random", prompt="x", max_tokens=5, seed=seed)
         assert out.choices[0].finish_reason in ("stop", "length")
+    # a client that gives up on a plain (not streamed) request frees the engine as well
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(busy.url + "/v1/completions", json=LONG, timeout=httpx.Timeout(30, read=1.0))
+    h = busy.wait_idle(timeout=20)
+    assert h["running"] == 0 and h["cancelled"] == before["cancelled"] + 2
 
 
 def _random_server(*extra):

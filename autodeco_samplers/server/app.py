@@ -126,10 +126,10 @@ class _Handler:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     # --- one answer ----------------------------------------------------------------------
-    async def answer(self, job: Job, request: Any) -> Dict[str, Any]:
+    async def answer(self, job: Job) -> Dict[str, Any]:
         choices = [_Choice() for _ in self.sequences]
         while True:
-            ev = await _next_event(job, request)
+            ev = await job.events.get()
             if ev is DONE:
                 break
             if isinstance(ev, tuple):
@@ -244,15 +244,15 @@ class _Handler:
                 job.cancel.set()
 
 
-async def _next_event(job: Job, request: Any, poll: float = 0.5) -> Any:
-    """The job's next event; while waiting, a client that went away cancels the job."""
-    while True:
-        try:
-            return await asyncio.wait_for(job.events.get(), timeout=poll)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancel.set()
-                raise asyncio.CancelledError("client disconnected")
+async def _watch_disconnect(request: Any, job: Job, every: float = 0.25) -> None:
+    """For a plain (not streamed) answer: a client that goes away cancels its job (a waiting
+    job is skipped, a running one stops at its next token). Streams need no watcher: Starlette
+    cancels a stream whose client disconnected, and the stream cancels its job."""
+    while not job.cancel.is_set():
+        await asyncio.sleep(every)
+        if await request.is_disconnected():
+            job.cancel.set()
+            return
 
 
 class ServerState:
@@ -367,11 +367,14 @@ def create_app(engine: Engine, *, policy: Optional[DecodingPolicy] = None, max_q
         if req.stream:
             return StreamingResponse(handler.stream(job), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        watcher = asyncio.create_task(_watch_disconnect(request, job))
         try:
-            return await handler.answer(job, request)
+            return await handler.answer(job)
         except BaseException:
             job.cancel.set()
             raise
+        finally:
+            watcher.cancel()
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
