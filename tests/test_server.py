@@ -20,10 +20,10 @@ import json
 import math
 import time
 
-import httpx
 import numpy as np
 import pytest
 
+httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
