@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps (0: only at the end)")
     p.add_argument("--max-length", type=int, default=None, help="truncate examples to this many tokens")
+    p.add_argument("--cache-hidden", action="store_true",
+                   help="run the frozen backbone once and train on its cached final hidden states (many epochs cheaply; "
+                        "see docs/training.md)")
     add_device_threads(p)
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         temperature_loss_weight=args.temperature_loss_weight, train_temperature=args.train_heads in ("both", "temperature"),
         train_top_p=args.train_heads in ("both", "top-p"), use_enhanced_features=not args.no_enhanced_features,
         width=args.width, seed=args.seed, save_every=args.save_every, max_length=args.max_length, device=args.device,
+        cache_hidden=args.cache_hidden,
     )
     result = train_heads(model, args.data, args.out, cfg, resume=not args.no_resume, progress=not (args.quiet or args.json))
     last = result.history[-1] if result.history else {}

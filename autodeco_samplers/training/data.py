@@ -1,7 +1,9 @@
 """Training data: JSONL ``{"prompt": ..., "completion": ...}`` -> token ids and labels.
 
 Rule: ``input_ids = [bos] + tok(prompt) + tok(completion) + [eos]`` (BOS / EOS only when the
-tokenizer defines them and ``add_bos`` / ``add_eos``); prompt and completion are tokenized
+tokenizer defines them and ``add_bos`` / ``add_eos``; no BOS is added to a prompt whose tokens
+already start with it, as a chat-formatted prompt does when the tokenizer's BOS is the chat
+template's first token, e.g. ``<|im_start|>`` in SmolLM2); prompt and completion are tokenized
 separately (no special tokens) so the boundary is exact. ``labels`` equals ``input_ids`` on
 the completion tokens and the EOS, and ``-100`` on BOS and prompt: the loss is on the
 completion only. Batches are right-padded; padded positions get ``attention_mask = 0`` and
@@ -60,7 +62,7 @@ def encode_example(tokenizer, prompt: str, completion: str, *, add_bos: bool = T
     """Token ids and completion-only labels for one record (module docstring rule)."""
     p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-    if add_bos and tokenizer.bos_token_id is not None:
+    if add_bos and tokenizer.bos_token_id is not None and p_ids[:1] != [tokenizer.bos_token_id]:
         p_ids = [tokenizer.bos_token_id] + p_ids
     if add_eos and tokenizer.eos_token_id is not None:
         c_ids = c_ids + [tokenizer.eos_token_id]

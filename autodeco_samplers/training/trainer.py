@@ -64,6 +64,7 @@ class TrainConfig:
     save_every: int = 100
     max_length: Optional[int] = None
     device: str = "auto"
+    cache_hidden: bool = False
 
     def __post_init__(self) -> None:
         if not (self.train_temperature or self.train_top_p):
@@ -203,11 +204,17 @@ def heads_forward(model, heads, batch: Dict[str, torch.Tensor]) -> Tuple[torch.T
     return logits, T, P
 
 
-def compute_losses(logits, T, P, labels, cfg: TrainConfig, generator: Optional[torch.Generator]) -> Dict[str, torch.Tensor]:
-    labels, logits, T, P = shift_for_causal_lm(labels, logits, T, P)
+def compute_losses(logits, T, P, labels, cfg: TrainConfig, generator: Optional[torch.Generator], *,
+                   shifted: bool = False) -> Dict[str, torch.Tensor]:
+    """The recipe's losses; ``shifted``: ``labels[:, j]`` is already the target of row ``j``
+    (cached hidden states), otherwise position ``i`` predicts label ``i+1``."""
+    if not shifted:
+        labels, logits, T, P = shift_for_causal_lm(labels, logits, T, P)
     losses: Dict[str, torch.Tensor] = {}
     if cfg.train_temperature:
-        losses["temperature"] = temperature_loss(logits, labels, T, easy_token_ratio=cfg.easy_token_ratio, generator=generator, dft=cfg.dft)
+        # with weight 0 the temperature loss is only logged: no graph (it would add nothing)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.temperature_loss_weight != 0.0):
+            losses["temperature"] = temperature_loss(logits, labels, T, easy_token_ratio=cfg.easy_token_ratio, generator=generator, dft=cfg.dft)
     if cfg.train_top_p:
         losses["top_p"] = top_p_loss(logits, labels, T, P, alpha=cfg.alpha, dft=cfg.dft, prefix=cfg.soft_top_p_prefix)
     total = losses["top_p"] if cfg.train_top_p else 0.0
@@ -279,7 +286,13 @@ def train_heads(
         return cfg.lr * (min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
 
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    stream = batches(examples, cfg.batch_size, pad_id, data_gen)
+    if cfg.cache_hidden:  # one backbone pass over the data; steps then read the cache
+        from .cache import cache_hidden_states, cached_batches
+
+        cache = cache_hidden_states(model, examples, pad_id, cfg.batch_size, device)
+        stream = cached_batches(cache, cfg.batch_size, data_gen)
+    else:
+        stream = batches(examples, cfg.batch_size, pad_id, data_gen)
     for _ in range(start_step * cfg.grad_accum):  # replay the data order up to the resumed step
         next(stream)
 
@@ -303,11 +316,19 @@ def train_heads(
             group["lr"] = lr_at(step)
         totals: Dict[str, float] = {}
         for micro in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
             k = step * cfg.grad_accum + micro
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
-            logits, T, P = heads_forward(model, heads, batch)
-            losses = compute_losses(logits, T, P, batch["labels"], cfg, gen)
+            if cfg.cache_hidden:
+                from .cache import cached_logits
+
+                hidden, labels = (t.to(device) for t in next(stream))
+                logits = cached_logits(model, hidden)
+                T, P = heads(hidden, logits)
+                losses = compute_losses(logits, T, P, labels, cfg, gen, shifted=True)
+            else:
+                batch = {k: v.to(device) for k, v in next(stream).items()}
+                logits, T, P = heads_forward(model, heads, batch)
+                losses = compute_losses(logits, T, P, batch["labels"], cfg, gen)
             (losses["total"] / cfg.grad_accum).backward()
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.grad_accum
