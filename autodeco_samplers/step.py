@@ -43,6 +43,7 @@ from .reference import OUTSIDE_NUCLEUS, inverse_cdf
 
 __all__ = [
     "TorchStep",
+    "compiled_step",
     "torch_step_logits",
     "torch_step_sample",
     "numpy_step",
@@ -99,6 +100,7 @@ def torch_step_logits(
     fill: float = OUTSIDE_NUCLEUS,
     check: bool = False,
     sync: Optional[bool] = None,
+    compiled: bool = False,
 ) -> TorchStep:
     """The step for engines that sample themselves (SGLang, vLLM, transformers' processors).
 
@@ -112,10 +114,17 @@ def torch_step_logits(
         fill: value outside the nucleus (finite; default
             :data:`~autodeco_samplers.reference.OUTSIDE_NUCLEUS`). ``check``/``sync``: see
             the module docstring.
+        compiled: run the step through ``torch.compile`` (inductor: Triton kernels on a GPU,
+            C++ on the CPU; dynamic shapes, one graph, ``sync=False``); see :func:`compiled_step`.
 
     Returns:
         :class:`TorchStep` with ``logits`` set (see :func:`torch_rule_logits`).
     """
+    if compiled:
+        if check:
+            _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, True)
+        out = compiled_step("logits")(hidden, logits, heads, policy, temperature, top_p, head_logits, fill)
+        return TorchStep(*out[:4], logits=out[4])
     from .torch_ops import torch_rule_logits
 
     arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
@@ -135,15 +144,64 @@ def torch_step_sample(
     head_logits=None,
     check: bool = False,
     sync: Optional[bool] = None,
+    compiled: bool = False,
 ) -> TorchStep:
     """The step for engines that let us draw (transformers' own loop, the evaluation):
     :class:`TorchStep` with ``token`` set (see :func:`torch_rule_sample`); arguments as
-    :func:`torch_step_logits`, ``generator`` a ``torch.Generator`` on the logits' device."""
+    :func:`torch_step_logits`, ``generator`` a ``torch.Generator`` on the logits' device (the
+    uniforms are drawn outside the compiled graph, so ``compiled`` draws the same tokens)."""
+    if compiled:
+        import torch
+
+        if check:
+            _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, True)
+        u = torch.rand(logits.shape[0], generator=generator, device=logits.device, dtype=torch.float64)
+        out = compiled_step("sample")(hidden, logits, heads, policy, temperature, top_p, head_logits, u)
+        return TorchStep(*out[:4], token_ids=out[4])
     from .torch_ops import torch_rule_sample
 
     arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
     token = torch_rule_sample(arr, T, P, generator, check=False, sync=sync)
     return TorchStep(T_pred, P_pred, T, P, token_ids=token)
+
+
+def _logits_graph(hidden, logits, heads, policy, temperature, top_p, head_logits, fill):
+    from .torch_ops import torch_rule_logits
+
+    arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, False)
+    return T_pred, P_pred, T, P, torch_rule_logits(arr, T, P, fill=fill, check=False, sync=False)
+
+
+def _sample_graph(hidden, logits, heads, policy, temperature, top_p, head_logits, u):
+    from .torch_ops import rule_sample_with
+
+    arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, False)
+    return T_pred, P_pred, T, P, rule_sample_with(arr, T, P, u, sync=False)
+
+
+_COMPILED: dict = {}
+COMPILE_DYNAMIC = True
+"""``dynamic`` of :func:`compiled_step`'s ``torch.compile`` (True: one graph for every batch
+size above 1; False: one graph per shape)."""
+
+
+def compiled_step(kind: str):
+    """The ``torch.compile``-d step (``kind`` ``"logits"`` or ``"sample"``), built once per
+    process: one graph (``fullgraph=True``, no host synchronisation, the threshold search
+    selected on the device as with ``sync=False``), ``dynamic=True`` so that a new batch size
+    or vocabulary does not recompile. Inductor fuses the step's elementwise work and
+    reductions into a few kernels (Triton on a GPU, C++ on the CPU). The first call per device
+    and dtype pays the compilation (bench/results/bench_compile.json has the times)."""
+    if kind not in ("logits", "sample"):
+        raise ValueError(f"kind must be 'logits' or 'sample', got {kind!r}")
+    key = (kind, COMPILE_DYNAMIC)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        import torch
+
+        fn = torch.compile(_logits_graph if kind == "logits" else _sample_graph, dynamic=COMPILE_DYNAMIC, fullgraph=True)
+        _COMPILED[key] = fn
+    return fn
 
 
 # ----------------------------------------------------------------------------- NumPy

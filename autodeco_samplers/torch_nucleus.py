@@ -427,10 +427,12 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
 
 
 def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:
-    """Inverse CDF over the kept candidates (canonical order) with uniforms ``u`` ``[B]``."""
+    """Inverse CDF over the kept candidates (canonical order) with uniforms ``u`` ``[B]``: the
+    first kept slot whose cumulative mass exceeds ``u * total`` (a count, not a binary
+    search: the same index, and it compiles to one fused reduction)."""
     total = cand.cum[:, -1:]
     x = u.double()[:, None] * total
-    idx = torch.searchsorted(cand.cum, x, right=True)
+    idx = (cand.cum <= x).sum(dim=-1, keepdim=True)
     n_kept = cand.keep.sum(dim=-1, keepdim=True)
     idx = torch.minimum(idx, n_kept - 1)
     return cand.ids.gather(-1, idx)[:, 0]
@@ -441,9 +443,9 @@ def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torc
     zero probability) with uniforms ``u`` ``[B]``."""
     w = torch.where(mask, q.double(), 0.0)
     cdf = torch.cumsum(w, dim=-1)
-    x = u.double()[:, None] * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, x, right=True)
+    total = cdf[:, -1:]
+    idx = (cdf <= u.double()[:, None] * total).sum(dim=-1)
     # the last token of positive probability is the first where the CDF reaches its total
     # (later tokens add exact zeros); u < 1 never goes past it, this guards rounding only
-    last = torch.searchsorted(cdf, cdf[:, -1:].contiguous(), right=False)
-    return torch.minimum(idx, last)[:, 0]
+    last = (cdf < total).sum(dim=-1)
+    return torch.minimum(idx, last)

@@ -169,8 +169,16 @@ def torch_rule_sample(logits, T: Number, P: Number, generator: Optional[torch.Ge
     ``(logits, T, P)``: inverse CDF over the kept tokens only, one ``torch.rand`` per row from
     ``generator``. Greedy rows return the argmax (lowest id) and still consume their uniform."""
     arr, T, P = _prepare(logits, T, P, check)
-    ks = torch_nucleus.kept_set(arr, T, P, sync=sync)
     u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
+    return rule_sample_with(arr, T, P, u, sync=sync)
+
+
+def rule_sample_with(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, u: torch.Tensor, *,
+                     sync: Optional[bool] = None) -> torch.Tensor:
+    """:func:`torch_rule_sample` with the uniforms ``u`` ``[B]`` (float64) given: float32
+    ``logits`` ``[B, V]``, ``T`` and ``P`` ``[B]``, unchecked. The token of row ``b`` is the
+    kept token where the inverse CDF of the canonical distribution crosses ``u[b]``."""
+    ks = torch_nucleus.kept_set(logits, T, P, sync=sync)
     token = torch_nucleus.draw_from_candidates(ks.cand, u)
     if ks.rows is None:
         return token

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""One command for a machine with a CUDA GPU (not a test; CI has no GPU): checks the torch step
+on the device, then benchmarks it.
+
+1. the conformance suite's ``torch-cuda`` engine (kernel and sampling levels, Hypothesis cases
+   plus the fixed real-size rows) against the NumPy reference;
+2. the sync-free step (``sync=False``) captured in a CUDA graph and replayed on new inputs:
+   its masked logits equal the eager step's bit for bit, and every token it draws is one the
+   eager step keeps (peaked rows, where the candidates prove the nucleus, and flat rows, where
+   the threshold search runs), at 32k and 152k;
+3. ``bench/bench_step.py --device cuda``: timings against HF's warpers and one softmax, and the
+   aten operators per call.
+
+    python bench/gpu_checks.py --out-dir bench/results      # writes gpu_checks.json, bench_step_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def conformance(examples: int) -> dict:
+    from autodeco_samplers.conformance.runner import run_engine
+
+    results = run_engine("torch-cuda", ("kernel", "sampling"), examples=examples)
+    return {r.level: {"verdict": r.verdict, "cases": r.cases, "reason": r.reason} for r in results}
+
+
+def cuda_graph_replay(vocab: int, batch: int) -> dict:
+    """Capture both step forms with ``sync=False`` and replay on fresh inputs."""
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.reference import OUTSIDE_NUCLEUS
+    from autodeco_samplers.step import torch_step_logits, torch_step_sample
+
+    dev = torch.device("cuda")
+    heads = AutoDecoHeadsModule.create(1024, width=256, seed=0).requires_grad_(False).to(dev)
+    policy = DecodingPolicy()
+    g = torch.Generator(device="cpu").manual_seed(vocab + batch)
+    static_logits = torch.empty(batch, vocab, device=dev)
+    static_hidden = torch.empty(batch, 1024, device=dev)
+
+    def fill(scale: float) -> None:
+        static_logits.copy_((torch.randn(batch, vocab, generator=g) * scale).to(dev))
+        static_hidden.copy_(torch.randn(batch, 1024, generator=g).to(dev))
+
+    fill(8.0)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        for _ in range(2):  # warm-up on a side stream, as CUDA graphs require
+            torch_step_logits(static_hidden, static_logits, heads, policy, sync=False)
+            torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph_logits, graph_sample = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        with torch.cuda.graph(graph_logits):
+            out_logits = torch_step_logits(static_hidden, static_logits, heads, policy, sync=False)
+        with torch.cuda.graph(graph_sample):  # the default CUDA generator: graph-safe
+            out_sample = torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False)
+    report = {"vocab": vocab, "batch": batch, "replays": []}
+    for scale in (8.0, 1.0, 3.0):  # peaked rows (candidates prove) and flat rows (fallback)
+        fill(scale)
+        graph_logits.replay()
+        with torch.no_grad():
+            eager = torch_step_logits(static_hidden, static_logits, heads, policy, sync=True)
+        same_logits = bool(torch.equal(out_logits.logits, eager.logits)) and bool(torch.equal(out_logits.T, eager.T))
+        kept = eager.logits > OUTSIDE_NUCLEUS / 2
+        widths = kept.sum(-1).tolist()
+        tokens_kept = True
+        for _ in range(20):
+            graph_sample.replay()
+            tokens_kept &= bool(kept.gather(-1, out_sample.token_ids[:, None]).all())
+        report["replays"].append({"scale": scale, "logits_equal": same_logits, "tokens_kept": tokens_kept,
+                                  "nucleus_widths": widths})
+    report["ok"] = all(r["logits_equal"] and r["tokens_kept"] for r in report["replays"])
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--examples", type=int, default=300, help="Hypothesis kernel cases for the conformance check")
+    p.add_argument("--quick", action="store_true", help="pass --quick to bench_step")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_checks: no CUDA device", file=sys.stderr)
+        return 1
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    t0 = time.time()
+    report["conformance"] = conformance(a.examples)
+    print("conformance:", report["conformance"], f"({time.time() - t0:.0f} s)", flush=True)
+    report["cuda_graph"] = [cuda_graph_replay(v, b) for v in (32000, 152064) for b in (1, 8)]
+    print("cuda graph:", [(r["vocab"], r["batch"], r["ok"]) for r in report["cuda_graph"]], flush=True)
+    (out / "gpu_checks.json").write_text(json.dumps(report, indent=2))
+    from bench_step import main as bench_main
+
+    bench_args = ["--device", "cuda", "--no-numpy", "--out", str(out / "bench_step_cuda.json")]
+    bench_main(bench_args + (["--quick"] if a.quick else []))
+    ok = all(v["verdict"] == "pass" for v in report["conformance"].values()) and all(r["ok"] for r in report["cuda_graph"])
+    print("gpu_checks:", "ok" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
