@@ -260,8 +260,10 @@ def column_blocks(x: torch.Tensor, block: int = BLOCK_ELEMENTS):
 def exp_sum(logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """``sum exp(max((l - max l) / T, EXP_FLOOR))`` per row ``[B]``, block by block
     (:func:`column_blocks`)."""
-    total = logits.new_zeros(logits.shape[0])
     m, t = row_max[:, None], T[:, None]
+    if torch.compiler.is_compiling():  # inductor fuses this into one pass; no out= there
+        return ((logits - m) / t).clamp(min=EXP_FLOOR).exp().sum(dim=-1)
+    total = logits.new_zeros(logits.shape[0])
     for part, scratch in column_blocks(logits):
         total += torch.sub(part, m, out=scratch).div_(t).clamp_(min=EXP_FLOOR).exp_().sum(dim=-1)
     return total

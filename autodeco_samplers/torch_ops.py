@@ -127,6 +127,8 @@ def _exp_sums(e: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
     """``(sum e^2, sum e log(e + c))`` per row of ``e`` ``[B, V]``, ``c`` ``[B]``, block by block
     (:func:`torch_nucleus.column_blocks`; torch's own summation, not a BLAS dot, which adds in
     float32 lanes and loses ~1e-4 at 152k)."""
+    if torch.compiler.is_compiling():  # inductor fuses these without temporaries; no out= there
+        return torch.clamp(e, min=_SQUARE_FLOOR).square().sum(dim=-1), (torch.log(e + c[:, None]) * e).sum(dim=-1)
     sum_sq = e.new_zeros(e.shape[0])
     sum_e_log = e.new_zeros(e.shape[0])
     for part, scratch in torch_nucleus.column_blocks(e):

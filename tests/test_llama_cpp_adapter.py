@@ -48,8 +48,8 @@ def _engine_steps(gen, prompt_ids, n, policy):
     gen._prefill(list(prompt_ids))
     out, tokens = [], []
     for _ in range(n):
-        logits, hidden = gen._views()
-        (T_pred, P_pred, T, P), (ids, probs) = gen.step_distribution(logits, hidden, policy)
+        hidden, logits = gen.last_outputs()
+        (T_pred, P_pred, T, P), (ids, probs) = gen.step_distribution(hidden, logits, policy)
         dense = np.zeros(gen.n_vocab)
         dense[ids] = probs
         tok = int(ids[np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())]) if ids.size > 1 else int(ids[0])
@@ -120,9 +120,9 @@ def test_draws_follow_the_distribution(gen):
     counts = np.zeros(gen.n_vocab)
     gen._reset()
     gen._prefill(prompt_ids)
-    logits_e, hidden_e = gen._views()
+    hidden_e, logits_e = gen.last_outputs()
     for _ in range(2000):
-        counts[gen._draw(logits_e, hidden_e, gen.policy, rng).token_id] += 1
+        counts[gen._draw(hidden_e, logits_e, gen.policy, rng).token_id] += 1
     assert counts[probs == 0].sum() == 0
     assert g_test_pvalue(counts, probs) > 1e-3
     # and through the public API (one prefill per draw), fewer draws
@@ -256,8 +256,8 @@ def test_logits_processor_form(gen):
     # the processor's output logits have the canonical distribution as their softmax
     gen._reset()
     gen._prefill(hf_tokenizer().encode(PROMPT))
-    logits, hidden = gen._views()
-    _, (ids, probs) = gen.step_distribution(logits, hidden)
+    hidden, logits = gen.last_outputs()
+    _, (ids, probs) = gen.step_distribution(hidden, logits)
     mod = proc(np.zeros(0, np.intc), logits.copy())
     soft = np.exp(mod - mod.max())
     soft /= soft.sum()
@@ -275,8 +275,8 @@ def test_logits_processor_draws_follow_the_canonical_distribution(gen):
     proc = AutoDecoLlamaProcessor(llm, gen.heads)
     gen._reset()
     gen._prefill(gen.tokenize(prompt))
-    logits, hidden = gen._views()
-    _, (ids, probs) = gen.step_distribution(logits, hidden)
+    hidden, logits = gen.last_outputs()
+    _, (ids, probs) = gen.step_distribution(hidden, logits)
     assert ids.size >= 3, "test needs a non-trivial nucleus"
     dense = np.zeros(gen.n_vocab)
     dense[ids] = probs

@@ -98,8 +98,8 @@ def _llama_run(gguf, heads, prompt, tokens, policy, f32_kv):
     gen._prefill(list(prompt))
     steps = []
     for tok in tokens:
-        logits, hidden = gen._views()
-        (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(logits, hidden, policy)
+        hidden, logits = gen.last_outputs()
+        (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits, policy)
         dense = np.zeros(gen.n_vocab)
         dense[ids] = p
         steps.append(dict(hidden=hidden.astype(np.float64).copy(), logits=logits.astype(np.float64).copy(), probs=dense,

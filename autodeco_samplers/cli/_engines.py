@@ -105,9 +105,12 @@ def _transformers(args: Any, policy: DecodingPolicy) -> Tuple[GenerationResult, 
         result.text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
         pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in result.token_ids]
     if stop and result.text is not None:  # like the llama.cpp engine: the text ends before the stop string
-        cut = min((i for i in (result.text.find(s) for s in stop) if i >= 0), default=None)
-        if cut is not None:
-            result.text = result.text[:cut]
+        from autodeco_samplers.text_stream import StopTextStream
+
+        text = StopTextStream(stop)
+        text.push(result.text)
+        if text.stopped:
+            result.text = text.text
             result.finish_reason = "stop"
     return result, pieces
 

@@ -222,7 +222,7 @@ class LlamaCppEngine(Engine):
             if job.logprobs is not None:
                 # The adapter decodes the drawn token only when iteration resumes, so the
                 # context still holds the logits this token was drawn from.
-                logits, _ = self.gen._views()
+                _, logits = self.gen.last_outputs()
                 lp, top = canonical_logprobs(logits, tok.T, tok.P, tok.token_id, job.logprobs)
             emit(TokenOut(n, int(tok.token_id), tok.released, float(tok.T_pred), float(tok.P_pred), float(tok.T),
                           float(tok.P), eog=self.gen.is_eog(tok.token_id), logprob=lp, top_logprobs=top))

@@ -125,7 +125,7 @@ def _embedding_width(llm) -> int:
     return int(llm.n_embd())
 
 
-def step_distribution(heads: AutoDecoHeads, policy: DecodingPolicy, logits: np.ndarray, hidden: np.ndarray):
+def step_distribution(heads: AutoDecoHeads, policy: DecodingPolicy, hidden: np.ndarray, logits: np.ndarray):
     """One step of the adapter without the engine: heads on ``hidden`` ``[H]`` and ``logits``
     ``[V]``, the policy, and the sparse canonical distribution. Returns
     ``((T_pred, P_pred, T_used, P_used), (ids, probs))`` (each of the first four ``[1]``)."""
@@ -134,7 +134,7 @@ def step_distribution(heads: AutoDecoHeads, policy: DecodingPolicy, logits: np.n
 
 
 def draw_step(
-    heads: AutoDecoHeads, policy: DecodingPolicy, logits: np.ndarray, hidden: np.ndarray,
+    heads: AutoDecoHeads, policy: DecodingPolicy, hidden: np.ndarray, logits: np.ndarray,
     rng: np.random.Generator, *, exact: bool = False,
 ) -> TokenStep:
     """Predict, apply the policy and draw one token (the adapter's per-token sampler).
@@ -244,8 +244,10 @@ class AutoDecoLlama:
         if rc != 0:
             raise AutoDecoError(f"llama_decode failed with code {rc} (context full or out of memory?)")
 
-    def _views(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Zero-copy ``(logits [V], hidden [H])`` of the last decoded token."""
+    def last_outputs(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Zero-copy ``(hidden [H], logits [V])`` of the last decoded position: the state the
+        next token is drawn from (while a :meth:`stream` is paused at a token, the state that
+        token was drawn from). Valid until the next decode; copy to keep."""
         lc = self._llama_cpp
         logits_ptr = lc.llama_get_logits_ith(self._ctx, -1)
         hidden_ptr = lc.llama_get_embeddings_ith(self._ctx, -1)
@@ -253,7 +255,7 @@ class AutoDecoLlama:
             raise AutoDecoError("llama.cpp returned no logits/embeddings for the last token")
         logits = np.ctypeslib.as_array(logits_ptr, shape=(self.n_vocab,))
         hidden = np.ctypeslib.as_array(hidden_ptr, shape=(self.hidden_size,))
-        return logits, hidden
+        return hidden, logits
 
     def _reset(self) -> None:
         lc = self._llama_cpp
@@ -297,13 +299,13 @@ class AutoDecoLlama:
         return piece
 
     # --- one step ----------------------------------------------------------------------
-    def step_distribution(self, logits: np.ndarray, hidden: np.ndarray, policy: Optional[DecodingPolicy] = None):
+    def step_distribution(self, hidden: np.ndarray, logits: np.ndarray, policy: Optional[DecodingPolicy] = None):
         """``(T_pred, P_pred, T_used, P_used)`` and the sparse canonical distribution
         ``(ids, probs)`` for one step's logits and hidden state."""
-        return step_distribution(self.heads, policy or self.policy, logits, hidden)
+        return step_distribution(self.heads, policy or self.policy, hidden, logits)
 
-    def _draw(self, logits, hidden, policy, rng) -> TokenStep:
-        return draw_step(self.heads, policy, logits, hidden, rng, exact=self.exact)
+    def _draw(self, hidden, logits, policy, rng) -> TokenStep:
+        return draw_step(self.heads, policy, hidden, logits, rng, exact=self.exact)
 
     # --- generation --------------------------------------------------------------------
     def stream(
@@ -372,8 +374,8 @@ class AutoDecoLlama:
         self._prefill(prompt_ids)
         n_past = len(prompt_ids)
         for index in range(max_new_tokens):
-            logits, hidden = self._views()
-            step = self._draw(logits, hidden, policy, rng)
+            hidden, logits = self.last_outputs()
+            step = self._draw(hidden, logits, policy, rng)
             result.token_ids.append(step.token_id)
             result.steps.append(step)
             vals = (step.T_pred, step.P_pred, step.T, step.P)

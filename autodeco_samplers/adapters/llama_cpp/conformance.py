@@ -44,7 +44,7 @@ class LlamaCppEngine(ConformanceEngine):
         probs = np.zeros(logits.shape, np.float64)
         rows = []
         for b in range(logits.shape[0]):
-            vals, (ids, p) = step_distribution(heads, policy, logits[b], hidden[b])
+            vals, (ids, p) = step_distribution(heads, policy, hidden[b], logits[b])
             probs[b, ids] = p
             rows.append([float(v[0]) for v in vals])
         T_pred, P_pred, T, P = (np.array(c) for c in zip(*rows))
@@ -54,7 +54,7 @@ class LlamaCppEngine(ConformanceEngine):
         rng = np.random.default_rng(seed)
         h = np.asarray(hidden, np.float32)[0]
         lg = np.asarray(logits, np.float32)[0]
-        return np.array([draw_step(heads, policy, lg, h, rng).token_id for _ in range(n)])
+        return np.array([draw_step(heads, policy, h, lg, rng).token_id for _ in range(n)])
 
     def end_to_end(self, workdir, steps: int, seed: int):
         import torch
@@ -74,9 +74,9 @@ class LlamaCppEngine(ConformanceEngine):
         gen._prefill(prompt)
         recs, path = [], []
         for _ in range(steps):
-            logits, hidden = gen._views()
+            hidden, logits = gen.last_outputs()
             logits, hidden = logits.copy(), hidden.copy()
-            (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(logits, hidden)
+            (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits)
             dense = np.zeros(gen.n_vocab)
             dense[ids] = p
             tok = int(ids[inverse_cdf(p[None], rng.random())[0]])
