@@ -6,8 +6,8 @@ Per vocabulary (32k, 152k), in one process:
 
 * ``compile_s``: wall time of the first call of the compiled step at batch 1 (the
   compilation), then ``first_call_s`` per new batch size (8, 64, then 1 again): a recompile
-  shows as seconds, a reuse of the dynamic-shape graph as milliseconds; ``recompiles`` counts
-  the graphs Dynamo built beyond the first;
+  shows as seconds, a reuse of the dynamic-shape graph as milliseconds; ``graphs_built``
+  counts the graphs Dynamo built for this vocabulary (0: an earlier vocabulary's graph served);
 * per batch size (1, 8, 64): ``tokens_equal_to_eager``, how many of 10 seeded draws give the
   eager step's tokens with the same uniforms, and ``max_abs_dT``; median ms of ``compiled`` (:func:`torch_step_sample` with
   ``compiled=True``), ``eager`` (the same step, ``sync`` at its default: one host read on the
@@ -65,7 +65,7 @@ def case(vocab: int, batches, repeats: int, device: str, seed: int) -> dict:
             _sync(device)
             key = "compile_s" if i == 0 else f"batch_{b}" + ("_again" if i == len(batches) else "")
             (out if i == 0 else out["first_call_s"])[key] = round(time.perf_counter() - t0, 3)
-    out["recompiles"] = _graphs() - graphs0 - 1
+    out["graphs_built"] = _graphs() - graphs0
     temp, top_p = TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)
     for b in batches:
         logits, hidden = data[b]
