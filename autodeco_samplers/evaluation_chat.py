@@ -67,6 +67,7 @@ __all__ = [
     "evaluate_items",
     "frontier_position",
     "format_table",
+    "format_markdown",
     "plot_frontier",
 ]
 
@@ -558,6 +559,32 @@ def format_table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: Dict[str, Any]) -> str:
+    """The table of :func:`format_table` as Markdown (for docs): per family accuracy and the
+    frontier axes as ``mean ± SE`` over seeds, and each row's position."""
+    fams = report["families"]
+    front = set(report["static_frontier"])
+    head = "| strategy | T | P | " + " | ".join(fams) + " | closed acc | distinct | position |"
+    lines = [head, "|" + "---|" * (len(fams) + 6)]
+    for r in report["strategies"]:
+        note = []
+        if r.get("oracle"):
+            note.append("oracle")
+        if r["name"] in front:
+            note.append("frontier")
+        if "position" in r:
+            p = r["position"]
+            note.append("**beyond frontier**" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
+        T = "" if r["T_mean"] is None else f"{r['T_mean']:.2f}"
+        P = "" if r["P_mean"] is None else f"{r['P_mean']:.2f}"
+        cells = [f"{r['families'][f]['mean']:.3f} ± {(r['families'][f]['se'] or 0):.3f}" for f in fams]
+        c, d = r["closed_accuracy"], r["distinct"]
+        name = f"**{r['name']}**" if r["group"] == "autodeco" else r["name"]
+        lines.append(f"| {name} | {T} | {P} | " + " | ".join(cells)
+                     + f" | {c['mean']:.3f} ± {(c['se'] or 0):.3f} | {d['mean']:.2f} ± {(d['se'] or 0):.2f} | {', '.join(note)} |")
+    return "\n".join(lines)
+
+
 def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str = "") -> Path:
     """PNG: closed-task accuracy against distinct valid answers per open item, every strategy;
     the static grid coloured by T, the static frontier dashed, baselines and AutoDeco marked."""
@@ -577,12 +604,13 @@ def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str 
     ax.plot([x(r) for r in front], [y(r) for r in front], "k--", lw=1, label="static frontier")
     markers = {"greedy": ("s", "tab:gray"), "mean_static": ("^", "tab:orange"), "autodeco": ("*", "tab:red")}
     base_markers = ["o", "v", "P", "X", "D", "h", "<", ">"]
+    base_colours = ["tab:blue", "tab:cyan", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "black"]
     k = 0
     for r in rows:
         if r["group"] in markers:
             m, colour = markers[r["group"]]
         elif r["group"] == "baseline":
-            m, colour = base_markers[k % len(base_markers)], f"C{k % 10}"
+            m, colour = base_markers[k % len(base_markers)], base_colours[k % len(base_colours)]
             k += 1
         else:
             continue

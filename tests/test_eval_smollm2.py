@@ -55,8 +55,8 @@ def test_every_strategy_appears(report):
     assert {"min-p 0.05", "min-p 0.1", "top-nσ n=1"} <= set(names)
     assert sum(r["oracle"] for r in report["strategies"]) == 1
     assert report["oracle"] in names and set(report["static_frontier"]) <= set(names)
-    table = ec.format_table(report)
-    assert all(n in table for n in names)
+    table, md = ec.format_table(report), ec.format_markdown(report)
+    assert all(n in table and n in md for n in names)
     json.dumps(report)  # JSON-ready
 
 
