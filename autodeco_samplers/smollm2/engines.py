@@ -41,44 +41,18 @@ def _availability() -> Optional[str]:
     return None
 
 
-def _last_outputs(gen):
-    """``(hidden, logits)`` of the last decoded position (``AutoDecoLlama.last_outputs``;
-    builds before that name had the private ``_views`` returning ``(logits, hidden)``)."""
-    if hasattr(gen, "last_outputs"):
-        return gen.last_outputs()
-    logits, hidden = gen._views()
-    return hidden, logits
-
-
 def llama_cpp_path(question: str, steps: int, seed: int, *, heads=None, n_threads: int = 2) -> Dict[str, Any]:
     """Sample ``steps`` tokens (fewer if the model ends) for ``question`` (chat-formatted) with
     llama.cpp on the Q4_1 GGUF plus the shipped heads; per step the engine's logits, hidden
     state, canonical distribution (dense) and T/P. Returns ``{"prompt_ids", "path", "records"}``."""
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
-    from autodeco_samplers.reference import inverse_cdf
+    from autodeco_samplers.adapters.llama_cpp.conformance import record_path
 
     from . import heads_gguf, model, tasks
 
     gen = AutoDecoLlama(model.gguf_path(), heads if heads is not None else heads_gguf(), n_ctx=512, n_threads=n_threads)
     prompt = gen.tokenize(tasks.chat_prompt(question))
-    rng = np.random.default_rng(seed)
-    gen._reset()
-    gen._prefill(prompt)
-    recs, path = [], []
-    for _ in range(steps):
-        hidden, logits = _last_outputs(gen)
-        logits, hidden = logits.copy(), hidden.copy()
-        (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden=hidden, logits=logits)
-        dense = np.zeros(gen.n_vocab)
-        dense[ids] = p
-        tok = int(ids[inverse_cdf(p[None], rng.random())[0]])
-        recs.append({"logits": logits[None], "hidden": hidden[None], "probs": dense[None],
-                     "T_pred": T_pred, "P_pred": P_pred, "T": T, "P": P})
-        path.append(tok)
-        if gen.is_eog(tok):
-            break
-        gen._decode([tok])
-    gen._llama_cpp.llama_set_embeddings(gen._ctx, False)
+    path, recs = record_path(gen, prompt, steps, seed, stop_at_eog=True)
     return {"prompt_ids": prompt, "path": path, "records": recs}
 
 

@@ -24,7 +24,35 @@ from autodeco_samplers.reference import inverse_cdf
 
 from . import ENGINE_NAME, AutoDecoLlama, draw_step, step_distribution
 
-__all__ = ["LlamaCppEngine"]
+__all__ = ["LlamaCppEngine", "record_path"]
+
+
+def record_path(gen: AutoDecoLlama, prompt_ids, steps: int, seed: int, *, stop_at_eog: bool = False):
+    """Sample up to ``steps`` tokens after ``prompt_ids`` with ``gen``'s own step (seeded draw,
+    one uniform per token) and keep, per step, the engine's logits and hidden state (copies),
+    the canonical distribution (dense), and the predicted / used T and P: ``(path, records)``,
+    each record with ``logits``/``hidden``/``probs`` ``[1, ...]`` and ``T_pred``, ``P_pred``,
+    ``T``, ``P``. ``stop_at_eog`` ends the path at an end-of-generation token."""
+    rng = np.random.default_rng(seed)
+    gen._reset()
+    gen._prefill(list(prompt_ids))
+    records, path = [], []
+    try:
+        for _ in range(steps):
+            hidden, logits = (a.copy() for a in gen.last_outputs())
+            (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits)
+            dense = np.zeros(gen.n_vocab)
+            dense[ids] = p
+            token = int(ids[inverse_cdf(p[None], rng.random())[0]])
+            records.append({"logits": logits[None], "hidden": hidden[None], "probs": dense[None],
+                            "T_pred": T_pred, "P_pred": P_pred, "T": T, "P": P})
+            path.append(token)
+            if stop_at_eog and gen.is_eog(token):
+                break
+            gen._decode([token])
+    finally:
+        gen._llama_cpp.llama_set_embeddings(gen._ctx, False)
+    return path, records
 
 
 class LlamaCppEngine(ConformanceEngine):
@@ -69,22 +97,7 @@ class LlamaCppEngine(ConformanceEngine):
         gguf_path = convert_llama_to_gguf(model_dir, work / "model.gguf")
         gen = AutoDecoLlama(gguf_path, heads, f32_kv_cache=True, n_ctx=256, n_threads=2)
         prompt = AutoTokenizer.from_pretrained(model_dir).encode("The quick brown fox")
-        rng = np.random.default_rng(seed)
-        gen._reset()
-        gen._prefill(prompt)
-        recs, path = [], []
-        for _ in range(steps):
-            hidden, logits = gen.last_outputs()
-            logits, hidden = logits.copy(), hidden.copy()
-            (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits)
-            dense = np.zeros(gen.n_vocab)
-            dense[ids] = p
-            tok = int(ids[inverse_cdf(p[None], rng.random())[0]])
-            recs.append({"logits": logits[None], "hidden": hidden[None], "probs": dense[None],
-                         "T_pred": T_pred, "P_pred": P_pred, "T": T, "P": P})
-            path.append(tok)
-            gen._decode([tok])
-        gen._llama_cpp.llama_set_embeddings(gen._ctx, False)
+        path, recs = record_path(gen, prompt, steps, seed)
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         with torch.no_grad():
             out = model(torch.tensor([prompt + path]), output_hidden_states=True)
