@@ -108,7 +108,9 @@ def load_model_and_heads(base: Union[str, Path], heads: Union[str, Path, None], 
     return model, tok, module
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
+    """``(ids, mask)`` ``[B, L]`` long tensors: the prompts left-padded with ``pad_id`` to the
+    longest one (mask 0 on padding), as batched generation needs."""
     import torch
 
     L = max(len(p) for p in prompts)
@@ -152,10 +154,10 @@ def sample_batch(
     if strategy.kind == "autodeco" and heads is None:
         raise ValueError("the autodeco strategy needs heads")
     device = next(model.parameters()).device
-    cache_arg = _cache_argument(model)
+    cache_arg = cache_argument(model)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    ids, mask = _left_pad(prompt_ids, pad)
+    ids, mask = left_pad(prompt_ids, pad)
     ids, mask = ids.to(device), mask.to(device)
     B = ids.shape[0]
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -199,7 +201,7 @@ def sample_batch(
     return SampleBatch(token_ids, texts, stack(Tp), stack(Pp), stack(Tu), stack(Pu), lengths)
 
 
-def _cache_argument(model) -> str:
+def cache_argument(model) -> str:
     """transformers 5.x names the KV-cache argument ``cache``; 4.x names it ``past_key_values``."""
     import inspect
 
@@ -453,7 +455,8 @@ def standing_line(report: Dict[str, Any]) -> str:
             f"oracle {oracle['score']:.3f} ({oracle['name']}); vs oracle {diff_text}: {verdict}")
 
 
-def _pyplot():
+def load_pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), or a clear error naming the extra."""
     try:
         import matplotlib
 
@@ -468,7 +471,7 @@ def _pyplot():
 
 def plot_frontier(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     """PNG: accuracy against diversity for every strategy, the static frontier as a line."""
-    plt = _pyplot()
+    plt = load_pyplot()
     rows = report["strategies"]
     by_name = {r["name"]: r for r in rows}
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
@@ -492,10 +495,11 @@ def plot_frontier(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
-def _save(plt, fig, path: Union[str, Path]) -> Path:
+def save_figure(plt, fig, path: Union[str, Path]) -> Path:
+    """Lay out ``fig``, write it to ``path`` (folders created), close it; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -506,7 +510,7 @@ def _save(plt, fig, path: Union[str, Path]) -> Path:
 
 def plot_token_trace(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     """PNG: the T and P AutoDeco used at each token of one answer."""
-    plt = _pyplot()
+    plt = load_pyplot()
     tr = report["trace"]
     x = np.arange(len(tr["tokens"]))
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(x) + 2), 3.8), dpi=110)
@@ -518,4 +522,4 @@ def plot_token_trace(report: Dict[str, Any], path: Union[str, Path]) -> Path:
     ax.set_title(f"per-token T and P: {tr['prompt']!r}", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -129,11 +129,11 @@ def prefill(model, prompt_ids: Sequence[Sequence[int]], pad_id: int) -> Prefill:
     """Run the (left-padded) prompts once; see :class:`Prefill`."""
     import torch
 
-    from .evaluation import _left_pad
+    from .evaluation import left_pad
     from .training.trainer import HiddenCapture
 
     device = next(model.parameters()).device
-    ids, mask = _left_pad(prompt_ids, pad_id)
+    ids, mask = left_pad(prompt_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), HiddenCapture(model) as cap:
@@ -222,7 +222,7 @@ def generate_rows(model, pre: Prefill, segments: Sequence[Segment], *, eos_ids: 
     batch. The prefill cache is copied, never changed."""
     import torch
 
-    from .evaluation import _cache_argument
+    from .evaluation import cache_argument
     from .training.trainer import HiddenCapture
 
     device = pre.logits.device
@@ -237,7 +237,7 @@ def generate_rows(model, pre: Prefill, segments: Sequence[Segment], *, eos_ids: 
     eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=device)
     gens = [torch.Generator(device=device).manual_seed(int(sg.seed)) for sg in segments]
     rec = {k: [[] for _ in range(R)] for k in ("ids", "T", "P", "T_pred", "P_pred")}
-    cache_arg = _cache_argument(model)
+    cache_arg = cache_argument(model)
     with torch.inference_mode(), HiddenCapture(model) as cap:
         for step in range(max_new_tokens):
             counts = torch.bincount(seg_of[active], minlength=S).tolist()  # rows stay sorted by segment
@@ -588,9 +588,9 @@ def format_markdown(report: Dict[str, Any]) -> str:
 def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str = "") -> Path:
     """PNG: closed-task accuracy against distinct valid answers per open item, every strategy;
     the static grid coloured by T, the static frontier dashed, baselines and AutoDeco marked."""
-    from .evaluation import _pyplot, _save
+    from .evaluation import load_pyplot, save_figure
 
-    plt = _pyplot()
+    plt = load_pyplot()
     rows = report["strategies"]
     by_name = {r["name"]: r for r in rows}
     x = lambda r: r["distinct"]["mean"]  # noqa: E731
@@ -624,7 +624,7 @@ def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str 
     ax.set_title(title or "static (T, P), baselines and AutoDeco", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def report_paths(report: Dict[str, Any], **paths: Union[str, Path, None]) -> Dict[str, Any]:
