@@ -97,6 +97,29 @@ def test_each_step_samples_the_canonical_distribution(arch, tok, heads_dir):
     _check_against_reference(model, tok, heads_dir, enc, out, proc, DecodingPolicy(), n)
 
 
+@pytest.mark.slow
+def test_compiled_attachment_samples_the_canonical_distribution(tok, heads_dir, monkeypatch):
+    """``attach(..., compiled=True)``: every step runs the compiled step (torch.compile); the
+    scores are the canonical distribution and the seeded tokens equal the eager attachment's."""
+    from autodeco_samplers import step as step_module
+
+    real, calls = step_module.compiled_step, []
+    monkeypatch.setattr(step_module, "compiled_step", lambda kind: calls.append(kind) or real(kind))
+    runs = {}
+    for compiled in (False, True):
+        model = build_tiny_model("llama", seed=0, tokenizer=tok)
+        attach(model, heads_dir, compiled=compiled)
+        enc = _enc(tok, PROMPTS)
+        proc = AutoDecoLogitsProcessor(model)
+        torch.manual_seed(1)
+        out = model.generate(**enc, do_sample=True, max_new_tokens=4, min_new_tokens=4, logits_processor=[proc],
+                             output_scores=True, return_dict_in_generate=True)
+        runs[compiled] = out.sequences
+    _check_against_reference(model, tok, heads_dir, enc, out, proc, DecodingPolicy(), 4)
+    assert torch.equal(runs[True], runs[False])
+    assert calls == ["logits"] * 4  # the compiled run only, one call per step
+
+
 def test_request_temperature_and_top_p_are_multipliers(tok, heads_dir):
     model = _model("qwen3", tok, heads_dir)
     enc = _enc(tok, PROMPTS[:2])

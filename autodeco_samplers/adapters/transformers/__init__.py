@@ -111,12 +111,14 @@ class AutoDecoAttachment:
         heads: the :class:`~autodeco_samplers.heads.AutoDecoHeadsModule` (float32; moved to the
             hidden states' device on first use).
         policy: default :class:`DecodingPolicy` of processors made by :meth:`processor`.
+        compiled: whether each step runs through ``torch.compile`` (see :func:`attach`).
     """
 
     def __init__(
-        self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None
+        self, model: Any, heads: Any, policy: Optional[DecodingPolicy] = None, compiled: bool = False
     ) -> None:
         self.model = model
+        self.compiled = bool(compiled)
         self.heads = heads.float().eval()
         for p in self.heads.parameters():
             p.requires_grad_(False)
@@ -363,7 +365,8 @@ class _CallState:
         with torch.no_grad():
             raw = self.attachment._model_logits(lm_out, scores)
             zero = torch.zeros(scores.shape[0], device=scores.device) if self.greedy else None
-            st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw)
+            st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw,
+                                   compiled=self.attachment.compiled)
             out = scores if self.greedy else st.logits
         self.records.append(torch.stack([st.T_pred, st.P_pred, st.T, st.P]))
         if self.on_step is not None:
@@ -452,7 +455,9 @@ def _model_hidden_size(model: Any) -> int:
     return int(width)
 
 
-def attach(model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None) -> AutoDecoAttachment:
+def attach(
+    model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None, compiled: bool = False
+) -> AutoDecoAttachment:
     """Attach AutoDeco heads to a causal-LM ``PreTrainedModel``.
 
     Args:
@@ -462,6 +467,10 @@ def attach(model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None) -
             accepts: heads-only folder, merged folder, ``.safetensors``, ``.gguf``), an
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
+        compiled: run each step through ``torch.compile``
+            (:func:`autodeco_samplers.step.compiled_step`: one graph, fewer operators, no host
+            read; the first step compiles, about a minute on 2 CPU cores). Off by default: on
+            the CPU it is not faster (docs/design.md section 3, "Kernel launches").
 
     Raises:
         ShapeError: the heads' ``hidden_size`` differs from the width ``lm_head`` reads.
@@ -493,7 +502,7 @@ def attach(model: Any, heads: Any, *, policy: Optional[DecodingPolicy] = None) -
             f"expect hidden_size={module.hidden_size}"
         )
     device = next(model.parameters()).device
-    att = AutoDecoAttachment(model, module.to(device), policy)
+    att = AutoDecoAttachment(model, module.to(device), policy, compiled)
     att._install()
     return att
 
