@@ -525,6 +525,22 @@ def verdict(report: Dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- presentation
 
 
+def _row_labels(r: Dict[str, Any], front, bold: str = "") -> Tuple[List[str], str, str]:
+    """One strategy row's notes (oracle, frontier, its position; ``bold`` wraps "beyond
+    frontier") and its mean used T and P as text (empty when not recorded)."""
+    note = []
+    if r.get("oracle"):
+        note.append("oracle")
+    if r["name"] in front:
+        note.append("frontier")
+    if "position" in r:
+        p = r["position"]
+        note.append(f"{bold}beyond frontier{bold}" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
+    T = "" if r["T_mean"] is None else f"{r['T_mean']:.2f}"
+    P = "" if r["P_mean"] is None else f"{r['P_mean']:.2f}"
+    return note, T, P
+
+
 def format_table(report: Dict[str, Any]) -> str:
     """Fixed-width table: per family accuracy (mean ± SE over seeds), closed accuracy,
     distinct valid answers per open item, score, and notes (oracle, frontier, position)."""
@@ -539,16 +555,7 @@ def format_table(report: Dict[str, Any]) -> str:
             s = r["families"][f]
             cells.append(f"{s['mean']:.3f}±{(s['se'] or 0):.3f}".rjust(12))
         c, d = r["closed_accuracy"], r["distinct"]
-        note = []
-        if r.get("oracle"):
-            note.append("oracle")
-        if r["name"] in front:
-            note.append("frontier")
-        if "position" in r:
-            p = r["position"]
-            note.append("beyond frontier" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
-        T = "" if r["T_mean"] is None else f"{r['T_mean']:.2f}"
-        P = "" if r["P_mean"] is None else f"{r['P_mean']:.2f}"
+        note, T, P = _row_labels(r, front)
         lines.append(f"{r['name']:<32} {T:>5} {P:>5} " + " ".join(cells)
                      + f" {c['mean']:.3f}±{(c['se'] or 0):.3f} {d['mean']:5.2f}±{(d['se'] or 0):.2f}"
                      + f" {r['score']['mean']:6.3f}  {', '.join(note)}")
@@ -567,16 +574,7 @@ def format_markdown(report: Dict[str, Any]) -> str:
     head = "| strategy | T | P | " + " | ".join(fams) + " | closed acc | distinct | position |"
     lines = [head, "|" + "---|" * (len(fams) + 6)]
     for r in report["strategies"]:
-        note = []
-        if r.get("oracle"):
-            note.append("oracle")
-        if r["name"] in front:
-            note.append("frontier")
-        if "position" in r:
-            p = r["position"]
-            note.append("**beyond frontier**" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
-        T = "" if r["T_mean"] is None else f"{r['T_mean']:.2f}"
-        P = "" if r["P_mean"] is None else f"{r['P_mean']:.2f}"
+        note, T, P = _row_labels(r, front, bold="**")
         cells = [f"{r['families'][f]['mean']:.3f} ± {(r['families'][f]['se'] or 0):.3f}" for f in fams]
         c, d = r["closed_accuracy"], r["distinct"]
         name = f"**{r['name']}**" if r["group"] == "autodeco" else r["name"]

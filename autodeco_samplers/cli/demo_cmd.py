@@ -126,11 +126,25 @@ def judge_answer(text: str, options: Sequence[str]) -> Tuple[bool, str]:
     return False, f"invalid: {letters!r} does not spell {scored.choice!r} backwards (expected {derive(scored.choice)!r})"
 
 
+def print_engine(name: str, rep: Dict[str, Any], result, verdict: Optional[str], out) -> None:
+    """One engine's part of the human view: its status, then its per-token table and the
+    answer's verdict, or why it did not run."""
+    from .generate_cmd import render_steps
+
+    print(f"== engine {name}: {rep['status']}", file=out)
+    if result is not None:
+        render_steps(result, rep["pieces"], stream=out)
+        if verdict is not None:
+            print(verdict, file=out)
+    else:
+        print(f"   {rep['reason']}", file=out)
+    print(file=out)
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "demo_model", "default") == "smollm2":
         return run_smollm2(args)
     from autodeco_samplers import default_model
-    from autodeco_samplers.cli.generate_cmd import render_steps
 
     spec = default_model.task_spec()
     if args.prompt is None:
@@ -155,14 +169,8 @@ def run(args: argparse.Namespace) -> int:
         engines.append(rep)
         if args.json:
             continue
-        print(f"== engine {name}: {rep['status']}", file=out)
-        if result is not None:
-            render_steps(result, rep["pieces"], stream=out)
-            if "answer" in rep:
-                print(f"answer: {rep['answer']['reason']}", file=out)
-        else:
-            print(f"   {rep['reason']}", file=out)
-        print(file=out)
+        verdict = f"answer: {rep['answer']['reason']}" if "answer" in rep else None
+        print_engine(name, rep, result, verdict, out)
 
     report = None
     if not args.no_eval:
@@ -189,7 +197,6 @@ def run_smollm2(args: argparse.Namespace) -> int:
     heads), each token with its T and P, a compact line per engine and a PNG of T and P along
     the answers (``--plot``), saved and named. Engines report ``ok`` / ``not installed`` /
     ``failed`` as in the default demo; exit status 1 when an installed engine failed."""
-    from autodeco_samplers.cli.generate_cmd import render_steps
     from autodeco_samplers.smollm2 import heads_gguf, heads_path, model, tasks
     from autodeco_samplers.smollm2.demo import DEFAULT_QUESTION, MIN_TOKENS, compact_line, plot_tp
 
@@ -226,14 +233,10 @@ def run_smollm2(args: argparse.Namespace) -> int:
         reports.append(rep)
         if args.json:
             continue
-        print(f"== engine {name}: {rep['status']}", file=out)
-        if result is not None:
-            render_steps(result, rep["pieces"], stream=out)
-            if "answer_correct" in rep:
-                print(f"answer {'correct' if rep['answer_correct'] else 'wrong'} by the {item.family!r} task's verifier", file=out)
-        else:
-            print(f"   {rep['reason']}", file=out)
-        print(file=out)
+        verdict = None
+        if "answer_correct" in rep:
+            verdict = f"answer {'correct' if rep['answer_correct'] else 'wrong'} by the {item.family!r} task's verifier"
+        print_engine(name, rep, result, verdict, out)
     plot = None
     if runs:
         plot = plot_tp(runs, question, Path(args.plot))

@@ -11,15 +11,12 @@ same hidden state and logits as the reference. Run this module as a script to ex
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import List
 
-import numpy as np
 
-from autodeco_samplers.adapters.vllm.conformance import VLLMEngine
+from autodeco_samplers.adapters.vllm.conformance import VLLMEngine, run_traced_job
 
 __all__ = ["SmolLM2VLLMEngine"]
 
@@ -44,33 +41,13 @@ class SmolLM2VLLMEngine(VLLMEngine):
 
         work = Path(workdir)
         served = prepare_vllm_checkpoint(model.hf_path(), work / "served", heads=heads_path())
-        trace, out = work / "trace", work / "out.json"
-        env = dict(os.environ, AUTODECO_VLLM_TRACE_DIR=str(trace))
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        proc = subprocess.run([sys.executable, "-m", __name__, str(served), str(out), str(steps), str(seed),
-                               tasks.chat_prompt(QUESTION)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if not out.is_file():
-            raise RuntimeError(f"vLLM end-to-end job failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
-        result = json.loads(out.read_text())
-        toks, lps = result["token_ids"], result["logprobs"]
-        files = sorted(trace.glob("step_*_rank0.npz"))
-        if len(files) < len(toks):
-            raise RuntimeError(f"trace has {len(files)} steps for {len(toks)} tokens")
+        result, steps_ = run_traced_job(__name__, served, work, [steps, seed, tasks.chat_prompt(QUESTION)])
         heads = load_heads(heads_path())
         records = []
-        for s in range(len(toks)):
-            rec = np.load(files[s])
-            probs = np.zeros(rec["logits"].shape[-1])
-            for k, v in lps[s].items():
-                probs[int(k)] = np.exp(v)
-            ref_T, ref_P = heads.predict(rec["hidden"][:1], rec["logits"][:1])
-            records.append({
-                "arch": f"smollm2 f32 on vLLM: {QUESTION!r}", "prompt_token_ids": result["prompt_token_ids"],
-                "logits": rec["logits"][:1], "hidden": rec["hidden"][:1], "probs": probs[None],
-                "T_pred": rec["T_pred"][:1], "P_pred": rec["P_pred"][:1], "T": rec["T"][:1], "P": rec["P"][:1],
-                "ref_T_pred": ref_T, "ref_P_pred": ref_P,
-            })
+        for rec in steps_:
+            rec["ref_T_pred"], rec["ref_P_pred"] = heads.predict(rec["hidden"], rec["logits"])
+            rec.update(arch=f"smollm2 f32 on vLLM: {QUESTION!r}", prompt_token_ids=result["prompt_token_ids"])
+            records.append(rec)
         return records
 
 

@@ -24,14 +24,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
 from autodeco_samplers.conformance.engines import ConformanceEngine
 from autodeco_samplers.interfaces import NumpyStep
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "run_traced_job"]
 
 _MODEL = dict(vocab_size=320, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
 _PROMPT = "The quick brown fox"
@@ -75,38 +75,47 @@ class VLLMEngine(ConformanceEngine):
         base = save_tiny_model(work / "base", "llama", seed=seed, **_MODEL)
         heads_dir = save_tiny_heads(work / "heads", _MODEL["hidden_size"], seed=seed + 1)
         served = prepare_vllm_checkpoint(base, work / "served", heads=heads_dir)
-        trace = work / "trace"
-        out = work / "out.json"
-        env = dict(os.environ, AUTODECO_VLLM_TRACE_DIR=str(trace))
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        proc = subprocess.run([sys.executable, "-m", __name__, str(served), str(out), str(steps), str(seed)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if not out.is_file():
-            raise RuntimeError(f"vLLM end-to-end job failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
-        result = json.loads(out.read_text())
-        prompt, toks, lps = result["prompt_token_ids"], result["token_ids"], result["logprobs"]
-        files = sorted(trace.glob("step_*_rank0.npz"))
-        if len(files) < len(toks):
-            raise RuntimeError(f"trace has {len(files)} steps for {len(toks)} tokens")
+        result, steps_ = run_traced_job(__name__, served, work, [steps, seed])
+        prompt, toks = result["prompt_token_ids"], result["token_ids"]
         heads = load_heads(heads_dir)
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
         with torch.no_grad():
             tf = model(input_ids=torch.tensor([prompt + toks]), output_hidden_states=True)
         records = []
-        for s in range(len(toks)):
-            rec = np.load(files[s])
-            probs = np.zeros(rec["logits"].shape[-1])
-            for k, v in lps[s].items():
-                probs[int(k)] = np.exp(v)
+        for s, rec in enumerate(steps_):
             t = len(prompt) + s - 1
             hidden = tf.hidden_states[-1][0, t : t + 1].float().numpy()
-            ref_T, ref_P = heads.predict(hidden, tf.logits[0, t : t + 1].float().numpy())
-            records.append({
-                "logits": rec["logits"][:1], "hidden": rec["hidden"][:1], "probs": probs[None],
-                "T_pred": rec["T_pred"][:1], "P_pred": rec["P_pred"][:1], "T": rec["T"][:1], "P": rec["P"][:1],
-                "ref_T_pred": ref_T, "ref_P_pred": ref_P,
-            })
+            rec["ref_T_pred"], rec["ref_P_pred"] = heads.predict(hidden, tf.logits[0, t : t + 1].float().numpy())
+            records.append(rec)
         return records
+
+
+def run_traced_job(module: str, served, work: Path, job_args) -> Tuple[dict, List[dict]]:
+    """Run ``python -m MODULE SERVED OUT *job_args`` (a vLLM job writing its result JSON with
+    ``prompt_token_ids``, ``token_ids`` and full-vocabulary ``logprobs``) with the model's trace
+    folder set (``AUTODECO_VLLM_TRACE_DIR``). Returns ``(result, steps)``: per generated token
+    the engine's ``logits``, ``hidden``, ``T_pred``, ``P_pred``, ``T``, ``P`` (each ``[1, ...]``,
+    rank 0) and ``probs``, the distribution its returned logprobs give."""
+    trace, out = work / "trace", work / "out.json"
+    env = dict(os.environ, AUTODECO_VLLM_TRACE_DIR=str(trace))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc = subprocess.run([sys.executable, "-m", module, str(served), str(out), *map(str, job_args)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not out.is_file():
+        raise RuntimeError(f"vLLM end-to-end job failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    result = json.loads(out.read_text())
+    toks, lps = result["token_ids"], result["logprobs"]
+    files = sorted(trace.glob("step_*_rank0.npz"))
+    if len(files) < len(toks):
+        raise RuntimeError(f"trace has {len(files)} steps for {len(toks)} tokens")
+    steps = []
+    for s in range(len(toks)):
+        rec = np.load(files[s])
+        probs = np.zeros(rec["logits"].shape[-1])
+        for k, v in lps[s].items():
+            probs[int(k)] = np.exp(v)
+        steps.append({**{k: rec[k][:1] for k in ("logits", "hidden", "T_pred", "P_pred", "T", "P")}, "probs": probs[None]})
+    return result, steps
 
 
 def _job(served: str, out: str, steps: int, seed: int) -> None:
