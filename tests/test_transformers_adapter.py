@@ -286,11 +286,7 @@ def test_unsupported_modes_raise(tok, heads_dir):
         model.generate(**enc, do_sample=True, num_beams=2, max_new_tokens=3, logits_processor=[proc])
     with pytest.raises(AutoDecoError, match="beam"):
         model.generate(**enc, do_sample=False, num_beams=2, max_new_tokens=3, logits_processor=[proc])
-    with pytest.raises(AutoDecoError, match="assisted"):
-        model.generate(**enc, do_sample=True, prompt_lookup_num_tokens=2, max_new_tokens=3, logits_processor=[proc])
-    assistant = build_tiny_model("llama", seed=7, tokenizer=tok)
-    with pytest.raises(AutoDecoError, match="assisted"):
-        model.generate(**enc, do_sample=True, assistant_model=assistant, max_new_tokens=3, logits_processor=[proc])
+    # (assisted decoding is supported: tests/test_transformers_speculative.py)
     with pytest.raises(InvalidParameterError, match="top_k"):
         model.generate(**enc, do_sample=True, top_k=20, max_new_tokens=3, logits_processor=[proc])
     with pytest.raises(InvalidParameterError, match="min_p"):

@@ -22,8 +22,19 @@ How it is wired (no algorithm of its own; each step is one call of the core step
   ``generation_config`` static sampling defaults (e.g. ``temperature: 0.6``, ``top_k: 20``)
   are ignored because the heads replace them; an *explicit* request for top-k, min-p, top-h,
   typical-p, epsilon or eta raises :class:`InvalidParameterError`; (3) refuses beam search,
-  assisted/prompt-lookup generation, contrastive search, DoLa and custom generate methods with
-  a clear error; (4) after generation stores :class:`AutoDecoTrace` in ``processor.trace``.
+  contrastive search, DoLa and custom generate methods with a clear error; (4) after
+  generation stores :class:`AutoDecoTrace` in ``processor.trace``.
+* Speculative decoding stays exact: ``assistant_model=draft`` or ``prompt_lookup_num_tokens=k``
+  (batch 1, as transformers requires). The target's one forward scores the last token and the
+  ``k`` drafts; the processor gives each of those positions the canonical distribution from
+  that position's own hidden state (not only the last one), and transformers' verification
+  (speculative sampling for a sampled draft, "sample and compare" for prompt lookup) accepts
+  or resamples against it, so the output is distributed as plain AutoDeco sampling
+  (docs/design.md section 3, "Speculative decoding"). The assistant samples from its own
+  plain softmax: the processor leaves calls that belong to no forward of this model unchanged.
+  Early-exit, multi-token-prediction, DFlash, ensemble-weighted and cross-tokenizer drafting
+  are refused. In assisted mode ``on_step`` is called for every scored position, including
+  positions whose draft is later rejected; the trace holds only the emitted tokens.
   Without an AutoDeco processor the call goes to transformers unchanged.
 * At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
   and the ``scores`` it receives, applies the policy, and returns logits
@@ -79,7 +90,8 @@ _FORBIDDEN = {
     "epsilon_cutoff": lambda v: v in (0, 0.0, None),
     "eta_cutoff": lambda v: v in (0, 0.0, None),
 }
-_ALLOWED_MODES = ("sample", "greedy_search")
+_ASSISTED = "assisted_generation"
+_ALLOWED_MODES = ("sample", "greedy_search", _ASSISTED)
 
 
 def torch_tanh(x: Any) -> Any:
@@ -134,12 +146,12 @@ class AutoDecoAttachment:
     def _pre_hook(self, module: Any, args: Tuple[Any, ...]) -> None:
         x = args[0]
         cap = self._capture
-        cap.hidden = x[:, -1] if x.dim() == 3 else x
+        cap.hidden = x if x.dim() == 3 else x[:, None]  # [B, L, H]: every position lm_head scores
         cap.logits = None
         cap.count += 1
 
     def _post_hook(self, module: Any, args: Tuple[Any, ...], output: Any) -> None:
-        self._capture.logits = output[:, -1] if output.dim() == 3 else output
+        self._capture.logits = output if output.dim() == 3 else output[:, None]
 
     def _install(self) -> None:
         lm_head = self.model.get_output_embeddings()
@@ -273,16 +285,19 @@ class AutoDecoAttachment:
         mode = getattr(mode, "value", str(mode))
         if mode not in _ALLOWED_MODES or arguments.get("custom_generate") is not None:
             raise AutoDecoError(
-                f"generation mode {mode!r} is not supported with AutoDeco heads (beam search, assisted or "
-                "prompt-lookup decoding, contrastive search, DoLa and custom generate methods would apply "
-                "the heads to the wrong positions or re-score their distribution); use do_sample=True "
-                "(AutoDeco sampling) or do_sample=False (greedy) with num_beams=1"
+                f"generation mode {mode!r} is not supported with AutoDeco heads (beam search, contrastive "
+                "search, DoLa and custom generate methods would apply the heads to the wrong positions or "
+                "re-score their distribution); use do_sample=True (AutoDeco sampling) or do_sample=False "
+                "(greedy) with num_beams=1, optionally with assistant_model= or prompt_lookup_num_tokens="
             )
+        assisted = mode == _ASSISTED
+        if assisted:
+            self._check_assisted(merged, arguments, model_kwargs)
         greedy = merged.do_sample is not True
         policy = proc.policy.for_request(multipliers["temperature"], multipliers["top_p"])
 
         # 2. the per-call processor and the recording of per-row stopping criteria.
-        call = _CallState(self, policy, greedy, proc.on_step)
+        call = _CallState(self, policy, greedy, proc.on_step, assisted=assisted)
         arguments["logits_processor"] = LogitsProcessorList([call if p is proc else p for p in processors])
         criteria = arguments.get("stopping_criteria")
         stop_strings = merged.stop_strings
@@ -324,41 +339,125 @@ class AutoDecoAttachment:
                 prompt_ids.extend([ids.tolist()] * expand)
         # transformers pads finished rows only when some criterion has an ``eos_token_id``
         padded = bool(eos_ids) or any(hasattr(c, "eos_token_id") for c in (criteria or []))
-        proc.trace = build_trace(
-            sequences, prompt_len, call.records, call.stop_flags, eos_ids, prompt_ids, padded=padded
-        )
+        records = [call.records[n] for n in sorted(call.records)]
+        stop_flags = call.stop_flags
+        if assisted and stop_flags:
+            # one verdict per verification round, not per token; batch 1 ends only at its last token
+            n_new = int(sequences.shape[1]) - prompt_len
+            stop_flags = [stop_flags[-1] & False] * max(n_new - 1, 0) + [stop_flags[-1]]
+        proc.trace = build_trace(sequences, prompt_len, records, stop_flags, eos_ids, prompt_ids, padded=padded)
         proc.policy_used = policy
         return out
 
+    def _check_assisted(self, gc: Any, arguments: Dict[str, Any], model_kwargs: Dict[str, Any]) -> None:
+        """Assisted decoding keeps AutoDeco exact when the drafts come from prompt lookup or from a
+        separate assistant model with the same tokenizer, and the target scores exactly the
+        verified positions (``logits_to_keep``). Everything else is refused by name."""
+        refusals = [
+            (getattr(gc, "assistant_early_exit", None) is not None,
+             "assistant_early_exit (its drafts run through this model's own lm_head)"),
+            (bool(getattr(gc, "use_mtp", False)), "use_mtp (multi-token-prediction drafts)"),
+            (getattr(gc, "speculation_type", None) not in (None, "", "default"),
+             f"speculation_type={getattr(gc, 'speculation_type', None)!r}"),
+            (getattr(gc, "assistant_ensemble_weight", None) is not None,
+             "assistant_ensemble_weight (it verifies against a mix of target and draft: not exact)"),
+            (arguments.get("assistant_model") is self.model, "the model as its own assistant"),
+            (type(arguments.get("assistant_model")).__name__.startswith(("Gemma4Assistant", "Gemma4UnifiedAssistant")),
+             "a Gemma 4 assistant (it drafts from the target's own key-value states)"),
+            (model_kwargs.get("assistant_tokenizer") is not None,
+             "an assistant with another tokenizer (its drafts are translated between vocabularies)"),
+            (not self.model._supports_logits_to_keep(),
+             f"{type(self.model).__name__}, which cannot score only the verified positions (no logits_to_keep)"),
+        ]
+        for refused, what in refusals:
+            if refused:
+                raise AutoDecoError(
+                    f"assisted decoding with AutoDeco heads supports prompt lookup (prompt_lookup_num_tokens=) and a "
+                    f"separate assistant_model with the same tokenizer; not {what}"
+                )
+
 
 class _CallState:
-    """What one ``generate`` call needs at each step; transformers calls it as a processor."""
+    """What one ``generate`` call needs at each step; transformers calls it as a processor.
+
+    Plain decoding: one call per forward of the attached model, reading the forward's last
+    position. Assisted decoding (``assisted=True``, batch 1): the target's forward scores the
+    ``k + 1`` positions of the last token and ``k`` drafts (``logits_to_keep = k + 1``) and
+    transformers then calls the processor once per position, in order, with the prefix that
+    position continues; call ``i`` after a forward reads row ``i`` of it (checked: the prefixes
+    grow by one token, and every row is used before the next forward). A call with no row left
+    is the draft's own sampling (the assistant model runs ``generate`` with the same processor
+    list) or prompt lookup probing the list: it gets the scores back unchanged, so the
+    draft samples from its plain softmax and its distribution stays what the verification rule
+    is told it was.
+    """
 
     def __init__(
-        self, attachment: AutoDecoAttachment, policy: DecodingPolicy, greedy: bool, on_step: Optional[Any] = None
+        self,
+        attachment: AutoDecoAttachment,
+        policy: DecodingPolicy,
+        greedy: bool,
+        on_step: Optional[Any] = None,
+        *,
+        assisted: bool = False,
     ) -> None:
         self.on_step = on_step
         self.attachment = attachment
         self.policy = policy
         self.greedy = greedy
-        self.records: List[Any] = []
+        self.assisted = assisted
+        self.records: Dict[int, Any] = {}  # prefix length -> [4, B]; a rescored position overwrites
         self.stop_flags: List[Any] = []
         self.last_count = attachment._capture.count
+        self._rows: Optional[Tuple[Any, Any]] = None  # the last forward's (hidden, lm_out) [B, L, *]
+        self._next = 0
+        self._first_len = 0
+
+    def _take_row(self, input_ids: Any) -> Optional[Tuple[Any, Any]]:
+        """The ``(hidden [B, H], lm_out [B, V] or None)`` this call scores, or ``None`` for a call
+        that belongs to no forward of the attached model (assisted decoding's draft)."""
+        cap = self.attachment._capture
+        fresh = cap.count != self.last_count and cap.hidden is not None
+        if fresh:
+            if self._rows is not None and self._next < self._rows[0].shape[1]:
+                raise AutoDecoError(
+                    f"the attached model scored {self._rows[0].shape[1]} positions but only {self._next} were "
+                    "sampled before its next forward (unsupported decoding mode)"
+                )
+            self.last_count = cap.count
+            self._rows = (cap.hidden, cap.logits)
+            cap.hidden = cap.logits = None  # do not keep the forward's tensors alive in the capture
+            self._next, self._first_len = 0, int(input_ids.shape[1])
+        if not self.assisted:
+            if not fresh:
+                raise AutoDecoError(
+                    "no new hidden state was captured for this step: the logits did not come from one forward "
+                    "of the attached model's lm_head (unsupported decoding mode)"
+                )
+            hidden, lm_out = self._rows
+            self._rows = None
+            return hidden[:, -1], (None if lm_out is None else lm_out[:, -1])
+        if self._rows is None or self._next >= self._rows[0].shape[1]:
+            return None
+        if int(input_ids.shape[1]) != self._first_len + self._next:
+            raise AutoDecoError(
+                f"assisted decoding scored a prefix of {int(input_ids.shape[1])} tokens where "
+                f"{self._first_len + self._next} were expected (unsupported candidate generator)"
+            )
+        i = self._next
+        self._next += 1
+        hidden, lm_out = self._rows
+        return hidden[:, i], (None if lm_out is None else lm_out[:, i])
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         from autodeco_samplers.step import torch_step_logits
 
-        cap = self.attachment._capture
-        if cap.count == self.last_count or cap.hidden is None:
-            raise AutoDecoError(
-                "no new hidden state was captured for this step: the logits did not come from one forward "
-                "of the attached model's lm_head (unsupported decoding mode)"
-            )
-        self.last_count = cap.count
-        hidden, lm_out = cap.hidden, cap.logits
-        cap.hidden = cap.logits = None  # do not keep the forward's tensors alive
+        row = self._take_row(input_ids)
+        if row is None:
+            return scores
+        hidden, lm_out = row
         if hidden.shape[0] != scores.shape[0]:
             raise ShapeError(f"batch mismatch: captured hidden states have {hidden.shape[0]} rows, scores {scores.shape[0]}")
         heads = self.attachment._heads_on(hidden.device)
@@ -368,7 +467,7 @@ class _CallState:
             st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw,
                                    compiled=self.attachment.compiled)
             out = scores if self.greedy else st.logits
-        self.records.append(torch.stack([st.T_pred, st.P_pred, st.T, st.P]))
+        self.records[int(input_ids.shape[1])] = torch.stack([st.T_pred, st.P_pred, st.T, st.P])
         if self.on_step is not None:
             self.on_step(scores, st)
         return out
