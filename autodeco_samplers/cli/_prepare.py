@@ -30,6 +30,11 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-temperature", type=float, default=None)
     g.add_argument("--fixed-temperature", type=float, default=None, help="replace the temperature head's prediction")
     g.add_argument("--fixed-top-p", type=float, default=None, help="replace the top-p head's prediction")
+    p.add_argument(
+        "--compiled-step", action="store_true",
+        help="run each AutoDeco step through torch.compile in the engine (fewer kernels; compiles on the first "
+             "batches; see docs/design.md section 3)",
+    )
 
 
 def run_prepare(args: argparse.Namespace, prepare: Callable, serve_command: Callable[[str], str]) -> int:
@@ -48,7 +53,7 @@ def run_prepare(args: argparse.Namespace, prepare: Callable, serve_command: Call
     )
     out = prepare(
         args.src, args.out, heads=args.heads, policy=policy, link=not args.copy,
-        base_model_type_override=args.base_model_type,
+        base_model_type_override=args.base_model_type, compiled_step=args.compiled_step,
     )
     serve = serve_command(str(out))
     if args.json:

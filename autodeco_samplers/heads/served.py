@@ -55,6 +55,7 @@ from .merged import AUTODECO_ONLY_KEYS, BASE_ARCHITECTURES, merge_checkpoint
 __all__ = [
     "AUTODECO_CONFIG_KEY",
     "autodeco_block_of",
+    "compiled_step_of",
     "make_autodeco_block",
     "parse_autodeco_block",
     "prepare_served_folder",
@@ -65,8 +66,11 @@ BLOCK_FORMAT_VERSION = 1
 _POLICY_FIELDS = tuple(f.name for f in fields(DecodingPolicy))
 
 
-def make_autodeco_block(config: HeadsConfig, policy: Optional[DecodingPolicy] = None) -> Dict[str, Any]:
-    """The ``autodeco`` block describing ``config`` (and the server-wide ``policy``)."""
+def make_autodeco_block(
+    config: HeadsConfig, policy: Optional[DecodingPolicy] = None, *, compiled_step: bool = False
+) -> Dict[str, Any]:
+    """The ``autodeco`` block describing ``config`` (and the server-wide ``policy``, and whether
+    the engine runs the compiled step, see :func:`compiled_step_of`)."""
     policy = policy or DecodingPolicy()
     return {
         "format_version": BLOCK_FORMAT_VERSION,
@@ -79,7 +83,22 @@ def make_autodeco_block(config: HeadsConfig, policy: Optional[DecodingPolicy] = 
         "base_model_name_or_path": config.base_model_name_or_path,
         "base_model_type": config.base_model_type,
         "policy": asdict(policy),
+        "compiled_step": bool(compiled_step),
     }
+
+
+def compiled_step_of(block: Any) -> bool:
+    """Whether the served model runs each step through the compiled step
+    (:func:`autodeco_samplers.step.compiled_step`; ``torch_step_logits(..., compiled=True)``):
+    the block's ``compiled_step`` (``false`` when absent, as in folders prepared before it
+    existed). The one switch of the vLLM and SGLang adapters, set by ``prepare-vllm`` /
+    ``prepare-sglang --compiled-step``."""
+    value = _get(block, "compiled_step", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise CheckpointError(f"autodeco block: compiled_step must be true or false, got {value!r}")
+    return value
 
 
 def _get(block: Any, key: str, default: Any = None) -> Any:
@@ -192,6 +211,7 @@ def prepare_served_folder(
     policy: Optional[DecodingPolicy] = None,
     link: bool = True,
     base_model_type_override: Optional[str] = None,
+    compiled_step: bool = False,
 ) -> Path:
     """Write a served AutoDeco folder (SGLang and vLLM) to ``out`` and return its path.
 
@@ -203,6 +223,8 @@ def prepare_served_folder(
         policy: server-wide decoding policy stored in the block (default: predictions as is).
         link: symlink the weight shards of a merged ``src`` instead of copying them.
         base_model_type_override: base ``model_type`` when a merged config does not say.
+        compiled_step: the engine runs each step through ``torch.compile`` (see
+            :func:`compiled_step_of`; off by default).
     """
     src, out = Path(src), Path(out)
     if not (src / CONFIG_FILE).is_file():
@@ -244,7 +266,7 @@ def prepare_served_folder(
             )
         archs = [BASE_ARCHITECTURES[mtype]]
     new["architectures"] = list(archs)
-    block = make_autodeco_block(heads_config, policy)
+    block = make_autodeco_block(heads_config, policy, compiled_step=compiled_step)
     block["base_model_type"] = mtype
     gen_src = src / GENERATION_CONFIG
     if gen_src.is_file():

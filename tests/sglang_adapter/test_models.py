@@ -198,3 +198,27 @@ def test_moe_models_route_weights(tmp_path, arch, name):
     fresh = build(arch, out)
     with pytest.raises(CheckpointError, match="temp_head.mlp.0.weight"):
         fresh.load_weights((n, t) for n, t in sglang_weights(out) if not n.startswith("temp_head"))
+
+
+def test_compiled_step_flag_reaches_the_processor_and_stays_canonical(checkpoints, tmp_path):
+    """``prepare_served_folder(compiled_step=True)`` (``prepare-sglang --compiled-step``): the
+    model's processor runs the compiled step, canonical and equal to the eager step."""
+    from autodeco_samplers.adapters.sglang.prepare import prepare_sglang_checkpoint
+
+    _, ckpts = checkpoints
+    base, heads_dir, merged = ckpts["llama"]
+    eager = build("llama", prepare_sglang_checkpoint(merged, tmp_path / "eager"))
+    out = prepare_sglang_checkpoint(merged, tmp_path / "compiled", compiled_step=True)
+    model = build("llama", out)
+    assert model.logits_processor.compiled and not eager.logits_processor.compiled
+    for m in (model, eager):
+        m.load_weights(sglang_weights(out))
+    hidden = torch.randn(4, TINY["hidden_size"], generator=torch.Generator().manual_seed(2)) * 3
+    got = model.logits_processor(torch.zeros(4, dtype=torch.long), hidden, model.lm_head, decode_metadata())
+    want = eager.logits_processor(torch.zeros(4, dtype=torch.long), hidden, eager.lm_head, decode_metadata())
+    torch.testing.assert_close(got.next_token_logits, want.next_token_logits, rtol=1e-5, atol=1e-5)
+    W = _hf_tensors(base)["lm_head.weight"]
+    logits = hidden.double().numpy() @ W.double().numpy().T
+    step = model.logits_processor.last_step
+    verdict = check_distribution(logits, step.T.numpy(), step.P.numpy(), torch.softmax(got.next_token_logits, -1).numpy())
+    assert verdict.ok, verdict.describe("sglang-compiled")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autodeco_samplers.heads.served import parse_autodeco_block
+from autodeco_samplers.heads.served import compiled_step_of, parse_autodeco_block
 from autodeco_samplers.adapters.sglang.prepare import prepare_sglang_checkpoint
 from autodeco_samplers.errors import CheckpointError
 from autodeco_samplers.heads.merged import merge_checkpoint
@@ -76,6 +76,8 @@ def test_errors_are_clear(merged, tmp_path):
         prepare_sglang_checkpoint(other, tmp_path / "y", heads=heads)
     with pytest.raises(CheckpointError, match="unknown policy field"):
         parse_autodeco_block({"hidden_size": 32, "temperature_width": 4, "top_p_width": 4, "policy": {"temp": 1}})
+    with pytest.raises(CheckpointError, match="compiled_step must be true or false"):
+        compiled_step_of({"compiled_step": "yes"})
 
 
 def test_cli(merged, tmp_path):
@@ -90,8 +92,16 @@ def test_cli(merged, tmp_path):
     assert "SGLANG_EXTERNAL_MODEL_PACKAGE=autodeco_samplers.adapters.sglang.models" in proc.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["autodeco"]["policy"]["top_p"] == 0.8 and cfg["architectures"] == ["Qwen2ForCausalLM"]
+    assert compiled_step_of(cfg["autodeco"]) is False  # off unless --compiled-step
     assert (out / "tokenizer.model").read_bytes() == b"sentencepiece model stand-in"  # every tokenizer file travels
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    on = subprocess.run(
+        [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), "--out", str(tmp_path / "on"),
+         "--heads", str(heads), "--compiled-step"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert on.returncode == 0, on.stderr
+    assert compiled_step_of(json.loads((tmp_path / "on" / "config.json").read_text())["autodeco"]) is True
     bad = subprocess.run(
         [sys.executable, "-m", "autodeco_samplers", "prepare-sglang", str(base), "--out", str(tmp_path / "bad")],
         capture_output=True, text=True, timeout=300,

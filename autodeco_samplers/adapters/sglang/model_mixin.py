@@ -18,7 +18,7 @@ from typing import Any, Set
 
 from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights, route_weights
 
-from autodeco_samplers.heads.served import autodeco_block_of, parse_autodeco_block
+from autodeco_samplers.heads.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
 
 __all__ = ["AutoDecoModelMixin", "autodeco_model_class", "route_weights"]
 
@@ -44,7 +44,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         heads = AutoDecoHeadsModule(heads_config).float().eval()
         for p in heads.parameters():
             p.requires_grad_(False)
-        AutoDecoSGLangProcessor.wrap(self.logits_processor, heads, policy)
+        AutoDecoSGLangProcessor.wrap(self.logits_processor, heads, policy, compiled=compiled_step_of(block))
 
     @property
     def autodeco_heads(self):

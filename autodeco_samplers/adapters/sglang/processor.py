@@ -55,6 +55,8 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
         heads: the heads (float32 parameters; replicated, never sharded).
         policy: server-wide :class:`DecodingPolicy` (default: the heads' predictions as is).
         fill: value written outside the nucleus (finite, see :data:`OUTSIDE_NUCLEUS`).
+        compiled: run each step through ``torch.compile`` (the served folder's
+            ``compiled_step``; :func:`autodeco_samplers.step.compiled_step`).
 
     After each forward, ``last_step`` holds the :class:`~autodeco_samplers.step.TorchStep` tensors (predicted
     and used T/P per row) of the latest call; reading them is the caller's sync.
@@ -67,15 +69,19 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
         heads: AutoDecoHeadsModule,
         policy: Optional[DecodingPolicy] = None,
         fill: float = OUTSIDE_NUCLEUS,
+        compiled: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(config, *args, **kwargs)
-        self._attach(heads, policy, fill)
+        self._attach(heads, policy, fill, compiled)
 
-    def _attach(self, heads: AutoDecoHeadsModule, policy: Optional[DecodingPolicy], fill: float) -> None:
+    def _attach(
+        self, heads: AutoDecoHeadsModule, policy: Optional[DecodingPolicy], fill: float, compiled: bool = False
+    ) -> None:
         self.heads = heads
         self.policy = policy or DecodingPolicy()
         self.fill = float(fill)
+        self.compiled = bool(compiled)
         self.last_step: Optional[TorchStep] = None
 
     @classmethod
@@ -85,13 +91,14 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
         heads: AutoDecoHeadsModule,
         policy: Optional[DecodingPolicy] = None,
         fill: float = OUTSIDE_NUCLEUS,
+        compiled: bool = False,
     ) -> "AutoDecoSGLangProcessor":
         """Turn an existing stock processor into this class in place, keeping every setting
         the model chose for it (logit scale, all-gather mode, softcapping)."""
         if not isinstance(stock, LogitsProcessor):
             raise TypeError(f"expected a sglang LogitsProcessor, got {type(stock).__name__}")
         stock.__class__ = cls
-        stock._attach(heads, policy, fill)
+        stock._attach(heads, policy, fill, compiled)
         return stock  # type: ignore[return-value]
 
     # -- checks ---------------------------------------------------------------------------
@@ -143,7 +150,9 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
                 got = None if out.hidden_states is None else tuple(out.hidden_states.shape)
                 raise self._refuse(f"a batch whose captured hidden rows {got} do not match the logits {tuple(logits.shape)}")
             with torch.no_grad():
-                step = autodeco_logits(out.hidden_states, logits, self.heads, self.policy, fill=self.fill)
+                step = autodeco_logits(
+                    out.hidden_states, logits, self.heads, self.policy, fill=self.fill, compiled=self.compiled
+                )
                 logits.copy_(step.logits)
             self.last_step = replace(step, logits=logits)  # the engine's own (now rewritten) tensor
         if requested != CaptureHiddenMode.LAST:  # NULL (or unset): the caller wants none

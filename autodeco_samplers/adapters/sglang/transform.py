@@ -24,6 +24,7 @@ def autodeco_logits(
     fill: float = OUTSIDE_NUCLEUS,
     temperature: torch.Tensor = None,
     top_p: torch.Tensor = None,
+    compiled: bool = False,
 ) -> TorchStep:
     """Logits ``[B, V]`` whose plain softmax is the canonical AutoDeco distribution.
 
@@ -33,8 +34,11 @@ def autodeco_logits(
     argmax at 0 when ``T < 1e-6``. ``hidden`` ``[B, H]`` must be the post-norm state
     ``lm_head`` consumed for the same rows. Float32 output. ``temperature`` / ``top_p``
     (optional ``[B]``) are per-request multipliers that multiply the policy's (the one
-    request-knob rule, :meth:`DecodingPolicy.for_request`). Returns the core
+    request-knob rule, :meth:`DecodingPolicy.for_request`). ``compiled`` runs the step
+    through ``torch.compile`` (:func:`autodeco_samplers.step.compiled_step`). Returns the core
     :class:`~autodeco_samplers.step.TorchStep` with ``logits`` set.
     """
     # sync=False: no host read on any device (the transform runs inside captured CUDA graphs)
-    return torch_step_logits(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False)
+    return torch_step_logits(
+        hidden, logits, heads, policy, temperature=temperature, top_p=top_p, fill=fill, sync=False, compiled=compiled
+    )
