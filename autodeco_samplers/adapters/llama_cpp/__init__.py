@@ -15,6 +15,11 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
 2. :class:`AutoDecoLlamaProcessor` for code that keeps ``Llama.create_completion``; see its
    docstring for what it costs and which sampling arguments it needs.
 
+Speculative decoding: ``AutoDecoLlama.stream(..., speculative=SpeculativeConfig(...))`` (and
+``generate``) verifies prompt-lookup drafts, or a draft model's, ``k`` at a time in one batched
+decode, each position scored from its own hidden state, with the exact rule of
+:mod:`autodeco_samplers.speculative`; the loop is :mod:`.speculative`.
+
 Errors: a missing, truncated or foreign file (a heads sidecar passed as the model, a file
 without a tokenizer vocabulary, which would make ``tokenize()`` abort the process) is refused
 with :class:`~autodeco_samplers.errors.CheckpointError` *before* llama.cpp sees it; heads whose
@@ -41,10 +46,14 @@ from autodeco_samplers.sampler import AutoDecoSampler
 from autodeco_samplers.step import numpy_step, numpy_step_distribution
 from autodeco_samplers.text_stream import StopTextStream
 
+from .speculative import SpeculativeConfig, SpeculativeStats, speculative_loop
+
 __all__ = [
     "ENGINE_NAME",
     "AutoDecoLlama",
     "AutoDecoLlamaProcessor",
+    "SpeculativeConfig",
+    "SpeculativeStats",
     "StreamedToken",
     "check_model_gguf",
     "load_llama",
@@ -175,6 +184,7 @@ class GenerationStream:
     def __init__(self, gen: Iterator[StreamedToken], result: GenerationResult) -> None:
         self._gen = gen
         self.result = result
+        self.speculation: Optional[SpeculativeStats] = None  # counts of a speculative stream
 
     def __iter__(self) -> "GenerationStream":
         return self
@@ -235,6 +245,10 @@ class AutoDecoLlama:
         self._vocab = self._llama_cpp.llama_model_get_vocab(model._model.model)
         self._n_batch = int(getattr(model, "n_batch", 512))
         self._pieces: dict = {}
+        self._draft_models: dict = {}  # GGUF path -> the draft llama_cpp.Llama opened for it
+        self._checked_drafts: set = set()  # ids of draft models whose vocabulary was checked
+        self.last_speculation: Optional[SpeculativeStats] = None
+        """Counts of the last speculative stream (drafts verified and accepted, target decodes)."""
 
     # --- engine plumbing -------------------------------------------------------------
     def _decode(self, tokens: Sequence[int]) -> None:
@@ -298,6 +312,19 @@ class AutoDecoLlama:
             piece = self._pieces[token_id] = buf.raw[:n]
         return piece
 
+    def _open_draft(self, path: PathLike):
+        """The draft model for a GGUF path of :class:`SpeculativeConfig`, opened once (the
+        target's ``n_ctx`` and thread count) and kept for later calls."""
+        key = str(Path(path).resolve())
+        llm = self._draft_models.get(key)
+        if llm is None:
+            kwargs = {}
+            n_threads = getattr(self.llm, "n_threads", None)
+            if n_threads:
+                kwargs["n_threads"] = int(n_threads)
+            llm = self._draft_models[key] = load_llama(path, n_ctx=int(self.llm.n_ctx()), **kwargs)
+        return llm
+
     # --- one step ----------------------------------------------------------------------
     def step_distribution(self, hidden: np.ndarray, logits: np.ndarray, policy: Optional[DecodingPolicy] = None):
         """``(T_pred, P_pred, T_used, P_used)`` and the sparse canonical distribution
@@ -319,6 +346,7 @@ class AutoDecoLlama:
         top_p: Optional[float] = None,
         policy: Optional[DecodingPolicy] = None,
         stop_at_eos: bool = True,
+        speculative: Optional[SpeculativeConfig] = None,
     ) -> GenerationStream:
         """Generate token by token; iterate for :class:`StreamedToken`, then read ``.result``.
 
@@ -331,7 +359,14 @@ class AutoDecoLlama:
         multipliers on top of the deployment policy (``policy``, default the one given at
         construction), the one request-knob rule of every engine
         (:meth:`DecodingPolicy.for_request`; 0 is greedy).
+
+        ``speculative=SpeculativeConfig(...)`` verifies drafts (prompt lookup, or a draft
+        model) with the exact rule: the output has the same distribution (greedy: the same
+        tokens), each target decode can emit several tokens; counts in ``stream.speculation``
+        and :attr:`last_speculation` (see :mod:`.speculative`).
         """
+        if speculative is not None and not isinstance(speculative, SpeculativeConfig):
+            raise InvalidParameterError(f"speculative must be a SpeculativeConfig or None, got {type(speculative).__name__}")
         if max_new_tokens < 0:
             raise InvalidParameterError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         if isinstance(prompt, str):
@@ -353,20 +388,55 @@ class AutoDecoLlama:
         result = GenerationResult(engine=ENGINE_NAME, prompt_ids=list(prompt_ids), text="")
         rng = np.random.default_rng(seed) if seed is not None else self.rng
         policy = (policy or self.policy).for_request(temperature, top_p)
-        return GenerationStream(self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result), result)
+        stats = None
+        if speculative is not None:
+            stats = self.last_speculation = SpeculativeStats()
+        stream = GenerationStream(
+            self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative, stats), result
+        )
+        stream.speculation = stats
+        return stream
 
-    def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result) -> Iterator[StreamedToken]:
+    def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative=None,
+             stats=None) -> Iterator[StreamedToken]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         result.finish_reason = "length"
         if max_new_tokens == 0:
             return
         self._reset()
         try:
-            yield from self._loop(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder)
+            if speculative is None:
+                yield from self._loop(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder)
+            else:
+                yield from speculative_loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos,
+                                            result, decoder, speculative, stats)
         finally:
             # leave the context as we found it: later plain create_completion calls on the same
             # Llama should not compute hidden states (and logits) for every prompt token
             self._llama_cpp.llama_set_embeddings(self._ctx, False)
+
+    def _emit(self, index, step, text, decoder, result, stop_at_eos, last) -> Tuple[StreamedToken, bool]:
+        """Record one drawn token and say whether the generation ends with it: the per-token
+        rule of both loops (plain and speculative). ``last``: ``max_new_tokens`` reached or no
+        room left in the context."""
+        result.token_ids.append(step.token_id)
+        result.steps.append(step)
+        vals = (step.T_pred, step.P_pred, step.T, step.P)
+        if stop_at_eos and self.is_eog(step.token_id):
+            result.finish_reason = "eos"
+            released = text.finish(decoder.decode(b"", final=True))
+            result.text = text.text
+            return StreamedToken(index, step.token_id, "", *vals, released=released), True
+        piece = decoder.decode(self.token_bytes(step.token_id))
+        released, stopped = text.push(piece)
+        if stopped:
+            result.text = text.text
+            result.finish_reason = "stop"
+            return StreamedToken(index, step.token_id, piece, *vals, released=released), True
+        if last:
+            released += text.finish(decoder.decode(b"", final=True))
+        result.text = text.text
+        return StreamedToken(index, step.token_id, piece, *vals, released=released), last
 
     def _loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder) -> Iterator[StreamedToken]:
         text = StopTextStream(stops)  # stop strings held back and cut: the core's one implementation
@@ -376,28 +446,10 @@ class AutoDecoLlama:
         for index in range(max_new_tokens):
             hidden, logits = self.last_outputs()
             step = self._draw(hidden, logits, policy, rng)
-            result.token_ids.append(step.token_id)
-            result.steps.append(step)
-            vals = (step.T_pred, step.P_pred, step.T, step.P)
-            if stop_at_eos and self.is_eog(step.token_id):
-                result.finish_reason = "eos"
-                released = text.finish(decoder.decode(b"", final=True))
-                result.text = text.text
-                yield StreamedToken(index, step.token_id, "", *vals, released=released)
-                return
-            piece = decoder.decode(self.token_bytes(step.token_id))
-            released, stopped = text.push(piece)
-            if stopped:
-                result.text = text.text
-                result.finish_reason = "stop"
-                yield StreamedToken(index, step.token_id, piece, *vals, released=released)
-                return
             last = index + 1 == max_new_tokens or n_past >= n_ctx  # no room to decode this token
-            if last:
-                released += text.finish(decoder.decode(b"", final=True))
-            result.text = text.text
-            yield StreamedToken(index, step.token_id, piece, *vals, released=released)
-            if last:
+            item, done = self._emit(index, step, text, decoder, result, stop_at_eos, last)
+            yield item
+            if done:
                 return
             self._decode([step.token_id])
             n_past += 1
