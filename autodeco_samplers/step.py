@@ -199,6 +199,9 @@ def compiled_step(kind: str):
     if fn is None:
         import torch
 
+        from .torch_nucleus import register_opaque_scan
+
+        register_opaque_scan()
         fn = torch.compile(_logits_graph if kind == "logits" else _sample_graph, dynamic=COMPILE_DYNAMIC, fullgraph=True)
         _COMPILED[key] = fn
     return fn

@@ -269,6 +269,42 @@ def exp_sum(logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor) -> tor
     return total
 
 
+OPAQUE_SCAN_DEVICES = {"cuda"}
+"""Device types on which the compiled step runs its prefix sums as an opaque operator
+(:func:`prefix_sum`). Inductor generates its own kernels for ``cumsum``; with torch 2.11 its
+Triton "split scan" code generation failed on the step's long scans (an H200, see
+docs/design.md section 3), so there the compiled graph calls ATen's scan kernel instead."""
+
+_OPAQUE_CUMSUM: Any = None
+
+
+def register_opaque_scan() -> Any:
+    """Define ``autodeco_samplers::cumsum`` (``torch.cumsum`` that inductor does not lower) once;
+    called before compiling (:func:`autodeco_samplers.step.compiled_step`)."""
+    global _OPAQUE_CUMSUM
+    if _OPAQUE_CUMSUM is None:
+
+        @torch.library.custom_op("autodeco_samplers::cumsum", mutates_args=())
+        def cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
+            return torch.cumsum(x, dim=dim, dtype=x.dtype)
+
+        @cumsum.register_fake
+        def _(x: torch.Tensor, dim: int) -> torch.Tensor:
+            return torch.empty_like(x)
+
+        _OPAQUE_CUMSUM = cumsum
+    return _OPAQUE_CUMSUM
+
+
+def prefix_sum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Inclusive prefix sum of ``x`` along ``dim`` in ``x``'s own dtype (the one ``cumsum`` of
+    the step). Eager: ``torch.cumsum``. Compiled, on :data:`OPAQUE_SCAN_DEVICES`: the opaque
+    operator of :func:`register_opaque_scan` (same values, one ATen kernel)."""
+    if _OPAQUE_CUMSUM is not None and x.device.type in OPAQUE_SCAN_DEVICES and torch.compiler.is_compiling():
+        return _OPAQUE_CUMSUM(x, dim)
+    return torch.cumsum(x, dim=dim, dtype=x.dtype)
+
+
 def _candidates(ids, vals, floor, P, k, chunk, V=None) -> Candidates:
     """The candidates among the gathered ``(ids, vals)`` (``vals`` ``-1`` for padding): the
     ``k`` largest in canonical order, their kept prefix, and which rows are proven."""
@@ -283,7 +319,7 @@ def _candidates(ids, vals, floor, P, k, chunk, V=None) -> Candidates:
         floor = torch.maximum(floor, top.values[:, kk])
         cand_ids, cand_q = _canonical(ids.gather(-1, top.indices[:, :kk]), top.values[:, :kk])
     cand_q = cand_q.double()
-    inclusive = torch.cumsum(cand_q, dim=-1)
+    inclusive = prefix_sum(cand_q)
     keep = (inclusive - cand_q) < P.double()[:, None]
     keep[:, 0] = True
     n_kept = keep.sum(dim=-1, keepdim=True)
@@ -304,7 +340,7 @@ def _crossing_bin(hist: torch.Tensor, base: torch.Tensor, P: torch.Tensor):
     reaches ``P``: ``(bin [B] int64, base + mass of the higher bins [B])``. The last bin when
     the whole mass stays below ``P`` (those rows keep everything; the caller handles them)."""
     n = hist.shape[-1]
-    inclusive = torch.cumsum(hist.flip(-1), dim=-1) + base[:, None]
+    inclusive = prefix_sum(hist.flip(-1)) + base[:, None]
     j = (inclusive < P[:, None]).sum(dim=-1).clamp_max(n - 1)  # cumsum of masses never decreases
     above = torch.where(j > 0, inclusive.gather(-1, (j - 1).clamp_min(0)[:, None])[:, 0], base)
     return n - 1 - j, above
@@ -352,7 +388,7 @@ def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     v_star = torch.where(everything, torch.zeros_like(v_star), v_star)
     r = torch.where(everything, 0.0, r).clamp(0, q32.shape[-1]).to(torch.int32)  # int: no copies below
     tie = q32 == v_star[:, None]
-    tie_rank = torch.cumsum(tie, dim=-1, dtype=torch.int32)
+    tie_rank = prefix_sum(tie.to(torch.int32))
     return (q32 > v_star[:, None]) | (tie & (tie_rank <= r[:, None]))
 
 
@@ -444,7 +480,7 @@ def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torc
     """Inverse CDF over the kept tokens of ``mask`` ``[B, V]`` in id order (never a token of
     zero probability) with uniforms ``u`` ``[B]``."""
     w = torch.where(mask, q.double(), 0.0)
-    cdf = torch.cumsum(w, dim=-1)
+    cdf = prefix_sum(w)
     total = cdf[:, -1:]
     idx = (cdf <= u.double()[:, None] * total).sum(dim=-1)
     # the last token of positive probability is the first where the CDF reaches its total

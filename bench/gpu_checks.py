@@ -11,7 +11,13 @@ on the device, then benchmarks it.
 3. ``bench/bench_step.py --device cuda``: timings against HF's warpers and one softmax, and the
    aten operators per call.
 
+``--compiled`` checks the compiled step instead (``compiled=True``: torch.compile, Triton
+kernels): its CUDA-graph replay as in 2., then ``bench/bench_compile.py --device cuda``
+(compile time, recompiles per batch size, tokens equal to the eager step's, timings against
+the eager step, HF's warpers and one softmax, aten operators per call).
+
     python bench/gpu_checks.py --out-dir bench/results      # writes gpu_checks.json, bench_step_cuda.json
+    python bench/gpu_checks.py --compiled --out-dir bench/results  # gpu_checks_compiled.json, bench_compile_cuda.json
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ def conformance(examples: int) -> dict:
     return {r.level: {"verdict": r.verdict, "cases": r.cases, "reason": r.reason} for r in results}
 
 
-def cuda_graph_replay(vocab: int, batch: int) -> dict:
-    """Capture both step forms with ``sync=False`` and replay on fresh inputs."""
+def cuda_graph_replay(vocab: int, batch: int, compiled: bool = False) -> dict:
+    """Capture both step forms with ``sync=False`` (or ``compiled``) and replay on fresh inputs."""
     from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
     from autodeco_samplers.policy import DecodingPolicy
     from autodeco_samplers.reference import OUTSIDE_NUCLEUS
@@ -59,22 +65,26 @@ def cuda_graph_replay(vocab: int, batch: int) -> dict:
     stream.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(stream):
         for _ in range(2):  # warm-up on a side stream, as CUDA graphs require
-            torch_step_logits(static_hidden, static_logits, heads, policy, sync=False)
-            torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False)
+            torch_step_logits(static_hidden, static_logits, heads, policy, sync=False, compiled=compiled)
+            torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False, compiled=compiled)
     torch.cuda.current_stream().wait_stream(stream)
     graph_logits, graph_sample = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     with torch.no_grad():
         with torch.cuda.graph(graph_logits):
-            out_logits = torch_step_logits(static_hidden, static_logits, heads, policy, sync=False)
+            out_logits = torch_step_logits(static_hidden, static_logits, heads, policy, sync=False, compiled=compiled)
         with torch.cuda.graph(graph_sample):  # the default CUDA generator: graph-safe
-            out_sample = torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False)
-    report = {"vocab": vocab, "batch": batch, "replays": []}
+            out_sample = torch_step_sample(static_hidden, static_logits, heads, policy, None, sync=False, compiled=compiled)
+    report = {"vocab": vocab, "batch": batch, "compiled": compiled, "replays": []}
     for scale in (8.0, 1.0, 3.0):  # peaked rows (candidates prove) and flat rows (fallback)
         fill(scale)
         graph_logits.replay()
         with torch.no_grad():
             eager = torch_step_logits(static_hidden, static_logits, heads, policy, sync=True)
-        same_logits = bool(torch.equal(out_logits.logits, eager.logits)) and bool(torch.equal(out_logits.T, eager.T))
+        if compiled:  # fused kernels may round differently: equal up to float noise, same kept set
+            same_logits = bool(torch.allclose(out_logits.logits, eager.logits, rtol=1e-5, atol=1e-5)) and bool(
+                torch.allclose(out_logits.T, eager.T, rtol=1e-5, atol=1e-6))
+        else:
+            same_logits = bool(torch.equal(out_logits.logits, eager.logits)) and bool(torch.equal(out_logits.T, eager.T))
         kept = eager.logits > OUTSIDE_NUCLEUS / 2
         widths = kept.sum(-1).tolist()
         tokens_kept = True
@@ -87,11 +97,33 @@ def cuda_graph_replay(vocab: int, batch: int) -> dict:
     return report
 
 
+def compiled_checks(report: dict, out: Path) -> int:
+    """The compiled step on CUDA: CUDA-graph replay, then bench_compile (its own JSON)."""
+    import traceback
+
+    t0 = time.time()
+    try:
+        report["cuda_graph_compiled"] = [cuda_graph_replay(v, b, compiled=True) for v, b in ((32000, 8), (152064, 1))]
+        ok = all(r["ok"] for r in report["cuda_graph_compiled"])
+    except Exception as exc:  # record why, so the JSON says what a GPU run hits
+        report["cuda_graph_compiled_error"] = "".join(traceback.format_exception_only(type(exc), exc))[-2000:]
+        ok = False
+    report["seconds"] = round(time.time() - t0, 1)
+    (out / "gpu_checks_compiled.json").write_text(json.dumps(report, indent=2))
+    print("compiled cuda graph:", "ok" if ok else "FAILED", f"({report['seconds']} s)", flush=True)
+    if ok:
+        from bench_compile import main as compile_main
+
+        compile_main(["--device", "cuda", "--repeats", "11", "--out", str(out / "bench_compile_cuda.json")])
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     p.add_argument("--examples", type=int, default=300, help="Hypothesis kernel cases for the conformance check")
     p.add_argument("--quick", action="store_true", help="pass --quick to bench_step")
+    p.add_argument("--compiled", action="store_true", help="check and benchmark the compiled step instead")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_checks: no CUDA device", file=sys.stderr)
@@ -99,6 +131,8 @@ def main(argv=None) -> int:
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    if a.compiled:
+        return compiled_checks(report, out)
     t0 = time.time()
     report["conformance"] = conformance(a.examples)
     print("conformance:", report["conformance"], f"({time.time() - t0:.0f} s)", flush=True)

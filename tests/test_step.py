@@ -395,3 +395,38 @@ def test_compiled_step_matches_the_reference_and_the_eager_draw():
             a = torch_step_sample(hidden, logits, heads, DecodingPolicy(), torch.Generator().manual_seed(9), compiled=True)
             e = torch_step_sample(hidden, logits, heads, DecodingPolicy(), torch.Generator().manual_seed(9))
         assert a.token_ids.tolist() == e.token_ids.tolist()
+
+
+@pytest.mark.slow
+def test_compiled_step_with_opaque_scans_matches_the_eager_step(monkeypatch):
+    """The GPU form of the compiled step (prefix sums as the opaque ``autodeco_samplers::cumsum``,
+    which inductor does not generate code for) forced onto the CPU: the operator is really in
+    the graph, and the logits and the draw equal the eager step's."""
+    from autodeco_samplers import step as step_mod
+    from autodeco_samplers import torch_nucleus
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+    monkeypatch.setattr(torch_nucleus, "OPAQUE_SCAN_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(step_mod, "_COMPILED", {})
+    torch._dynamo.reset()
+    heads = AutoDecoHeadsModule.create(32, width=8, seed=0).requires_grad_(False)
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 3000, generator=g) * torch.tensor([8.0, 1.0, 3.0, 0.5])[:, None]
+    hidden = torch.randn(4, 32, generator=g)
+    calls = []
+    real = torch_nucleus.register_opaque_scan()
+
+    def counted(x, dim):
+        calls.append(tuple(x.shape))
+        return real(x, dim)
+
+    monkeypatch.setattr(torch_nucleus, "_OPAQUE_CUMSUM", counted)
+    with torch.no_grad():
+        got = torch_step_logits(hidden, logits, heads, DecodingPolicy(), compiled=True)
+        want = torch_step_logits(hidden, logits, heads, DecodingPolicy())
+        a = torch_step_sample(hidden, logits, heads, DecodingPolicy(), torch.Generator().manual_seed(9), compiled=True)
+        e = torch_step_sample(hidden, logits, heads, DecodingPolicy(), torch.Generator().manual_seed(9))
+    assert calls, "the compiled graph did not route its prefix sums through the opaque operator"
+    torch.testing.assert_close(got.logits, want.logits, rtol=1e-6, atol=1e-6)
+    assert a.token_ids.tolist() == e.token_ids.tolist()
+    torch._dynamo.reset()
