@@ -12,7 +12,9 @@ on the device, then benchmarks it.
    aten operators per call.
 
 ``--compiled`` checks the compiled step instead (``compiled=True``: torch.compile, Triton
-kernels): its CUDA-graph replay as in 2., then ``bench/bench_compile.py --device cuda``
+kernels): its CUDA-graph replay as in 2., the time of one CUDA-graph replay of the eager
+step, the compiled step, HF's warpers and one softmax (where launches cost nothing, as in
+SGLang's decode graphs), then ``bench/bench_compile.py --device cuda``
 (compile time, recompiles per batch size, tokens equal to the eager step's, timings against
 the eager step, HF's warpers and one softmax, aten operators per call).
 
@@ -97,6 +99,55 @@ def cuda_graph_replay(vocab: int, batch: int, compiled: bool = False) -> dict:
     return report
 
 
+def graph_timings(vocab: int, batch: int, replays: int = 50) -> dict:
+    """Milliseconds per replay of one step captured in a CUDA graph (what SGLang's decode
+    graphs run; the launches cost nothing there): the eager sync-free step, the compiled step,
+    HF's temperature + top-p warpers + softmax + multinomial, and one softmax (the floor)."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.policy import DecodingPolicy
+    from autodeco_samplers.step import torch_step_sample
+
+    dev = torch.device("cuda")
+    heads = AutoDecoHeadsModule.create(1024, width=256, seed=0).requires_grad_(False).to(dev)
+    g = torch.Generator().manual_seed(vocab + batch)
+    logits = (torch.randn(batch, vocab, generator=g) * 8).to(dev)
+    hidden = torch.randn(batch, 1024, generator=g).to(dev)
+    temp, top_p = TemperatureLogitsWarper(0.8), TopPLogitsWarper(0.9)
+    fns = {
+        "eager": lambda: torch_step_sample(hidden, logits, heads, DecodingPolicy(), None, sync=False),
+        "compiled": lambda: torch_step_sample(hidden, logits, heads, DecodingPolicy(), None, compiled=True),
+        "hf": lambda: torch.multinomial(torch.softmax(top_p(None, temp(None, logits)), -1), 1),
+        "softmax": lambda: torch.softmax(logits, -1),
+    }
+    ms = {}
+    with torch.no_grad():
+        for name, fn in fns.items():
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            graph.replay()
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                graph.replay()
+            end.record()
+            torch.cuda.synchronize()
+            ms[name] = round(start.elapsed_time(end) / replays, 4)
+    return {"vocab": vocab, "batch": batch, "ms_per_replay": ms,
+            "hf_over_eager": round(ms["hf"] / ms["eager"], 2), "hf_over_compiled": round(ms["hf"] / ms["compiled"], 2),
+            "eager_over_softmax": round(ms["eager"] / ms["softmax"], 1),
+            "compiled_over_softmax": round(ms["compiled"] / ms["softmax"], 1)}
+
+
 def compiled_checks(report: dict, out: Path) -> int:
     """The compiled step on CUDA: CUDA-graph replay, then bench_compile (its own JSON)."""
     import traceback
@@ -109,6 +160,10 @@ def compiled_checks(report: dict, out: Path) -> int:
         report["cuda_graph_compiled_error"] = "".join(traceback.format_exception_only(type(exc), exc))[-2000:]
         ok = False
     report["seconds"] = round(time.time() - t0, 1)
+    if ok:
+        report["cuda_graph_timings"] = [graph_timings(v, b) for v in (32000, 152064) for b in (1, 8, 64)]
+        for r in report["cuda_graph_timings"]:
+            print("graph replay ms:", r["vocab"], r["batch"], r["ms_per_replay"], flush=True)
     (out / "gpu_checks_compiled.json").write_text(json.dumps(report, indent=2))
     print("compiled cuda graph:", "ok" if ok else "FAILED", f"({report['seconds']} s)", flush=True)
     if ok:
