@@ -135,7 +135,7 @@ def _sample_pairs(gen, prompt, n_runs, config):
 
 def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(gen, lookup_case):
     prompt, draft, p_draft, joint = lookup_case
-    pairs, rate = _sample_pairs(gen, prompt, N_RUNS, SpeculativeConfig(num_draft_tokens=2))
+    pairs, rate = _sample_pairs(gen, prompt, N_RUNS, SpeculativeConfig(num_draft_tokens=2, min_ngram=1))
     # one draft per run (max_new_tokens=2 leaves room for one); accepted with probability p(draft)
     assert 0.1 < rate < 0.9, f"test setup: the draft should be accepted sometimes, got {rate}"
     assert abs(rate - p_draft) < 0.05
@@ -161,7 +161,7 @@ def test_a_wrong_acceptance_rule_fails_the_same_test(gen, draft_llm, lookup_case
         return Verdict([int(d) for d in drafts] + [bonus], len(drafts))
 
     monkeypatch.setattr(spec_mod, "verify_drafts", accept_all)
-    config = SpeculativeConfig(num_draft_tokens=2, draft_model=draft_llm if drafter == "draft_model" else None)
+    config = SpeculativeConfig(num_draft_tokens=2, min_ngram=1, draft_model=draft_llm if drafter == "draft_model" else None)
     pairs, rate = _sample_pairs(gen, prompt, 400, config)
     assert rate == 1.0
     assert _pvalue(pairs, joint) < 1e-3
@@ -187,7 +187,7 @@ def _greedy(gen, prompt, **kwargs):
 @pytest.mark.parametrize(
     "config",
     [
-        SpeculativeConfig(num_draft_tokens=3),
+        SpeculativeConfig(num_draft_tokens=3, min_ngram=1),
         SpeculativeConfig(num_draft_tokens=5, max_ngram=2, min_ngram=2),
         "draft_model_greedy",
         "draft_model_sampled",
@@ -213,7 +213,7 @@ def test_greedy_with_speculation_equals_greedy_without(gen, draft_llm, config):
 
 
 def test_greedy_exact_path_and_streaming(gen):
-    config = SpeculativeConfig(num_draft_tokens=3)
+    config = SpeculativeConfig(num_draft_tokens=3)  # the default min_ngram=2
     plain = _greedy(gen, REPEAT_PROMPT)
     exact = AutoDecoLlama(gen.llm, gen.heads, policy=POLICY, exact=True)  # reference full sort per position
     assert _greedy(exact, REPEAT_PROMPT, speculative=config).token_ids == plain.token_ids
@@ -230,7 +230,7 @@ def _dropped(stats) -> int:
 
 
 def test_limits_and_stop_strings_end_inside_accepted_blocks_as_without(gen):
-    config = SpeculativeConfig(num_draft_tokens=4)
+    config = SpeculativeConfig(num_draft_tokens=4, min_ngram=1)
     plain = _greedy(gen, REPEAT_PROMPT)
     for n in (0, 1, 2, 5, 17, 33, 63):
         res = gen.generate(REPEAT_PROMPT, max_new_tokens=n, temperature=0, speculative=config)
@@ -284,7 +284,7 @@ def test_eos_inside_an_accepted_block_ends_as_without(gen, draft_llm, tmp_path):
 def test_full_context_ends_with_length_as_without(gen):
     n_ctx = gen.llm.n_ctx()
     prompt = [10 + i % 7 for i in range(n_ctx - 9)]  # repeats, so drafts reach the end of the context
-    config = SpeculativeConfig(num_draft_tokens=4)
+    config = SpeculativeConfig(num_draft_tokens=4, min_ngram=1)
     for kwargs in ({"temperature": 0}, {"seed": 3}):
         res = gen.generate(prompt, max_new_tokens=100, stop_at_eos=False, speculative=config, **kwargs)
         assert res.finish_reason == "length" and len(res.token_ids) == n_ctx - len(prompt) + 1
@@ -314,7 +314,7 @@ def test_after_a_rejection_the_cache_continues_as_a_fresh_decode(gen, cyclic_pro
     monkeypatch.setattr(spec_mod, "verify_drafts", verify)
     prompt = cyclic_prompt
     res = gen.generate(prompt, max_new_tokens=32, seed=0, stop_at_eos=False,
-                       speculative=SpeculativeConfig(num_draft_tokens=4), **REQUEST)
+                       speculative=SpeculativeConfig(num_draft_tokens=4, min_ngram=1), **REQUEST)
     monkeypatch.undo()
     rejected = [i for i, r in enumerate(rounds[:-1]) if r["verdict"].n_accepted < len(r["drafts"])]
     assert rejected, "test setup: some draft must be rejected before the last round"
@@ -336,7 +336,7 @@ def test_multipliers_and_clamps_act_the_same_with_and_without_speculation(gen, d
     position), and the max_temperature clamp binds somewhere."""
     policy = POLICY.for_request(**REQUEST)
     prompt = cyclic_prompt
-    for config in (SpeculativeConfig(num_draft_tokens=3), SpeculativeConfig(num_draft_tokens=3, draft_model=draft_llm)):
+    for config in (SpeculativeConfig(num_draft_tokens=3, min_ngram=1), SpeculativeConfig(num_draft_tokens=3, draft_model=draft_llm)):
         res = gen.generate(prompt, max_new_tokens=32, seed=0, stop_at_eos=False, speculative=config, **REQUEST)
         assert gen.last_speculation.accepted > 0
         clamped = False
