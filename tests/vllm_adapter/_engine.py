@@ -33,14 +33,15 @@ def engine_env(extra=None):
     return env
 
 
-def run_engine(tmp: Path, model, requests, engine=None, env=None, timeout=900):
-    """Run ``_engine_job.py`` once; returns ``(result dict, combined log text)``."""
+def run_engine(tmp: Path, model, requests, engine=None, env=None, timeout=900, script="_engine_job.py", **job_extra):
+    """Run ``script`` (``_engine_job.py`` or a variant of it) once; returns ``(result dict,
+    combined log text)``. ``job_extra`` goes into the job file (e.g. ``spec_metrics=True``)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    job = {"model": str(model), "engine": {**ENGINE, **(engine or {})}, "requests": requests}
+    job = {"model": str(model), "engine": {**ENGINE, **(engine or {})}, "requests": requests, **job_extra}
     job_path, out_path = tmp / "job.json", tmp / "out.json"
     job_path.write_text(json.dumps(job))
     proc = subprocess.run(
-        [sys.executable, str(HERE / "_engine_job.py"), str(job_path), str(out_path)],
+        [sys.executable, str(HERE / script), str(job_path), str(out_path)],
         env=engine_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
     )
     log = proc.stdout

@@ -16,13 +16,21 @@ and calls its ``update_state`` with every request added to, moved in or removed 
 persistent batch *before* the forward pass; it keeps the non-default multipliers per batch
 row in a per-process table that the model's ``compute_logits`` reads for the same rows
 (:func:`row_multipliers`). ``apply`` leaves the logits untouched.
+
+Under speculative decoding vLLM builds no plugin logits processors (it keeps only its own
+min-tokens processor), so :class:`AutoDecoRequestKnobs` never sees a request there. Instead
+the runner hook of :mod:`.speculative` publishes each step's multipliers with
+:func:`publish_speculative_step`, expanded to the step's logits rows: a request with ``k``
+drafts owns ``k + 1`` consecutive rows (one per verified position plus the bonus position),
+and every one of them gets that request's multipliers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 EXTRA_TEMPERATURE = "autodeco_temperature"
@@ -32,6 +40,9 @@ EXTRA_TOP_P = "autodeco_top_p"
 #: "use the server's multiplier", plus the current batch size. One runner per process.
 _ROWS: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
 _BATCH = {"size": 0, "fresh": False}
+#: The step table under speculative decoding (:func:`publish_speculative_step`): per-row
+#: multiplier tensors (or None when no request of the step set one) and the row count.
+_SPEC_STEP: Dict[str, Any] = {"t": None, "p": None, "rows": -1, "fresh": False}
 
 
 def _value(extra: Any, key: str) -> Optional[float]:
@@ -61,6 +72,8 @@ def row_multipliers(rows: int, device) -> Tuple[Optional[torch.Tensor], Optional
     ``update_state`` (the sampling pass; vLLM refreshes the batch state every step) sees the
     table: a later call in the same step (a ``prompt_logprobs`` pass over prompt positions)
     uses the server's multipliers."""
+    if _SPEC_STEP["fresh"]:
+        return _speculative_rows(rows, device)
     fresh, _BATCH["fresh"] = _BATCH["fresh"], False
     if not _ROWS or not fresh or rows != _BATCH["size"]:
         return None, None
@@ -72,6 +85,43 @@ def row_multipliers(rows: int, device) -> Tuple[Optional[torch.Tensor], Optional
                 t[row] = rt
             if rp is not None:
                 p[row] = rp
+    return t.to(device), p.to(device)
+
+
+def publish_speculative_step(
+    per_request: Sequence[Optional[Tuple[Optional[float], Optional[float]]]], rows_per_request: Sequence[int]
+) -> None:
+    """Publish the multipliers of the coming speculative step (called by the runner hook of
+    :mod:`.speculative` before the forward pass). ``per_request[i]`` is request ``i``'s
+    :func:`request_multipliers` (batch order) and ``rows_per_request[i]`` its number of logits
+    rows, ``drafts + 1``; the rows of one request are consecutive. The next
+    :func:`row_multipliers` call (the sampling pass) gets them, row by row."""
+    counts = np.asarray(rows_per_request, dtype=np.int64)
+    if len(per_request) != counts.shape[0]:
+        raise ValueError(f"{len(per_request)} requests but {counts.shape[0]} row counts")
+    t = p = None
+    if any(m is not None for m in per_request):
+        per_t = np.array([1.0 if m is None or m[0] is None else m[0] for m in per_request], dtype=np.float32)
+        per_p = np.array([1.0 if m is None or m[1] is None else m[1] for m in per_request], dtype=np.float32)
+        t, p = torch.from_numpy(np.repeat(per_t, counts)), torch.from_numpy(np.repeat(per_p, counts))
+    _SPEC_STEP.update(t=t, p=p, rows=int(counts.sum()), fresh=True)
+
+
+def _speculative_rows(rows: int, device) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The published step's per-row multipliers, once (later calls of the step, such as a
+    ``prompt_logprobs`` pass, use the server's multipliers). A row count other than the
+    published one means vLLM laid the rows out in a way this adapter does not know: refused
+    rather than sampled with multipliers on the wrong rows."""
+    _SPEC_STEP["fresh"] = False
+    t, p = _SPEC_STEP["t"], _SPEC_STEP["p"]
+    if t is None:
+        return None, None
+    if rows != _SPEC_STEP["rows"]:
+        raise RuntimeError(
+            f"AutoDeco speculative decoding: compute_logits got {rows} rows but the step has "
+            f"{_SPEC_STEP['rows']} (drafts + 1 per request); the per-request multipliers cannot be "
+            "mapped to the rows (vLLM version not supported, see docs/vllm.md)"
+        )
     return t.to(device), p.to(device)
 
 

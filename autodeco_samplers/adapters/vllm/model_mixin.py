@@ -12,11 +12,13 @@ straight through to it. With the block it
   :class:`~autodeco_samplers.errors.CheckpointError` naming each missing head tensor, or
   :class:`~autodeco_samplers.errors.ShapeError` naming a mis-shaped one;
 * returns from ``compute_logits`` the logits of :func:`.transform.autodeco_step`: vLLM's
-  runner passes the post-norm hidden rows it samples from (one per request per step), so the
-  heads read exactly what ``lm_head`` read, and vLLM's sampler at temperature 1 / top-p 1
-  draws from the canonical AutoDeco distribution (``docs/design.md`` section 3). Requests
-  that set ``autodeco_temperature`` / ``autodeco_top_p`` in ``extra_args`` get those
-  multipliers for their rows (:mod:`.knobs`).
+  runner passes the post-norm hidden rows it samples from (one per request per step; under
+  speculative decoding one per verified position plus the bonus one, :mod:`.speculative`),
+  so the heads read exactly what ``lm_head`` read, and vLLM's sampler (or its rejection
+  sampler) at temperature 1 / top-p 1 draws from the canonical AutoDeco distribution
+  (``docs/design.md`` section 3). Requests that set ``autodeco_temperature`` /
+  ``autodeco_top_p`` in ``extra_args`` get those multipliers for all their rows
+  (:mod:`.knobs`).
 
 Trace (debugging and the conformance suite's end-to-end level): when the environment
 variable :data:`TRACE_ENV` names a folder, every ``compute_logits`` call of an AutoDeco model
@@ -69,6 +71,12 @@ class AutoDecoModelMixin(HeadWeightsMixin):
             p.requires_grad_(False)
         setattr(self, HEADS_ATTR, heads)
         self.autodeco_policy = policy
+        if getattr(vllm_config, "speculative_config", None) is not None:
+            from .speculative import check_supported, install_runner_hook, repair_cpu_expand
+
+            check_supported(vllm_config)
+            install_runner_hook()
+            repair_cpu_expand()
 
     # -- weights ---------------------------------------------------------------------------
     def load_weights(self, weights: Weights, *args: Any, **kwargs: Any):
