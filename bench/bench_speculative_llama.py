@@ -94,7 +94,9 @@ def _first_difference(a, b):
 def bench_prompt(gen, name: str, prompt, config, tokens: int, repeats: int) -> dict:
     out = {"prompt": name, "prompt_tokens": len(prompt), "modes": {}}
     for mode in ("greedy", "sampled"):
-        kw = lambda r: {"temperature": 0} if mode == "greedy" else {"seed": r}  # noqa: E731
+        def kw(r: int, mode: str = mode) -> dict:
+            return {"temperature": 0} if mode == "greedy" else {"seed": r}
+
         _run(gen, prompt, 8, None, **kw(0)), _run(gen, prompt, 8, config, **kw(0))  # warm-up
         pairs = []
         for r in range(repeats):

@@ -134,7 +134,7 @@ def _sample_pairs(gen, prompt, n_runs, config):
 
 
 def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(gen, lookup_case):
-    prompt, draft, p_draft, joint = lookup_case
+    prompt, _, p_draft, joint = lookup_case
     pairs, rate = _sample_pairs(gen, prompt, N_RUNS, SpeculativeConfig(num_draft_tokens=2, min_ngram=1))
     # one draft per run (max_new_tokens=2 leaves room for one); accepted with probability p(draft)
     assert 0.1 < rate < 0.9, f"test setup: the draft should be accepted sometimes, got {rate}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -342,9 +342,8 @@ def speculative_loop(
             stats.accepted_per_round.append(verdict.n_accepted)
             # the cache holds seq[:n_kv] + block; keep the last token and the accepted drafts
             keep = n_kv + 1 + verdict.n_accepted
-            if verdict.n_accepted < len(drafts):
-                if not lc.llama_memory_seq_rm(mem, 0, keep, -1):
-                    raise AutoDecoError("llama.cpp could not remove the rejected drafts from the cache")
+            if verdict.n_accepted < len(drafts) and not lc.llama_memory_seq_rm(mem, 0, keep, -1):
+                raise AutoDecoError("llama.cpp could not remove the rejected drafts from the cache")
             drafter.keep(keep)
             base = n_kv
             n_kv = keep
