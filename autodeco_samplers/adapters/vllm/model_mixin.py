@@ -35,7 +35,7 @@ from typing import Any, Dict, Set
 
 import torch
 
-from autodeco_samplers.heads.served import autodeco_block_of, parse_autodeco_block
+from autodeco_samplers.heads.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
 from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights
 from autodeco_samplers.step import TorchStep
 
@@ -71,6 +71,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
             p.requires_grad_(False)
         setattr(self, HEADS_ATTR, heads)
         self.autodeco_policy = policy
+        self.autodeco_compiled = compiled_step_of(block)
         if getattr(vllm_config, "speculative_config", None) is not None:
             from .speculative import check_supported, install_runner_hook, repair_cpu_expand
 
@@ -94,7 +95,8 @@ class AutoDecoModelMixin(HeadWeightsMixin):
 
         policy = self.autodeco_policy
         t, p = row_multipliers(logits.shape[0], logits.device)
-        step = autodeco_step(hidden_states, logits, getattr(self, HEADS_ATTR), policy, t, p)
+        step = autodeco_step(hidden_states, logits, getattr(self, HEADS_ATTR), policy, t, p,
+                             compiled=self.autodeco_compiled)
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)
         return step.logits

@@ -26,6 +26,7 @@ def autodeco_step(
     policy: DecodingPolicy,
     temperature: Optional[torch.Tensor] = None,
     top_p: Optional[torch.Tensor] = None,
+    compiled: bool = False,
 ) -> TorchStep:
     """Float32 logits ``[B, V]`` whose plain softmax is the canonical AutoDeco distribution.
 
@@ -34,7 +35,10 @@ def autodeco_step(
     NaN). ``temperature`` / ``top_p`` (optional ``[B]``) are per-row request multipliers that
     multiply the policy's (:meth:`DecodingPolicy.for_request`). vLLM computes logits outside its captured CUDA graphs, so the
     step's default ``sync`` applies (one boolean read per step on the CPU, none on a GPU).
+    ``compiled`` runs the step through ``torch.compile`` (the served folder's
+    ``compiled_step``; :func:`autodeco_samplers.step.compiled_step`).
     """
     return torch_step_logits(
-        hidden.float(), logits, heads, policy, temperature=temperature, top_p=top_p, fill=OUTSIDE_NUCLEUS
+        hidden.float(), logits, heads, policy, temperature=temperature, top_p=top_p, fill=OUTSIDE_NUCLEUS,
+        compiled=compiled,
     )
