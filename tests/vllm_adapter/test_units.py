@@ -30,6 +30,28 @@ def test_plugin_registers_our_classes_under_stock_names():
         assert ModelRegistry._try_load_model_cls(arch) is ours
 
 
+def test_plugin_chooses_the_v1_runner_unless_the_environment_chose(tmp_path):
+    """vLLM 0.32 with Triton (GPUs) defaults to its V2 runner, which refuses the package's
+    V1-interface logits-processor plugin for every model: ``register`` sets
+    ``VLLM_USE_V2_MODEL_RUNNER=0`` when unset, and vLLM's own config reads it as "use V1"."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from autodeco_samplers.adapters.vllm.plugin import register; register(); "
+        "import os, vllm.envs as e; print(os.environ['VLLM_USE_V2_MODEL_RUNNER'], e.VLLM_USE_V2_MODEL_RUNNER)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_USE_V2_MODEL_RUNNER"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["0", "False"]
+    chosen = subprocess.run([sys.executable, "-c", code], env=dict(env, VLLM_USE_V2_MODEL_RUNNER="1"),
+                            capture_output=True, text=True, timeout=300)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert chosen.stdout.split()[-2:] == ["1", "True"]
+
+
 def test_prepare_vllm_cli_writes_servable_folder(tmp_path):
     from _models import save_base, save_heads
 
