@@ -68,13 +68,14 @@ def residual_row(target: SparseRow, draft: Optional[SparseRow], token: int) -> S
     if draft is None:
         rest = np.where(ids == token, 0.0, probs)
     else:
-        q = np.zeros(ids.shape[0], dtype=np.float64)
+        # the draft's probability of each target id (0 where the draft does not have it)
         d_ids, d_probs = np.asarray(draft[0]), np.asarray(draft[1], dtype=np.float64)
-        pos = {int(t): i for i, t in enumerate(ids.tolist())}
-        for t, v in zip(d_ids.tolist(), d_probs.tolist()):
-            i = pos.get(int(t))
-            if i is not None:
-                q[i] = v
+        order = np.argsort(d_ids, kind="stable")
+        d_ids, d_probs = d_ids[order], d_probs[order]
+        q = np.zeros(ids.shape[0], dtype=np.float64)
+        if d_ids.size:
+            at = np.minimum(np.searchsorted(d_ids, ids), d_ids.size - 1)
+            q = np.where(d_ids[at] == ids, d_probs[at], 0.0)
         rest = np.maximum(probs - q, 0.0)
     total = rest.sum()
     if not total > 0.0:
