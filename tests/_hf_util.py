@@ -87,6 +87,18 @@ def assert_same_distribution(
     np.testing.assert_allclose(got, ref, atol=atol, rtol=0)
 
 
+def joint_g_pvalue(draws, joint: dict) -> float:
+    """G test of observed outcomes (hashable, e.g. tuples of tokens) against the exact
+    distribution ``joint`` (``{outcome: probability}``); 0 when an outcome outside its support
+    was observed (an impossible outcome rejects outright)."""
+    if any(d not in joint for d in draws):
+        return 0.0
+    cells = sorted(joint)
+    index = {c: i for i, c in enumerate(cells)}
+    counts = np.bincount([index[d] for d in draws], minlength=len(cells))
+    return g_test_pvalue(counts, np.array([joint[c] for c in cells]))
+
+
 def g_test_pvalue(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
     """p-value of the G test of ``counts`` against ``probs``; bins with expected count below
     ``min_expected`` are pooled into one."""

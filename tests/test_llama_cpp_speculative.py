@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from _hf_util import g_test_pvalue
+from _hf_util import joint_g_pvalue
 from _llama_util import assets
 
 from autodeco_samplers import DecodingPolicy, load_heads
@@ -86,17 +86,6 @@ def _exact_joint(gen, prompt, policy):
     return joint
 
 
-def _pvalue(pairs, joint):
-    """G test of the sampled pairs against ``joint`` (cells with expected count < 5 pooled);
-    0 when a pair outside the support was generated."""
-    if any(p not in joint for p in pairs):
-        return 0.0
-    cells = sorted(joint)
-    index = {c: i for i, c in enumerate(cells)}
-    counts = np.bincount([index[p] for p in pairs], minlength=len(cells))
-    return g_test_pvalue(counts, np.array([joint[c] for c in cells]))
-
-
 @pytest.fixture(scope="module")
 def lookup_case(gen):
     """A prompt whose prompt-lookup draft has canonical probability in [0.3, 0.7] (accepted on
@@ -139,14 +128,14 @@ def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(gen, lo
     # one draft per run (max_new_tokens=2 leaves room for one); accepted with probability p(draft)
     assert 0.1 < rate < 0.9, f"test setup: the draft should be accepted sometimes, got {rate}"
     assert abs(rate - p_draft) < 0.05
-    assert _pvalue(pairs, joint) > 1e-3
+    assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
 def test_draft_model_sampling_follows_the_canonical_joint_distribution(gen, draft_llm, lookup_case):
     prompt, _, _, joint = lookup_case
     pairs, rate = _sample_pairs(gen, prompt, N_RUNS, SpeculativeConfig(num_draft_tokens=2, draft_model=draft_llm))
     assert 0.05 < rate < 0.95, f"test setup: drafts should be accepted sometimes, got {rate}"
-    assert _pvalue(pairs, joint) > 1e-3
+    assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
 @pytest.mark.parametrize("drafter", ["lookup", "draft_model"])
@@ -164,7 +153,7 @@ def test_a_wrong_acceptance_rule_fails_the_same_test(gen, draft_llm, lookup_case
     config = SpeculativeConfig(num_draft_tokens=2, min_ngram=1, draft_model=draft_llm if drafter == "draft_model" else None)
     pairs, rate = _sample_pairs(gen, prompt, 400, config)
     assert rate == 1.0
-    assert _pvalue(pairs, joint) < 1e-3
+    assert joint_g_pvalue(pairs, joint) < 1e-3
 
 
 def _assert_same_result(fast, plain):

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from _hf_util import g_test_pvalue, reference_steps
+from _hf_util import joint_g_pvalue, reference_steps
 
 from autodeco_samplers import load_heads
 from autodeco_samplers.errors import AutoDecoError
@@ -102,23 +102,6 @@ def _sample_pairs(model, prompt, n_runs, **kwargs):
     return pairs
 
 
-def _pvalue(pairs, joint):
-    cells = sorted(joint)
-    index = {c: i for i, c in enumerate(cells)}
-    outside = [p for p in pairs if p not in index]
-    assert not outside, f"pairs outside the canonical support were generated: {outside[:5]}"
-    counts = np.bincount([index[p] for p in pairs], minlength=len(cells))
-    return g_test_pvalue(counts, np.array([joint[c] for c in cells]))
-
-
-def _pvalue_allowing_outside(pairs, joint):
-    """The same G test, with pairs outside the support counted in a cell of expected mass 0
-    (which any such pair makes fail)."""
-    if any(p not in joint for p in pairs):
-        return 0.0
-    return _pvalue(pairs, joint)
-
-
 @pytest.fixture(scope="module")
 def lookup_case(model, tok, heads_dir):
     heads = load_heads(heads_dir)
@@ -137,7 +120,7 @@ def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(model, 
     accepted = sum(p[0] == draft for p in pairs) / len(pairs)
     assert 0.1 < accepted < 0.9, f"test setup: the draft should be accepted sometimes, got {accepted}"
     assert abs(accepted - p_draft) < 0.06
-    assert _pvalue(pairs, joint) > 1e-3
+    assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
 def test_assistant_model_sampling_follows_the_canonical_joint_distribution(model, assistant, lookup_case, monkeypatch):
@@ -156,7 +139,7 @@ def test_assistant_model_sampling_follows_the_canonical_joint_distribution(model
     pairs = _sample_pairs(model, prompt, N_RUNS, assistant_model=assistant)
     accepted = sum(n for n, _ in verdicts) / sum(k for _, k in verdicts)
     assert 0.1 < accepted < 0.95, f"test setup: drafts should be accepted sometimes, got {accepted}"
-    assert _pvalue(pairs, joint) > 1e-3
+    assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
 def test_a_wrong_acceptance_rule_fails_the_same_test(model, assistant, lookup_case, monkeypatch):
@@ -173,7 +156,7 @@ def test_a_wrong_acceptance_rule_fails_the_same_test(model, assistant, lookup_ca
 
     monkeypatch.setattr(utils, "_speculative_sampling", accept_all)
     pairs = _sample_pairs(model, prompt, 300, assistant_model=assistant)
-    assert _pvalue_allowing_outside(pairs, joint) < 1e-3
+    assert joint_g_pvalue(pairs, joint) < 1e-3
 
 
 def _greedy(model, ids, **kwargs):
