@@ -430,3 +430,50 @@ def test_compiled_step_with_opaque_scans_matches_the_eager_step(monkeypatch):
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-6, atol=1e-6)
     assert a.token_ids.tolist() == e.token_ids.tolist()
     torch._dynamo.reset()
+
+
+_COMPILED_POLICY = DecodingPolicy(fixed_temperature=1.0, fixed_top_p=1.0)  # T and P = the row multipliers
+_COMPILED_HEADS = None
+
+
+def _compiled_logits(logits, T, P):
+    """The compiled step's masked logits for given per-row T and P (fixed heads' values times
+    the row multipliers: one policy, one heads module, so the graph is reused)."""
+    global _COMPILED_HEADS
+    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+
+    if _COMPILED_HEADS is None:
+        _COMPILED_HEADS = AutoDecoHeadsModule.create(8, width=4, seed=0).requires_grad_(False)
+    B = logits.shape[0]
+    with torch.no_grad():
+        st_ = torch_step_logits(torch.zeros(B, 8), torch.from_numpy(logits), _COMPILED_HEADS, _COMPILED_POLICY,
+                                temperature=torch.from_numpy(T), top_p=torch.from_numpy(P), compiled=True)
+    np.testing.assert_allclose(st_.T.numpy(), T, rtol=1e-6)
+    return st_.logits
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_compiled_logits_match_the_reference(batch):
+    """The compiled path against the reference on the same Hypothesis batches as the eager rule
+    (ties at the boundary, -inf, P = 0 and 1, greedy rows; B >= 2 and V >= 2 here, the shapes
+    one dynamic graph serves; batch 1 and V = 1 are further graphs, checked below)."""
+    logits, T, P = batch
+    if logits.shape[0] == 1:
+        logits, T, P = np.repeat(logits, 2, 0), np.repeat(T, 2), np.repeat(P, 2)
+    if logits.shape[1] == 1:
+        logits = np.concatenate([logits, logits - 1], axis=1)
+    out = _compiled_logits(logits, T, P)
+    assert torch.isfinite(out).all()
+    _agrees(logits, T, P, torch.softmax(out.double(), dim=-1).numpy())
+
+
+@pytest.mark.slow
+def test_compiled_logits_at_qwen_size_and_edge_shapes():
+    rng = np.random.default_rng(7)
+    logits = np.stack([_row(rng, QWEN_V, kind, 1.0) for kind in ("zipf", "neginf", "ties")]).astype(np.float32)
+    T, P = np.array([1.0, 0.7, 1.0], np.float32), np.array([0.9, 1.0, 0.5], np.float32)
+    _agrees(logits, T, P, torch.softmax(_compiled_logits(logits, T, P).double(), -1).numpy())
+    one = np.array([[3.0]], np.float32)  # batch 1 and a vocabulary of one
+    assert _compiled_logits(one, np.array([0.7], np.float32), np.array([0.0], np.float32)).tolist() == [[0.0]]
