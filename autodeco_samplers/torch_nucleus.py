@@ -242,15 +242,20 @@ def logit_candidates(
 
 BLOCK_ELEMENTS = 1 << 19
 """Elements per column block of :func:`column_blocks` (2 MiB of float32: stays in cache)."""
+BLOCKED_DEVICES = {"cpu"}
+"""Device types on which :func:`column_blocks` cuts rows into blocks. Elsewhere (GPUs, whose
+caching allocator has no page faults to avoid) a row is one block: each block costs a few
+kernel launches, which a GPU pays more for than for a larger temporary."""
 
 
 def column_blocks(x: torch.Tensor, block: int = BLOCK_ELEMENTS):
     """Yield ``(part, scratch)`` over column blocks of ``x`` ``[B, V]`` (about ``block``
     elements each): ``part`` a view of the columns, ``scratch`` a same-shaped view of one
     buffer reused for every block. Row-wise reductions through it need no ``[B, V]``
-    temporary, whose page faults cost more than the arithmetic at large ``B * V``."""
+    temporary, whose page faults cost more than the arithmetic at large ``B * V``. One block on
+    devices outside :data:`BLOCKED_DEVICES`."""
     B, V = x.shape
-    cols = max(1, min(V, block // max(B, 1)))
+    cols = max(1, min(V, block // max(B, 1))) if x.device.type in BLOCKED_DEVICES else max(V, 1)
     buffer = x.new_empty(B, cols)
     for start in range(0, V, cols):
         part = x[:, start:start + cols]

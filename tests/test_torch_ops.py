@@ -135,3 +135,23 @@ def test_sampling_is_seeded_and_follows_the_nucleus():
     counts = np.bincount(a.numpy(), minlength=5)
     assert counts[3] == 0 and counts[4] == 0
     assert draws_fit_pvalue(counts, probs[0].double().numpy()) > 1e-3
+
+
+@settings(max_examples=12)
+@given(decoding_cases(max_batch=6, vocab_sizes=st.sampled_from([32_000, 152_064])))
+def test_one_block_per_row_as_on_a_gpu_agrees(case):
+    """Off the CPU a row is one column block (``torch_nucleus.BLOCKED_DEVICES``): forced here,
+    the statistics and the rule still agree with the reference at full vocabularies."""
+    from unittest import mock
+
+    from autodeco_samplers import torch_nucleus
+
+    T = np.maximum(case.T, 1e-3)
+    logits = torch.from_numpy(case.logits)
+    with mock.patch.object(torch_nucleus, "BLOCKED_DEVICES", set()):
+        assert len(list(torch_nucleus.column_blocks(logits))) == 1
+        got = torch_ops.probability_stats(logits, torch.from_numpy(T)).numpy()
+        masked = torch_ops.torch_rule_logits(logits, torch.from_numpy(T), torch.from_numpy(case.P), sync=False)
+    np.testing.assert_allclose(got, ref.probability_stats(case.logits, T), rtol=2e-4, atol=1e-6)
+    verdict = check_distribution(case.logits, T, case.P, torch.softmax(masked.double(), dim=-1).numpy())
+    assert verdict.ok, verdict.describe("one block")
