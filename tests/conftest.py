@@ -73,3 +73,16 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("AUTODECO_CACHE", None)
     else:
         os.environ["AUTODECO_CACHE"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo_caches():
+    """Each test starts with torch.compile's caches as a fresh process has them: the compiled
+    step's graphs are keyed on the heads module and policy a test uses, and many tests in one
+    process would otherwise add up to Dynamo's recompile limit (a hard error with fullgraph)."""
+    yield
+    import sys
+
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
