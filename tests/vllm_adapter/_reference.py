@@ -52,3 +52,16 @@ def canonical_steps(model, heads, policy: DecodingPolicy, prompt_ids: Sequence[i
         T, P = policy.apply(T_pred.astype(np.float64), P_pred.astype(np.float64))
         steps.append((next_token_distribution(logits[t:t + 1], T, P)[0], float(T[0]), float(P[0])))
     return steps
+
+
+def assert_canonical_logprobs(returned: dict, probs: np.ndarray, token: int, label: str = "") -> None:
+    """vLLM's returned full-vocabulary logprobs of one step (``{token id: logprob}``) equal
+    ``log(probs)`` inside the canonical nucleus (atol 2e-4) and are practically minus infinity
+    outside it; the sampled ``token`` lies inside it."""
+    got = np.full(probs.size, -np.inf)
+    for k, v in returned.items():
+        got[int(k)] = v
+    assert probs[token] > 0, f"{label}: sampled token {token} is outside the canonical nucleus"
+    inside = probs > 1e-12
+    np.testing.assert_allclose(got[inside], np.log(probs[inside]), atol=2e-4, rtol=0)
+    assert np.all(got[probs == 0] < -1e20)

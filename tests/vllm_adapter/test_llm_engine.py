@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from _engine import DRAW_PROMPTS, KNOBS_DRAW, KNOBS_ROWS, N_DRAWS, PROMPTS, STEPS
 
-from _reference import canonical_steps, hf_greedy
+from _reference import assert_canonical_logprobs, canonical_steps, hf_greedy
 
 ALPHA = 1e-3
 
@@ -42,13 +42,7 @@ def _check_logprobs(rows, hf_model, heads, policies):
         for s, tok in enumerate(row["token_ids"]):
             probs, T, P = steps[s]
             T_seen.append(T)
-            got = np.full(probs.size, -np.inf)
-            for k, v in row["logprobs"][s].items():
-                got[int(k)] = v
-            assert probs[tok] > 0, f"step {s}: sampled token {tok} is outside the canonical nucleus"
-            inside = probs > 1e-12
-            np.testing.assert_allclose(got[inside], np.log(probs[inside]), atol=2e-4, rtol=0)
-            assert np.all(got[probs == 0] < -1e20)
+            assert_canonical_logprobs(row["logprobs"][s], probs, tok, f"step {s}")
             checked += 1
     assert checked == len(PROMPTS) * STEPS
     return T_seen

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _engine import KNOBS_REQUEST, KNOBS_ROWS, PROMPTS, STEPS, run_engine
-from _reference import canonical_steps, hf_greedy
+from _reference import assert_canonical_logprobs, canonical_steps, hf_greedy
 
 from autodeco_samplers.policy import DecodingPolicy
 
@@ -193,13 +193,7 @@ def test_multipliers_and_clamps_on_every_row(spec_engine, hf_model, heads):
         for s, tok in enumerate(row["token_ids"]):
             probs = steps[s][0]
             clamped += abs(steps[s][1] - unclamped[s][1]) > 1e-6
-            got = np.full(probs.size, -np.inf)
-            for k, v in row["logprobs"][s].items():
-                got[int(k)] = v
-            assert probs[tok] > 0, f"{knobs} step {s}: token {tok} outside the canonical nucleus"
-            inside = probs > 1e-12
-            np.testing.assert_allclose(got[inside], np.log(probs[inside]), atol=2e-4, rtol=0)
-            assert np.all(got[probs == 0] < -1e20)
+            assert_canonical_logprobs(row["logprobs"][s], probs, tok, f"{knobs} step {s}")
     assert clamped > 0
     greedy = rows[3]
     assert all(max(step.values()) == 0.0 for step in greedy["logprobs"])
