@@ -11,7 +11,7 @@ their checkpoints, the decoding policy, the CLI); engine adapters live in
 [0.625, 0.375, 0.0]
 """
 
-from .errors import (
+from autodeco_samplers.core.errors import (
     AutoDecoError,
     CheckpointError,
     InvalidLogitsError,
@@ -19,10 +19,10 @@ from .errors import (
     ShapeError,
     UnsafeCheckpointError,
 )
-from .heads import AutoDecoHeads, HeadsConfig, load_heads
-from .interfaces import GenerationResult, Heads, NumpyStep, TokenStep
-from .policy import DecodingPolicy
-from .reference import (
+from autodeco_samplers.heads import AutoDecoHeads, HeadsConfig, load_heads
+from autodeco_samplers.core.interfaces import GenerationResult, Heads, NumpyStep, TokenStep
+from autodeco_samplers.core.policy import DecodingPolicy
+from autodeco_samplers.core.reference import (
     GREEDY_TEMPERATURE,
     next_token_distribution,
     nucleus_mask,
@@ -30,7 +30,7 @@ from .reference import (
     soft_top_p,
     temperature_probs,
 )
-from .sampler import AutoDecoSampler, sample
+from autodeco_samplers.core.sampler import AutoDecoSampler, sample
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from autodeco_samplers.cli import main
+from autodeco_samplers.frontends.cli import main
 
 sys.exit(main())

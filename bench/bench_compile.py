@@ -45,9 +45,9 @@ def _graphs() -> int:
 def case(vocab: int, batches, repeats: int, device: str, seed: int) -> dict:
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_step_sample
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import torch_step_sample
 
     heads = AutoDecoHeadsModule.create(HIDDEN, width=256, seed=seed).requires_grad_(False).to(device)
     policy = DecodingPolicy()
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--static", action="store_true", help="compile with dynamic=False (one graph per shape)")
     p.add_argument("--out", default=None, help="default bench/results/bench_compile_DEVICE.json")
     a = p.parse_args(argv)
-    from autodeco_samplers import step
+    from autodeco_samplers.core import step
 
     step.COMPILE_DYNAMIC = not a.static
     if a.threads:

@@ -27,15 +27,15 @@ import numpy as np
 
 
 def build_model(folder: Path, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, seed: int) -> Path:
-    from autodeco_samplers.gguf_convert import LlamaGGUFParams, read_tokenizer_vocab, write_llama_gguf
-    from autodeco_samplers.tiny_models import build_tokenizer
+    from autodeco_samplers.models.gguf_convert import LlamaGGUFParams, read_tokenizer_vocab, write_llama_gguf
+    from autodeco_samplers.models.tiny_models import build_tokenizer
 
     tok_dir = folder / "tok"
     build_tokenizer(512).save_pretrained(tok_dir)
     params = LlamaGGUFParams(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
                              num_kv_heads=kv_heads, intermediate_size=ffn, context_length=4096, name="bench-random")
     words = read_tokenizer_vocab(tok_dir / "tokenizer.json", vocab, bos_token_id=1, eos_token_id=0, pad_token_id=2)
-    from autodeco_samplers.gguf_convert import _expected_hf_shape
+    from autodeco_samplers.models.gguf_convert import _expected_hf_shape
 
     def get(name: str) -> np.ndarray:
         shape = _expected_hf_shape(name, params)
@@ -144,7 +144,7 @@ def main() -> None:
 
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama, load_llama
     from autodeco_samplers.heads import AutoDecoHeads
-    from autodeco_samplers.heads.init import init_heads
+    from autodeco_samplers.heads.model.init import init_heads
 
     config, tensors = init_heads(args.hidden, width=256, seed=0)
     for k in tensors:
@@ -156,7 +156,7 @@ def main() -> None:
         for vocab in args.vocab:
             path = build_model(Path(tmp), vocab, args.hidden, args.layers, args.heads, args.kv_heads, args.ffn, seed=0)
             llm = load_llama(path, n_ctx=args.prompt_tokens + args.tokens + 8, n_threads=args.threads)
-            from autodeco_samplers.policy import DecodingPolicy
+            from autodeco_samplers.core.policy import DecodingPolicy
 
             gen = AutoDecoLlama(llm, heads, exact=args.exact, policy=DecodingPolicy(fixed_top_p=args.fixed_top_p))
             prompt = list(np.random.default_rng(1).integers(3, 400, args.prompt_tokens))

@@ -174,9 +174,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
-    from autodeco_samplers.evaluation import portable_path
-    from autodeco_samplers.heads.gguf_sidecar import write_gguf_heads
-    from autodeco_samplers.heads.init import init_heads
+    from autodeco_samplers.research.evaluation.toy import portable_path
+    from autodeco_samplers.heads.io.gguf_sidecar import write_gguf_heads
+    from autodeco_samplers.heads.model.init import init_heads
 
     load_before = _uptime()
     have_llama_server = not args.no_llama_cpp_server

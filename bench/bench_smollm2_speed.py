@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from autodeco_samplers.evaluation import portable_path  # noqa: E402
+from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 PROMPT = "Write a long story about a dragon who learns to cook. Use at least three paragraphs."
@@ -57,10 +57,10 @@ def bench_llama_cpp(heads_dir: Path, tokens: int, rounds: int, threads: int, tem
     import llama_cpp as lc
     import numpy as np
 
-    from autodeco_samplers import smollm2
+    from autodeco_samplers.models import smollm2
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama, load_llama
-    from autodeco_samplers.heads.export import export_heads
-    from autodeco_samplers.smollm2 import tasks
+    from autodeco_samplers.heads.io.export import export_heads
+    from autodeco_samplers.models.smollm2 import tasks
     from bench_llama_cpp import autodeco_run, native_run, per_token_costs
 
     before = _load()
@@ -127,7 +127,7 @@ def bench_llama_cpp(heads_dir: Path, tokens: int, rounds: int, threads: int, tem
 def bench_transformers(heads_dir: Path, tokens: int, rounds: int, batches, threads: int) -> dict:
     import torch
 
-    from autodeco_samplers import smollm2
+    from autodeco_samplers.models import smollm2
     from autodeco_samplers.adapters.transformers import attach
     from bench_transformers import bench_one
 
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", choices=["llama-cpp", "transformers"], action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_smollm2_speed.json"))
     a = ap.parse_args(argv)
-    from autodeco_samplers import smollm2
+    from autodeco_samplers.models import smollm2
 
     heads_dir = Path(a.heads) if a.heads else smollm2.heads_path()
     tokens = a.tokens or (32 if a.quick else 64)

@@ -22,7 +22,7 @@ phase (after the first token), medians of the per-pair ratios speculative / plai
 acceptance rate (accepted / drafted drafts) and tokens per target decode; greedy pairs also
 record whether the tokens are equal (llama.cpp's quantized kernels round a position decoded in a
 block of several tokens differently from the same position decoded alone, so a near tie can
-go the other way; the tiny f32 test model, tests/test_llama_cpp_speculative.py, gives equal
+go the other way; the tiny f32 test model, tests/adapters/llama_cpp/test_llama_cpp_speculative.py, gives equal
 tokens). ``uptime``'s load is recorded before and after (a shared machine).
 """
 
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from autodeco_samplers.evaluation import portable_path  # noqa: E402
+from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
 MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 (real model)"
 PASSAGE = (
@@ -156,9 +156,9 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    from autodeco_samplers import smollm2
+    from autodeco_samplers.models import smollm2
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama, SpeculativeConfig, load_llama
-    from autodeco_samplers.smollm2 import tasks
+    from autodeco_samplers.models.smollm2 import tasks
 
     tokens = a.tokens or (96 if a.quick else 192)
     repeats = a.repeats or (3 if a.quick else 7)

@@ -11,7 +11,7 @@ the prompt) are often right. Per round, alternating which goes first, with the s
 * ``plain``: ``generate(do_sample=True, logits_processor=[AutoDecoLogitsProcessor(model)])``;
 * ``speculative``: the same call with ``prompt_lookup_num_tokens=K``.
 
-Both sample from the same distribution (tests/test_transformers_speculative.py); the number
+Both sample from the same distribution (tests/adapters/transformers/test_transformers_speculative.py); the number
 reported is tokens/s of each and the median over rounds of the per-round ratio. Acceptance is
 counted from the drafts transformers proposes (a wrapper around its prompt-lookup generator's
 ``get_candidates``) and the tokens each target forward yields. A greedy pair checks that the
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from autodeco_samplers.evaluation import portable_path  # noqa: E402
+from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 PASSAGE = (
@@ -72,7 +72,7 @@ class _DraftCounter:
 def run(tokens: int, rounds: int, k: int, threads: int) -> dict:
     import torch
 
-    from autodeco_samplers import smollm2
+    from autodeco_samplers.models import smollm2
     from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor, attach
 
     torch.set_num_threads(threads)

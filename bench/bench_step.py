@@ -5,9 +5,9 @@ Per vocabulary size (32k, 152k) and batch size (1, 8, 64), on the same logits (r
 x 8, peaked like a mid-size model's) and hidden states (random, width 1024), with random heads
 (width 256, enhanced features, seeded):
 
-* torch ``step``: :func:`autodeco_samplers.step.torch_step_sample` (heads with their
+* torch ``step``: :func:`autodeco_samplers.core.step.torch_step_sample` (heads with their
   statistics, policy, sort-free nucleus, draw among the kept tokens); ``step_logits``: the
-  masked-logits form :func:`~autodeco_samplers.step.torch_step_logits` (what SGLang/vLLM take);
+  masked-logits form :func:`~autodeco_samplers.core.step.torch_step_logits` (what SGLang/vLLM take);
 * (a) ``hf``: transformers' ``TemperatureLogitsWarper(0.8)`` + ``TopPLogitsWarper(0.9)`` +
   softmax + ``torch.multinomial`` (what ``generate(do_sample=True)`` does per step);
 * (b) ``softmax``: one ``torch.softmax`` over the same logits (a lower bound on any sampler);
@@ -22,7 +22,7 @@ x 8, peaked like a mid-size model's) and hidden states (random, width 1024), wit
   random normal x 1, T 1, P 0.9: tens of thousands of kept tokens), i.e. the exact threshold
   search every row takes when the candidates cannot prove its nucleus (HF's cost does not
   depend on the nucleus);
-* NumPy ``numpy_step`` (:func:`autodeco_samplers.step.numpy_step`, one row at a time as
+* NumPy ``numpy_step`` (:func:`autodeco_samplers.core.step.numpy_step`, one row at a time as
   llama.cpp needs) against (c) ``llama_native``: llama.cpp's own sampler chain
   ``temp -> top_p -> dist`` applied per token to the same logits through
   ``llama_sampler_apply`` (llama.cpp fills the same ``llama_token_data`` array in
@@ -90,11 +90,11 @@ def aten_ops(fn) -> dict:
 def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> dict:
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-    from autodeco_samplers import torch_ops
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_step_logits, torch_step_sample
-    from autodeco_samplers.torch_ops import torch_rule_sample
+    from autodeco_samplers.core import torch_ops
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import torch_step_logits, torch_step_sample
+    from autodeco_samplers.core.torch_ops import torch_rule_sample
 
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(batch, vocab, generator=g) * 8).to(device)
@@ -149,9 +149,9 @@ def numpy_case(vocab: int, repeats: int, seed: int) -> dict:
     """Per token: the NumPy step on one row vs llama.cpp's native chain on the same row."""
     import ctypes
 
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import numpy_step
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import numpy_step
 
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal(vocab) * 8).astype(np.float32)

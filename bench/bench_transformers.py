@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor, attach
-from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-from autodeco_samplers.tiny_models import tiny_config
+from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+from autodeco_samplers.models.tiny_models import tiny_config
 
 
 def build_model(vocab: int, hidden: int, layers: int, seed: int = 0):
@@ -98,8 +98,8 @@ def bench_step(vocab: int, batch: int, hidden: int, repeats: int = 30, seed: int
     normal * 8 (peaked, like the mid-size model); hidden states random normal."""
     from transformers import TopPLogitsWarper
 
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_step_logits
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import torch_step_logits
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(batch, vocab, generator=g) * 8

@@ -33,7 +33,7 @@ def build_folders(root: Path, vocab: int, hidden: int, layers: int, seed: int):
     import torch
 
     from autodeco_samplers.adapters.vllm.prepare import prepare_vllm_checkpoint
-    from autodeco_samplers.tiny_models import build_tiny_model, save_tiny_heads
+    from autodeco_samplers.models.tiny_models import build_tiny_model, save_tiny_heads
 
     heads_n = max(hidden // 64, 1)
     model = build_tiny_model("llama", seed=seed, vocab_size=vocab, hidden_size=hidden, num_layers=layers,

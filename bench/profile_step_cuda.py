@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 64])
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.policy import DecodingPolicy
-    from autodeco_samplers.step import torch_step_sample
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.core.policy import DecodingPolicy
+    from autodeco_samplers.core.step import torch_step_sample
 
     dev = torch.device("cuda")
     heads = AutoDecoHeadsModule.create(1024, width=256, seed=0).requires_grad_(False).to(dev)

@@ -9,9 +9,9 @@ Every variant trains heads on the *same* frozen backbone (default: the embedded 
 model's ``base/``) with the default build's head settings (400 steps, batch 64, lr 1e-3,
 width 256; data ``task.training_records(spec, 20000, seed=train_seed + 3)``, heads seed
 ``train_seed``: training seed 0 is exactly the default build's heads step) and changes one
-knob of :class:`autodeco_samplers.training.TrainConfig` (see ``VARIANTS``). Each trained
+knob of :class:`autodeco_samplers.research.training.TrainConfig` (see ``VARIANTS``). Each trained
 head set is evaluated on the held-out prompts with every evaluation seed
-(:func:`autodeco_samplers.evaluation.evaluate` with ``seeds``; the static grid is sampled
+(:func:`autodeco_samplers.research.evaluation.toy.evaluate` with ``seeds``; the static grid is sampled
 once per evaluation seed and reused across variants). The JSON (``--out``) holds, per variant
 and training seed, AutoDeco's accuracy/valid/diversity/score, mean-static, oracle, the
 paired AutoDeco - oracle difference with its SE over evaluation seeds, and, per variant,
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autodeco_samplers.evaluation import portable_path  # noqa: E402
+from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
 # name -> TrainConfig overrides (each one change from the official recipe, or a named combination)
 VARIANTS = {
@@ -69,10 +69,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from autodeco_samplers import default_model, task
-    from autodeco_samplers.default_model.build import BuildConfig
-    from autodeco_samplers.evaluation import evaluate, mean_and_se
-    from autodeco_samplers.training import TrainConfig, train_heads
+    from autodeco_samplers.models import default_model
+    from autodeco_samplers.research.evaluation import toy_task as task
+    from autodeco_samplers.models.default_model.build import BuildConfig
+    from autodeco_samplers.research.evaluation.toy import evaluate, mean_and_se
+    from autodeco_samplers.research.training import TrainConfig, train_heads
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]

@@ -7,7 +7,7 @@ same token sequences. Writes bench/results/smollm2_cross_engine.json.
 
 Per step: |dT|, |dP| of the used T and P, the total variation distance between the two
 engines' AutoDeco distributions and between their plain softmaxes, argmax agreement
-(autodeco_samplers/smollm2/engines.py, cross_engine_report). See docs/real_model.md.
+(autodeco_samplers/conformance/engines/smollm2.py, cross_engine_report). See docs/real_model.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from autodeco_samplers.smollm2.engines import DEFAULT_PROMPTS, cross_engine_report
+    from autodeco_samplers.conformance.engines.smollm2 import DEFAULT_PROMPTS, cross_engine_report
 
     rep = cross_engine_report(DEFAULT_PROMPTS, steps=args.steps, seed=args.seed)
     rep["torch"] = torch.__version__

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Greedy accuracy of SmolLM2-135M-Instruct (llama.cpp, Q4_1 GGUF as shipped, no heads) per
 task family on the held-out split: the measurement behind the choice of task families
-(autodeco_samplers/smollm2/tasks.py). Writes bench/results/smollm2_greedy.json.
+(autodeco_samplers/models/smollm2/tasks.py). Writes bench/results/smollm2_greedy.json.
 
     python bench/smollm2_greedy.py [--max-new-tokens 32] [--threads 1]
 """
@@ -25,7 +25,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "smollm2_greedy.json"))
     args = p.parse_args()
     from autodeco_samplers.adapters.llama_cpp import load_llama
-    from autodeco_samplers.smollm2 import model, tasks
+    from autodeco_samplers.models.smollm2 import model, tasks
 
     llm = load_llama(model.gguf_path(), n_ctx=512, n_threads=args.threads)
     items = tasks.heldout_items(None)

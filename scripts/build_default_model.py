@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the embedded default model (tokenizer, tiny Llama backbone, AutoDeco heads) from a seed.
 
-    python scripts/build_default_model.py                 # into autodeco_samplers/default_model/
+    python scripts/build_default_model.py                 # into autodeco_samplers/models/default_model/
     python scripts/build_default_model.py --out /tmp/dm --seed 1 --backbone-steps 300
     python scripts/build_default_model.py --verify        # rebuild into a temp dir, compare bit for bit
 
@@ -9,7 +9,7 @@
 compares every tensor of ``base/model.safetensors`` and ``heads/autodeco_heads.safetensors``
 and the tokenizer and config files byte for byte; exit status 1 when anything differs.
 
-CPU only, a few minutes. See autodeco_samplers/default_model/build.py for the exact steps.
+CPU only, a few minutes. See autodeco_samplers/models/default_model/build.py for the exact steps.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autodeco_samplers.default_model.build import BuildConfig, build_default_model  # noqa: E402
+from autodeco_samplers.models.default_model.build import BuildConfig, build_default_model  # noqa: E402
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Rebuild the shipped SmolLM2-135M-Instruct heads (autodeco_samplers/smollm2/heads/).
+"""Rebuild the shipped SmolLM2-135M-Instruct heads (autodeco_samplers/models/smollm2/heads/).
 
-    python scripts/build_smollm2_heads.py                # retrain into autodeco_samplers/smollm2/
+    python scripts/build_smollm2_heads.py                # retrain into autodeco_samplers/models/smollm2/
     python scripts/build_smollm2_heads.py --out /tmp/h --steps 100
     python scripts/build_smollm2_heads.py --verify       # rebuild into a temp dir, compare bit for bit
 
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autodeco_samplers.smollm2.build import BuildConfig, build_smollm2_heads  # noqa: E402
+from autodeco_samplers.models.smollm2.build import BuildConfig, build_smollm2_heads  # noqa: E402
 
 COMPARED_FILES = ("heads/autodeco_heads.safetensors", "heads/config.json")
 

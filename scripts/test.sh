@@ -19,13 +19,13 @@ echo "test: pytest (.venv)"
 # --- block: SGLang
 if [ "${AUTODECO_SKIP_SGLANG:-0}" != "1" ]; then
   bash scripts/setup_sglang.sh
-  echo "test: pytest tests/sglang_adapter (.venv-sglang)"
-  .venv-sglang/bin/python -m pytest tests/sglang_adapter -q
+  echo "test: pytest tests/adapters/sglang (.venv-sglang)"
+  .venv-sglang/bin/python -m pytest tests/adapters/sglang -q
 fi
 
 # --- block: vLLM
 if [ "${AUTODECO_SKIP_VLLM:-0}" != "1" ]; then
   bash scripts/setup_vllm.sh
-  echo "test: pytest tests/vllm_adapter (.venv-vllm)"
-  .venv-vllm/bin/python -m pytest tests/vllm_adapter -q
+  echo "test: pytest tests/adapters/vllm (.venv-vllm)"
+  .venv-vllm/bin/python -m pytest tests/adapters/vllm -q
 fi

@@ -2,7 +2,7 @@
 
 Everything here avoids the adapter: hidden states come from a teacher-forced forward with
 ``output_hidden_states=True`` (not from the adapter's hook), the heads are the NumPy ones and
-the distribution is :func:`autodeco_samplers.reference.next_token_distribution`.
+the distribution is :func:`autodeco_samplers.core.reference.next_token_distribution`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.reference import next_token_distribution, temperature_probs
+from autodeco_samplers.core.policy import DecodingPolicy
+from autodeco_samplers.core.reference import next_token_distribution, temperature_probs
 
 BOUNDARY_EPS = 1e-5
 

@@ -20,9 +20,9 @@ SEED = 0
 
 @functools.lru_cache(maxsize=None)
 def assets() -> Dict[str, Path]:
-    from autodeco_samplers.gguf_convert import convert_llama_to_gguf
-    from autodeco_samplers.heads.export import export_heads
-    from autodeco_samplers.tiny_models import save_tiny_heads, save_tiny_model
+    from autodeco_samplers.models.gguf_convert import convert_llama_to_gguf
+    from autodeco_samplers.heads.io.export import export_heads
+    from autodeco_samplers.models.tiny_models import save_tiny_heads, save_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="autodeco-llama-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # the session's assets, removed at exit

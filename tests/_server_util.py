@@ -39,9 +39,9 @@ STARTUP_TIMEOUT = 180.0
 
 @functools.lru_cache(maxsize=None)
 def chat_assets() -> Dict[str, Path]:
-    from autodeco_samplers import default_model
-    from autodeco_samplers.gguf_convert import convert_llama_to_gguf
-    from autodeco_samplers.heads.export import export_heads
+    from autodeco_samplers.models import default_model
+    from autodeco_samplers.models.gguf_convert import convert_llama_to_gguf
+    from autodeco_samplers.heads.io.export import export_heads
 
     root = Path(tempfile.mkdtemp(prefix="autodeco-server-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

@@ -81,7 +81,7 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
     # the graph sees imports inside functions (step imports the torch rule lazily)
-    assert "autodeco_samplers.torch_ops" in graph["autodeco_samplers.step"]
+    assert "autodeco_samplers.core.torch_ops" in graph["autodeco_samplers.core.step"]
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
@@ -95,3 +95,35 @@ def test_the_checker_finds_a_cycle(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from .a import x\n")
     (pkg / "c.py").write_text("from .a import y\n")
     assert cycles(import_graph(pkg)) == [["pkg.a", "pkg.b"]]
+
+
+# The layers, lowest first. A module may import its own layer and the layers below it, never one
+# above (docs/design.md section 6 draws the picture). The package root (the public facade) and
+# ``__main__`` sit on top.
+LAYERS = ["core", "heads", "adapters", "research", "models", "conformance", "frontends"]
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) < 2 or parts[1] == "__main__":
+        return len(LAYERS)
+    return LAYERS.index(parts[1])
+
+
+def upward_imports(graph: Dict[str, Set[str]]) -> List[str]:
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m))
+
+
+def test_every_module_lives_in_a_layer():
+    stray = [m for m in import_graph() if m.count(".") == 1 and m.split(".")[1] not in LAYERS + ["__main__"]]
+    assert not stray, f"modules outside the layers {LAYERS}: {stray}"
+
+
+def test_no_layer_imports_a_layer_above_it():
+    found = upward_imports(import_graph())
+    assert not found, "imports from a lower layer into a higher one: " + "; ".join(found)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"autodeco_samplers.core.step": {"autodeco_samplers.adapters.vllm"}, "autodeco_samplers.adapters.vllm": set()}
+    assert upward_imports(graph) == ["autodeco_samplers.core.step -> autodeco_samplers.adapters.vllm"]

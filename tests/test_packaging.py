@@ -23,8 +23,8 @@ def test_core_imports_and_loads_heads_without_torch(tmp_path):
             sys.modules[name] = None  # any import of these now raises ImportError
         import autodeco_samplers as ad
         import autodeco_samplers.adapters, autodeco_samplers.conformance.checker
-        from autodeco_samplers.heads.init import init_heads
-        from autodeco_samplers.heads.writer import save_heads
+        from autodeco_samplers.heads.model.init import init_heads
+        from autodeco_samplers.heads.io.writer import save_heads
         config, tensors = init_heads(12, width=4)
         save_heads({str(tmp_path / 'h')!r}, config, tensors)
         heads = ad.load_heads({str(tmp_path / 'h')!r})
@@ -41,8 +41,8 @@ def test_core_imports_and_loads_heads_without_torch(tmp_path):
 def test_importing_the_core_imports_no_engine(tmp_path):
     res = run_python(
         """
-        import sys, autodeco_samplers, autodeco_samplers.adapters, autodeco_samplers.cli
-        autodeco_samplers.cli.build_parser()
+        import sys, autodeco_samplers, autodeco_samplers.adapters, autodeco_samplers.frontends.cli
+        autodeco_samplers.frontends.cli.build_parser()
         print(sorted(m for m in ("torch", "transformers", "llama_cpp", "sglang", "gguf") if m in sys.modules))
         """,
         cwd=tmp_path,
@@ -82,7 +82,7 @@ def test_regular_install_maps_folders_into_the_root(tmp_path):
     res = run_python(
         """
         import autodeco_samplers, autodeco_samplers.heads, autodeco_samplers.adapters, autodeco_samplers.conformance
-        import autodeco_samplers.adapters.sglang, autodeco_samplers.training
+        import autodeco_samplers.adapters.sglang, autodeco_samplers.research.training
         from autodeco_samplers import default_model
         assert autodeco_samplers.adapters.sglang.__file__.startswith(autodeco_samplers.__path__[0])
         assert (default_model.base_path() / "config.json").exists(), default_model.base_path()

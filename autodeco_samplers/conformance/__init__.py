@@ -11,10 +11,10 @@
 Needs the ``conformance`` extra (hypothesis, pytest, scipy).
 """
 
-from .checker import Verdict, check_distribution, check_heads
-from autodeco_samplers.interfaces import NumpyStep
+from autodeco_samplers.conformance.checker import Verdict, check_distribution, check_heads
+from autodeco_samplers.core.interfaces import NumpyStep
 
-from .engines import ConformanceEngine
+from autodeco_samplers.conformance.engines import ConformanceEngine
 
 __all__ = [
     "ConformanceEngine",
@@ -29,7 +29,7 @@ __all__ = [
 
 def __getattr__(name):
     if name in ("assert_conforms", "run_engine"):
-        from . import runner
+        from autodeco_samplers.conformance import runner
 
         return getattr(runner, name)
     raise AttributeError(name)

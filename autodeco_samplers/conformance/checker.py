@@ -22,7 +22,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from autodeco_samplers.reference import (
+from autodeco_samplers.core.reference import (
     GREEDY_TEMPERATURE,
     as_logits,
     descending_order,

@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .checker import check_distribution
-from .strategies import SHAPES, _row
+from autodeco_samplers.conformance.checker import check_distribution
+from autodeco_samplers.conformance.strategies import SHAPES, _row
 
 
 def hf_warpers(logits: np.ndarray, T: float, P: float) -> np.ndarray:
@@ -96,7 +96,7 @@ def _cases(n_per_shape: int, seed: int):
             row = _row(rng, V, shape)
             # P on an exact prefix sum of the canonical q half the time: where rules differ most
             if i % 2 == 0 and shape not in ("huge", "sparse_inf"):
-                from autodeco_samplers.reference import descending_order, temperature_probs
+                from autodeco_samplers.core.reference import descending_order, temperature_probs
 
                 q = temperature_probs(row[None].astype(np.float64), T)[0]
                 sq = q[descending_order(q[None])[0]].astype(np.float32)

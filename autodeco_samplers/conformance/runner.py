@@ -29,11 +29,11 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
-from autodeco_samplers.policy import DecodingPolicy
+from autodeco_samplers.core.policy import DecodingPolicy
 
-from .checker import DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
-from .engines import ConformanceEngine, get_engine
-from .stats import draws_fit_pvalue
+from autodeco_samplers.conformance.checker import DEFAULT_HEAD_TOL, DEFAULT_TOL, check_distribution, check_heads
+from autodeco_samplers.conformance.engines import ConformanceEngine, get_engine
+from autodeco_samplers.conformance.stats import draws_fit_pvalue
 
 LEVELS = ("kernel", "sampling", "end-to-end")
 SEED_ENV = "AUTODECO_CONFORMANCE_SEED"
@@ -72,9 +72,9 @@ class ConformanceFailure(AssertionError):
 
 def reference_heads_float64(hidden, logits, heads, policy):
     """The reference step's heads and policy in float64 for one batch: a
-    :class:`~autodeco_samplers.interfaces.NumpyStep` without ``probs``."""
+    :class:`~autodeco_samplers.core.interfaces.NumpyStep` without ``probs``."""
     from autodeco_samplers.heads import AutoDecoHeads
-    from autodeco_samplers.reference import reference_step
+    from autodeco_samplers.core.reference import reference_step
 
     heads64 = AutoDecoHeads(heads.config, heads.tensors, dtype=np.float64)
     return reference_step(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy, distribution=False)
@@ -112,7 +112,7 @@ def _hypothesis_level(engine, examples, check, seed: Optional[int] = None, fixed
     from hypothesis import HealthCheck, given, settings, strategies as st
     from hypothesis import seed as hypothesis_seed
 
-    from .strategies import heads_cases, policies
+    from autodeco_samplers.conformance.strategies import heads_cases, policies
 
     seed = conformance_seed(seed)
     seen = {"cases": 0, "max": 0.0}
@@ -154,7 +154,7 @@ def run_kernel(engine: ConformanceEngine, examples: int = 100, seed: Optional[in
                **tols) -> LevelResult:
     """The kernel level: ``examples`` Hypothesis cases from ``seed`` (default:
     :func:`conformance_seed`), then the fixed real-size cases (unless ``real_sizes=False``)."""
-    from .strategies import real_size_cases
+    from autodeco_samplers.conformance.strategies import real_size_cases
 
     return _hypothesis_level(engine, examples, lambda case, policy: check_kernel_case(engine, case, policy, **tols),
                              seed=seed, fixed=real_size_cases() if real_sizes else ())
@@ -162,7 +162,7 @@ def run_kernel(engine: ConformanceEngine, examples: int = 100, seed: Optional[in
 
 def run_sampling(engine: ConformanceEngine, n: int = 4000, seeds: Iterable[int] = (0, 1, 2), alpha: float = 1e-4) -> LevelResult:
     """Draws of the engine's real sampler vs its own kernel distribution on fixed cases."""
-    from .strategies import HeadsCase
+    from autodeco_samplers.conformance.strategies import HeadsCase
 
     min_p = 1.0
     cases = 0
@@ -181,7 +181,7 @@ def run_sampling(engine: ConformanceEngine, n: int = 4000, seeds: Iterable[int] 
         draws = engine.draw(case.hidden, case.logits, heads, policy, n, seed)
         counts = np.bincount(np.asarray(draws, dtype=np.int64), minlength=V)
         # compare with the *canonical* distribution: a wrong kernel fails here too
-        from autodeco_samplers.reference import next_token_distribution
+        from autodeco_samplers.core.reference import next_token_distribution
 
         canonical = next_token_distribution(case.logits.astype(np.float64), ref_T, ref_P)[0]
         p = draws_fit_pvalue(counts, canonical)

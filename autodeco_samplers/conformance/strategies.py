@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 from hypothesis import strategies as st
 
-from autodeco_samplers.policy import DecodingPolicy
+from autodeco_samplers.core.policy import DecodingPolicy
 
 
 @dataclass
@@ -147,7 +147,7 @@ class HeadsCase:
     def heads(self, dtype=np.float32):
         """NumPy heads with weights from ``seed`` (last layers scaled so T, P spread out)."""
         from autodeco_samplers.heads import AutoDecoHeads
-        from autodeco_samplers.heads.init import init_heads
+        from autodeco_samplers.heads.model.init import init_heads
 
         config, tensors = init_heads(
             self.hidden_size,

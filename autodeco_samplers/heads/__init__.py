@@ -5,9 +5,9 @@
 first used.
 """
 
-from .checkpoint import read_head_checkpoint
-from .config import HeadsConfig
-from .numpy_heads import FALLBACK_TEMPERATURE, FALLBACK_TOP_P, AutoDecoHeads, load_heads
+from autodeco_samplers.heads.io.checkpoint import read_head_checkpoint
+from autodeco_samplers.heads.model.config import HeadsConfig
+from autodeco_samplers.heads.model.numpy_heads import FALLBACK_TEMPERATURE, FALLBACK_TOP_P, AutoDecoHeads, load_heads
 
 __all__ = [
     "AutoDecoHeads",
@@ -23,11 +23,11 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "AutoDecoHeadsModule":
-        from .torch_heads import AutoDecoHeadsModule
+        from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
         return AutoDecoHeadsModule
     if name == "save_heads":
-        from .writer import save_heads
+        from autodeco_samplers.heads.io.writer import save_heads
 
         return save_heads
     raise AttributeError(name)

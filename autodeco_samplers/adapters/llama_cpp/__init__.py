@@ -6,10 +6,10 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
    ``llama_decode`` of the last token with embeddings switched on, reads zero-copy views of
    ``llama_get_logits_ith(ctx, -1)`` and ``llama_get_embeddings_ith(ctx, -1)`` (the final
    hidden state, i.e. ``lm_head``'s input) and calls the core NumPy step
-   :func:`autodeco_samplers.step.numpy_step` (heads, policy, canonical nucleus without a
+   :func:`autodeco_samplers.core.step.numpy_step` (heads, policy, canonical nucleus without a
    vocabulary sort, proved and tested equal to
-   :func:`autodeco_samplers.reference.next_token_distribution`, seeded draw; ``exact=True``
-   uses :class:`~autodeco_samplers.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
+   :func:`autodeco_samplers.core.reference.next_token_distribution`, seeded draw; ``exact=True``
+   uses :class:`~autodeco_samplers.core.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
    own samplers (whose chain applies top-p *before* temperature) are never used. The prompt is
    decoded with embeddings off except for its last token, so prefill costs what it always costs.
 2. :class:`AutoDecoLlamaProcessor` for code that keeps ``Llama.create_completion``; see its
@@ -18,13 +18,13 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
 Speculative decoding: ``AutoDecoLlama.stream(..., speculative=SpeculativeConfig(...))`` (and
 ``generate``) verifies prompt-lookup drafts, or a draft model's, ``k`` at a time in one batched
 decode, each position scored from its own hidden state, with the exact rule of
-:mod:`autodeco_samplers.speculative`; the loop is :mod:`.speculative`.
+:mod:`autodeco_samplers.core.speculative`; the loop is :mod:`.speculative`.
 
 Errors: a missing, truncated or foreign file (a heads sidecar passed as the model, a file
 without a tokenizer vocabulary, which would make ``tokenize()`` abort the process) is refused
-with :class:`~autodeco_samplers.errors.CheckpointError` *before* llama.cpp sees it; heads whose
+with :class:`~autodeco_samplers.core.errors.CheckpointError` *before* llama.cpp sees it; heads whose
 ``hidden_size`` differs from the model's embedding width raise
-:class:`~autodeco_samplers.errors.ShapeError` at load.
+:class:`~autodeco_samplers.core.errors.ShapeError` at load.
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
+from autodeco_samplers.core.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
 from autodeco_samplers.heads import AutoDecoHeads, load_heads
-from autodeco_samplers.heads.detect import check_model_gguf
-from autodeco_samplers.interfaces import GenerationResult, TokenStep
-from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.sampler import AutoDecoSampler
-from autodeco_samplers.step import numpy_step, numpy_step_distribution
-from autodeco_samplers.text_stream import StopTextStream
+from autodeco_samplers.heads.io.detect import check_model_gguf
+from autodeco_samplers.core.interfaces import GenerationResult, TokenStep
+from autodeco_samplers.core.policy import DecodingPolicy
+from autodeco_samplers.core.sampler import AutoDecoSampler
+from autodeco_samplers.core.step import numpy_step, numpy_step_distribution
+from autodeco_samplers.core.text_stream import StopTextStream
 
-from .speculative import SpeculativeConfig, SpeculativeStats, speculative_loop
+from autodeco_samplers.adapters.llama_cpp.speculative import SpeculativeConfig, SpeculativeStats, speculative_loop
 
 __all__ = [
     "ENGINE_NAME",

@@ -1,15 +1,15 @@
 """Exact speculative decoding for :class:`~autodeco_samplers.adapters.llama_cpp.AutoDecoLlama`.
 
-Wiring only: the drafts come from :func:`autodeco_samplers.speculative.prompt_lookup_drafts`
+Wiring only: the drafts come from :func:`autodeco_samplers.core.speculative.prompt_lookup_drafts`
 (or from a second GGUF model sampling its own softmax), and every verification is
-:func:`autodeco_samplers.speculative.verify_drafts`, the one implementation of the rule. What
+:func:`autodeco_samplers.core.speculative.verify_drafts`, the one implementation of the rule. What
 this module adds is the llama.cpp plumbing:
 
 * one ``llama_decode`` per round of ``[last token, d_1 .. d_k]`` as a ``llama_batch`` whose
   ``logits`` flag is set for every token, with embeddings on, so ``llama_get_logits_ith`` and
   ``llama_get_embeddings_ith`` give the logits and the final hidden state of *each* position;
 * each position's canonical distribution from its own hidden state and logits (the heads, the
-  policy and :func:`autodeco_samplers.step.numpy_step_distribution`, batched over the
+  policy and :func:`autodeco_samplers.core.step.numpy_step_distribution`, batched over the
   ``k + 1`` positions; the reference's full sort with ``exact=True``);
 * after the verdict, ``llama_memory_seq_rm`` removes the cache entries of the rejected drafts,
   so the next round continues at the first position past the accepted prefix;
@@ -30,12 +30,12 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from autodeco_samplers.errors import AutoDecoError, InvalidParameterError
-from autodeco_samplers.interfaces import TokenStep
-from autodeco_samplers.reference import inverse_cdf
-from autodeco_samplers.speculative import SparseRow, prompt_lookup_drafts, verify_drafts
-from autodeco_samplers.step import numpy_step_distribution
-from autodeco_samplers.text_stream import StopTextStream
+from autodeco_samplers.core.errors import AutoDecoError, InvalidParameterError
+from autodeco_samplers.core.interfaces import TokenStep
+from autodeco_samplers.core.reference import inverse_cdf
+from autodeco_samplers.core.speculative import SparseRow, prompt_lookup_drafts, verify_drafts
+from autodeco_samplers.core.step import numpy_step_distribution
+from autodeco_samplers.core.text_stream import StopTextStream
 
 __all__ = ["SpeculativeConfig", "SpeculativeStats", "speculative_loop"]
 
@@ -49,7 +49,7 @@ class SpeculativeConfig:
             ``max_new_tokens`` or the end of the context, or when prompt lookup finds less).
         max_ngram, min_ngram: prompt lookup looks for the latest earlier occurrence of the
             last ``n`` tokens, ``n`` from ``max_ngram`` down to ``min_ngram``, and proposes
-            what followed it (:func:`autodeco_samplers.speculative.prompt_lookup_drafts`).
+            what followed it (:func:`autodeco_samplers.core.speculative.prompt_lookup_drafts`).
             ``min_ngram=2`` by default: a match of the last token alone proposes mostly drafts
             that get rejected, and on a CPU each verified draft costs a good part of a decode
             (SmolLM2 on a story prompt: 0.64x the plain speed with ``min_ngram=1``, 0.93x with 2;
@@ -289,7 +289,7 @@ def block_rows(gen: Any, hidden: np.ndarray, logits: np.ndarray, policy) -> Tupl
         out = [numpy_step_distribution(hidden[i : i + 1], logits[i : i + 1], gen.heads, policy) for i in range(len(hidden))]
         rows = [o[0][0] for o in out]
         return (rows,) + tuple(np.concatenate([o[j] for o in out]) for j in range(1, 5))
-    from autodeco_samplers.sampler import AutoDecoSampler
+    from autodeco_samplers.core.sampler import AutoDecoSampler
 
     probs, (T_pred, P_pred, T, P) = AutoDecoSampler(gen.heads, policy).distribution(hidden, logits)
     rows = []

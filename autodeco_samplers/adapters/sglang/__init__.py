@@ -11,7 +11,7 @@ How it works (details and the launch command in ``docs/sglang.md``):
 * With the block, the model's ``LogitsProcessor`` becomes :class:`AutoDecoSGLangProcessor`:
   it forces LAST hidden-state capture, runs the heads on the post-norm rows aligned with the
   logits to sample, and replaces those logits by
-  :func:`autodeco_samplers.torch_ops.torch_rule_logits` (``(l - max l) / T`` inside the
+  :func:`autodeco_samplers.core.torch_ops.torch_rule_logits` (``(l - max l) / T`` inside the
   nucleus, ``-1e30`` outside), so SGLang's stock sampler at temperature 1 / top-p 1 draws
   exactly the canonical distribution of docs/design.md section 3.
 * ``autodeco prepare-sglang`` (:func:`prepare_sglang_checkpoint`) writes a folder SGLang

@@ -1,9 +1,9 @@
 """Errors of the SGLang adapter (no torch, no SGLang). The served-folder format (the
-``autodeco`` block of ``config.json``) is :mod:`autodeco_samplers.heads.served`."""
+``autodeco`` block of ``config.json``) is :mod:`autodeco_samplers.heads.io.served`."""
 
 from __future__ import annotations
 
-from autodeco_samplers.errors import AutoDecoError
+from autodeco_samplers.core.errors import AutoDecoError
 
 __all__ = ["SGLangModeError"]
 

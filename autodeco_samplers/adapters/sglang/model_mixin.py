@@ -9,16 +9,16 @@ The subclass is the stock class unless ``config.autodeco`` exists; then it
 * routes weights in ``load_weights``: head tensors (``temp_head.*`` / ``top_p_head.*``, with or
   without the ``llm.`` prefix of official merged checkpoints) go to the heads; every other
   tensor loses a leading ``llm.`` and goes to the stock loader. The first load fails with
-  :class:`~autodeco_samplers.errors.CheckpointError` if any expected head tensor is missing.
+  :class:`~autodeco_samplers.core.errors.CheckpointError` if any expected head tensor is missing.
 """
 
 from __future__ import annotations
 
 from typing import Any, Set
 
-from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights, route_weights
+from autodeco_samplers.heads.io.engine_weights import HeadWeightsMixin, Weights, route_weights
 
-from autodeco_samplers.heads.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
+from autodeco_samplers.heads.io.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
 
 __all__ = ["AutoDecoModelMixin", "autodeco_model_class", "route_weights"]
 
@@ -36,9 +36,9 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         self._autodeco_ready = False
         if not self.autodeco_enabled:
             return
-        from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+        from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
-        from .processor import AutoDecoSGLangProcessor
+        from autodeco_samplers.adapters.sglang.processor import AutoDecoSGLangProcessor
 
         heads_config, policy = parse_autodeco_block(block, model_hidden_size=getattr(config, "hidden_size", None))
         heads = AutoDecoHeadsModule(heads_config).float().eval()

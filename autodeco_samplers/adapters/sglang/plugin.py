@@ -9,7 +9,7 @@ for one server without any packaging change.
 
 from __future__ import annotations
 
-from . import EXTERNAL_MODEL_PACKAGE
+from autodeco_samplers.adapters.sglang import EXTERNAL_MODEL_PACKAGE
 
 
 def register() -> None:

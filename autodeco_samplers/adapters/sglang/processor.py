@@ -31,14 +31,14 @@ import torch
 from sglang.srt.layers.logits_processor import LogitsMetadata, LogitsProcessor, LogitsProcessorOutput
 from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode, ForwardBatch
 
-from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
-from autodeco_samplers.policy import DecodingPolicy
+from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+from autodeco_samplers.core.policy import DecodingPolicy
 
-from .config import SGLangModeError
-from autodeco_samplers.reference import OUTSIDE_NUCLEUS
-from autodeco_samplers.step import TorchStep
+from autodeco_samplers.adapters.sglang.config import SGLangModeError
+from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.core.step import TorchStep
 
-from .transform import autodeco_logits
+from autodeco_samplers.adapters.sglang.transform import autodeco_logits
 
 _UNSUPPORTED_MODES = {
     "TARGET_VERIFY": "speculative decoding (target verify)",
@@ -56,9 +56,9 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
         policy: server-wide :class:`DecodingPolicy` (default: the heads' predictions as is).
         fill: value written outside the nucleus (finite, see :data:`OUTSIDE_NUCLEUS`).
         compiled: run each step through ``torch.compile`` (the served folder's
-            ``compiled_step``; :func:`autodeco_samplers.step.compiled_step`).
+            ``compiled_step``; :func:`autodeco_samplers.core.step.compiled_step`).
 
-    After each forward, ``last_step`` holds the :class:`~autodeco_samplers.step.TorchStep` tensors (predicted
+    After each forward, ``last_step`` holds the :class:`~autodeco_samplers.core.step.TorchStep` tensors (predicted
     and used T/P per row) of the latest call; reading them is the caller's sync.
     """
 

@@ -7,7 +7,7 @@
 >>> proc.trace.steps(0)[0]          # token id, T_pred, P_pred, T, P                  # doctest: +SKIP
 
 How it is wired (no algorithm of its own; each step is one call of the core step
-:func:`autodeco_samplers.step.torch_step_logits`):
+:func:`autodeco_samplers.core.step.torch_step_logits`):
 
 * :func:`attach` registers a forward *pre-hook* on ``model.get_output_embeddings()``. It keeps
   the last position of the tensor ``lm_head`` consumes (``[B, 1, H]`` during ``generate``;
@@ -38,7 +38,7 @@ How it is wired (no algorithm of its own; each step is one call of the core step
   Without an AutoDeco processor the call goes to transformers unchanged.
 * At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
   and the ``scores`` it receives, applies the policy, and returns logits
-  (:func:`~autodeco_samplers.step.torch_step_logits`) whose plain softmax is exactly the canonical
+  (:func:`~autodeco_samplers.core.step.torch_step_logits`) whose plain softmax is exactly the canonical
   distribution, which transformers then samples (softmax + multinomial). With
   ``do_sample=False`` it returns the scores unchanged (greedy stays greedy, ties to the lowest
   id) and records ``T = 0``. A request temperature of 0 is greedy as well.
@@ -58,11 +58,11 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from autodeco_samplers.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
-from autodeco_samplers.heads.detect import is_merged_checkpoint
-from autodeco_samplers.policy import DecodingPolicy
+from autodeco_samplers.core.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
+from autodeco_samplers.heads.io.detect import is_merged_checkpoint
+from autodeco_samplers.core.policy import DecodingPolicy
 
-from .trace import AutoDecoTrace, build_trace
+from autodeco_samplers.adapters.transformers.trace import AutoDecoTrace, build_trace
 
 __all__ = [
     "AutoDecoAttachment",
@@ -452,7 +452,7 @@ class _CallState:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        from autodeco_samplers.step import torch_step_logits
+        from autodeco_samplers.core.step import torch_step_logits
 
         row = self._take_row(input_ids)
         if row is None:
@@ -503,7 +503,7 @@ class AutoDecoLogitsProcessor:
             ``temperature`` / ``top_p`` given to ``generate`` multiply this policy's ones.
         on_step: optional ``on_step(scores, step)`` called at every step during ``generate``
             (for streaming): ``scores`` ``[B, V]`` are the logits the canonical rule was
-            applied to, ``step`` the :class:`~autodeco_samplers.step.TorchStep` with the
+            applied to, ``step`` the :class:`~autodeco_samplers.core.step.TorchStep` with the
             ``[B]`` tensors ``T_pred``, ``P_pred``, ``T``, ``P`` of the token about to be drawn.
     """
 
@@ -567,7 +567,7 @@ def attach(
             :class:`~autodeco_samplers.heads.AutoDecoHeads` or an ``AutoDecoHeadsModule``.
         policy: default decoding policy of processors made from this attachment.
         compiled: run each step through ``torch.compile``
-            (:func:`autodeco_samplers.step.compiled_step`: one graph, fewer operators, no host
+            (:func:`autodeco_samplers.core.step.compiled_step`: one graph, fewer operators, no host
             read; the first step compiles, about a minute on 2 CPU cores). Off by default: on
             the CPU it is not faster (docs/design.md section 3, "Kernel launches").
 
@@ -576,7 +576,7 @@ def attach(
         AutoDecoError: heads are already attached to this model.
     """
     from autodeco_samplers.heads import AutoDecoHeads
-    from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
     if get_attachment(model) is not None:
         raise AutoDecoError("AutoDeco heads are already attached to this model; detach(model) first")
@@ -628,7 +628,7 @@ def load_merged_base(path: Union[str, Path], **hf_kwargs: Any) -> Any:
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from autodeco_samplers.heads.merged import AUTODECO_ONLY_KEYS
+    from autodeco_samplers.heads.io.merged import AUTODECO_ONLY_KEYS
 
     p = Path(path)
     raw = _read_config(p)

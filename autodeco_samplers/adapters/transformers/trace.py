@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
-from autodeco_samplers.interfaces import GenerationResult, TokenStep
+from autodeco_samplers.core.interfaces import GenerationResult, TokenStep
 
 __all__ = ["AutoDecoTrace"]
 

@@ -9,8 +9,8 @@ straight through to it. With the block it
 * routes weights in ``load_weights``: head tensors (``temp_head.*`` / ``top_p_head.*``, with or
   without the ``llm.`` prefix of official merged checkpoints) go to the heads; every other
   tensor loses a leading ``llm.`` and goes to the stock loader. Loading fails with
-  :class:`~autodeco_samplers.errors.CheckpointError` naming each missing head tensor, or
-  :class:`~autodeco_samplers.errors.ShapeError` naming a mis-shaped one;
+  :class:`~autodeco_samplers.core.errors.CheckpointError` naming each missing head tensor, or
+  :class:`~autodeco_samplers.core.errors.ShapeError` naming a mis-shaped one;
 * returns from ``compute_logits`` the logits of :func:`.transform.autodeco_step`: vLLM's
   runner passes the post-norm hidden rows it samples from (one per request per step; under
   speculative decoding one per verified position plus the bonus one, :mod:`.speculative`),
@@ -35,11 +35,11 @@ from typing import Any, Dict, Set
 
 import torch
 
-from autodeco_samplers.heads.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
-from autodeco_samplers.heads.engine_weights import HeadWeightsMixin, Weights
-from autodeco_samplers.step import TorchStep
+from autodeco_samplers.heads.io.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
+from autodeco_samplers.heads.io.engine_weights import HeadWeightsMixin, Weights
+from autodeco_samplers.core.step import TorchStep
 
-from .transform import autodeco_step
+from autodeco_samplers.adapters.vllm.transform import autodeco_step
 
 HEADS_ATTR = "autodeco_heads"
 TRACE_ENV = "AUTODECO_VLLM_TRACE_DIR"
@@ -62,7 +62,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         self._autodeco_calls = 0
         if not self.autodeco_enabled:
             return
-        from autodeco_samplers.heads.torch_heads import AutoDecoHeadsModule
+        from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
         text_config = getattr(config, "get_text_config", lambda: config)()
         heads_config, policy = parse_autodeco_block(block, model_hidden_size=getattr(text_config, "hidden_size", None))
@@ -73,7 +73,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         self.autodeco_policy = policy
         self.autodeco_compiled = compiled_step_of(block)
         if getattr(vllm_config, "speculative_config", None) is not None:
-            from .speculative import check_supported, install_runner_hook, repair_cpu_expand
+            from autodeco_samplers.adapters.vllm.speculative import check_supported, install_runner_hook, repair_cpu_expand
 
             check_supported(vllm_config)
             install_runner_hook()
@@ -91,7 +91,7 @@ class AutoDecoModelMixin(HeadWeightsMixin):
         logits = super().compute_logits(hidden_states, *args, **kwargs)
         if not self.autodeco_enabled or logits is None:
             return logits
-        from .knobs import row_multipliers
+        from autodeco_samplers.adapters.vllm.knobs import row_multipliers
 
         policy = self.autodeco_policy
         t, p = row_multipliers(logits.shape[0], logits.device)

@@ -26,7 +26,7 @@ def register() -> None:
     os.environ.setdefault(V2_RUNNER_ENV, "0")  # inherited by the engine and worker processes
     from vllm import ModelRegistry
 
-    from .models import ARCHITECTURES
+    from autodeco_samplers.adapters.vllm.models import ARCHITECTURES
 
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)

@@ -1,7 +1,7 @@
 """AutoDeco under vLLM's speculative decoding (``speculative_config``, e.g. method ``ngram``).
 
 What vLLM 0.32's V1 model runner does with a speculative config (read from its sources,
-checked on the CPU engine by ``tests/vllm_adapter/test_vllm_speculative.py``):
+checked on the CPU engine by ``tests/adapters/vllm/test_vllm_speculative.py``):
 
 * each step, a request with ``k`` draft tokens gets ``k + 1`` logits rows, consecutive and in
   batch order: one per verified position plus the bonus position
@@ -73,7 +73,7 @@ def check_supported(vllm_config: Any) -> None:
 def request_rows(runner: Any, num_draft_tokens) -> Tuple[List[Optional[Tuple[Optional[float], Optional[float]]]], List[int]]:
     """``(multipliers per request, rows per request)`` of the step ``runner`` is preparing, in
     batch order: ``num_draft_tokens[i] + 1`` rows for request ``i``."""
-    from .knobs import request_multipliers
+    from autodeco_samplers.adapters.vllm.knobs import request_multipliers
 
     counts = [int(n) + 1 for n in num_draft_tokens]
     req_ids = runner.input_batch.req_ids[: len(counts)]
@@ -100,7 +100,7 @@ def install_runner_hook(runner_cls: Any = None) -> None:
 
     @functools.wraps(original)
     def wrapped(self, num_draft_tokens, *args, **kwargs):
-        from .knobs import publish_speculative_step
+        from autodeco_samplers.adapters.vllm.knobs import publish_speculative_step
 
         publish_speculative_step(*request_rows(self, num_draft_tokens))
         return original(self, num_draft_tokens, *args, **kwargs)

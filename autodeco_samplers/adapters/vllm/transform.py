@@ -1,8 +1,8 @@
 """The one call from the vLLM adapter into the core's AutoDeco step (torch, no vLLM import).
 
 :func:`autodeco_step` is the only place the adapter reaches the algorithm; it is pure wiring
-(heads -> :class:`~autodeco_samplers.policy.DecodingPolicy` -> nucleus logits), the same
-:func:`autodeco_samplers.step.torch_step_logits`, the core step the SGLang adapter runs too,
+(heads -> :class:`~autodeco_samplers.core.policy.DecodingPolicy` -> nucleus logits), the same
+:func:`autodeco_samplers.core.step.torch_step_logits`, the core step the SGLang adapter runs too,
 so both engines share one implementation of the rule.
 """
 
@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from autodeco_samplers.policy import DecodingPolicy
-from autodeco_samplers.reference import OUTSIDE_NUCLEUS
-from autodeco_samplers.step import TorchStep, torch_step_logits
+from autodeco_samplers.core.policy import DecodingPolicy
+from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS
+from autodeco_samplers.core.step import TorchStep, torch_step_logits
 
 __all__ = ["autodeco_step"]
 
@@ -36,7 +36,7 @@ def autodeco_step(
     multiply the policy's (:meth:`DecodingPolicy.for_request`). vLLM computes logits outside its captured CUDA graphs, so the
     step's default ``sync`` applies (one boolean read per step on the CPU, none on a GPU).
     ``compiled`` runs the step through ``torch.compile`` (the served folder's
-    ``compiled_step``; :func:`autodeco_samplers.step.compiled_step`).
+    ``compiled_step``; :func:`autodeco_samplers.core.step.compiled_step`).
     """
     return torch_step_logits(
         hidden.float(), logits, heads, policy, temperature=temperature, top_p=top_p, fill=OUTSIDE_NUCLEUS,

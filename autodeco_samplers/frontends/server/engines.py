@@ -1,0 +1,359 @@
+"""The server's engines: one sequence at a time through an adapter's public generation API.
+
+Each engine turns a :class:`SequenceJob` into token events, in the worker thread
+(:mod:`autodeco_samplers.frontends.server.worker`), and never decides anything about sampling itself:
+
+* :class:`LlamaCppEngine` iterates :meth:`AutoDecoLlama.stream
+  <autodeco_samplers.adapters.llama_cpp.AutoDecoLlama.stream>`: tokens, their T and P, the
+  released text (stop strings held back and cut by :mod:`autodeco_samplers.core.text_stream`);
+* :class:`TransformersEngine` calls ``model.generate`` with an
+  :class:`~autodeco_samplers.adapters.transformers.AutoDecoLogitsProcessor` (its ``on_step``
+  reports each step's T and P) and a stopping criterion that streams each new token's text
+  (:class:`~autodeco_samplers.core.text_stream.IncrementalDetokenizer` +
+  :class:`~autodeco_samplers.core.text_stream.StopTextStream`) and ends the call at a stop string
+  or when the client went away. The seed is applied as ``autodeco generate`` applies it
+  (``torch.manual_seed`` right before ``generate``), so the same seed gives the same tokens.
+
+Request knobs: the job's policy is ``server_policy.for_request(temperature, top_p)`` (the one
+request-knob rule, :meth:`~autodeco_samplers.core.policy.DecodingPolicy.for_request`); temperature
+0 is greedy.
+
+Log-probabilities are those of the **canonical distribution** the token was drawn from
+(docs/design.md section 3): :func:`canonical_logprobs` applies
+:func:`autodeco_samplers.core.fast_nucleus.sparse_next_token_distribution` to the step's logits
+with the step's used T and P. Tokens outside the nucleus have probability 0 and are never
+listed; ``top_logprobs`` lists at most ``k`` kept tokens (most probable first, ties to the
+lower id), fewer when the nucleus is smaller. A greedy step has one token of log-probability 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from autodeco_samplers.core.policy import DecodingPolicy
+
+from autodeco_samplers.frontends.server.errors import APIError, bad_request
+
+__all__ = [
+    "Engine",
+    "LlamaCppEngine",
+    "SequenceEnd",
+    "SequenceJob",
+    "TokenOut",
+    "TransformersEngine",
+    "canonical_logprobs",
+]
+
+FLOOR_LOGPROB = -9999.0  # stands for log(0) in JSON (a token the distribution cannot draw)
+
+
+@dataclass
+class SequenceJob:
+    """One sequence to generate: prompt ids, limits, the request's policy and options."""
+
+    prompt_ids: List[int]
+    max_tokens: int
+    stops: List[str] = field(default_factory=list)
+    seed: Optional[int] = None
+    policy: DecodingPolicy = field(default_factory=DecodingPolicy)
+    logprobs: Optional[int] = None  # None: no log-probabilities; k: the drawn token and k alternatives
+
+
+@dataclass
+class TokenOut:
+    """One generated token: its id, the text released with it, predicted and used T and P, and
+    (when asked) its canonical log-probability and the top alternatives ``[(id, logprob)]``."""
+
+    index: int
+    token_id: int
+    text: str
+    T_pred: float
+    P_pred: float
+    T: float
+    P: float
+    eog: bool = False
+    logprob: Optional[float] = None
+    top_logprobs: Optional[List[Tuple[int, float]]] = None
+
+    def step(self) -> Dict[str, Any]:
+        """The trace entry, the ``steps`` schema of ``autodeco generate --json``."""
+        return {"token_id": self.token_id, "T_pred": self.T_pred, "P_pred": self.P_pred, "T": self.T, "P": self.P}
+
+
+@dataclass
+class SequenceEnd:
+    """How a sequence ended: ``eos``, ``stop``, ``length`` or ``cancelled``; its whole text;
+    its number of tokens; and ``tail``, text released after the last token event (empty
+    unless the engine's last step could not carry it)."""
+
+    finish_reason: str
+    text: str
+    n_tokens: int
+    tail: str = ""
+
+
+def canonical_logprobs(logits: np.ndarray, T: float, P: float, token_id: int, k: int) -> Tuple[float, List[Tuple[int, float]]]:
+    """``(log p[token_id], top-k [(id, log p)])`` of the canonical distribution of one row of
+    logits under the used ``T`` and ``P`` (module docstring)."""
+    from autodeco_samplers.core.fast_nucleus import sparse_next_token_distribution
+
+    ids, probs = sparse_next_token_distribution(np.asarray(logits, dtype=np.float32), float(T), float(P))
+    with np.errstate(divide="ignore"):
+        logp = np.log(probs.astype(np.float64))
+    pos = int(np.searchsorted(ids, token_id))
+    chosen = float(logp[pos]) if pos < ids.size and int(ids[pos]) == int(token_id) else FLOOR_LOGPROB
+    top: List[Tuple[int, float]] = []
+    if k > 0:
+        order = np.lexsort((ids, -probs))[:k]
+        top = [(int(ids[i]), max(float(logp[i]), FLOOR_LOGPROB)) for i in order]
+    return max(chosen, FLOOR_LOGPROB), top
+
+
+Emit = Callable[[TokenOut], None]
+
+
+class Engine:
+    """What the server needs from an engine (one sequence at a time; see the module docstring)."""
+
+    engine_name: str = ""
+    model_name: str = ""
+    n_ctx: int = 0
+    n_vocab: int = 0
+    chat_template: Optional[str] = None
+
+    def encode(self, text: str) -> List[int]:
+        """A completion prompt's ids, exactly as ``autodeco generate --prompt`` tokenizes."""
+        raise NotImplementedError
+
+    def encode_chat(self, messages: List[Dict[str, str]]) -> List[int]:
+        """The messages rendered by the chat template, then tokenized (BOS added only when the
+        vocabulary asks for one and the rendered text does not already begin with it)."""
+        raise NotImplementedError
+
+    def token_text(self, token_id: int) -> str:
+        """One token's own text (for log-probabilities)."""
+        raise NotImplementedError
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.token_text(token_id).encode("utf-8")
+
+    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
+        """Generate one sequence, calling ``emit`` per token; stops early (``cancelled``) once
+        ``cancel`` is set."""
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, Any]:
+        return {"engine": self.engine_name, "model": self.model_name, "n_ctx": self.n_ctx,
+                "chat_template": self.chat_template is not None}
+
+
+def _no_template(name: str) -> APIError:
+    return bad_request(
+        f"the model {name!r} has no chat template; use /v1/completions, or start the server with "
+        "--chat-template FILE (a Jinja template as in tokenizer_config.json)",
+        param="messages", code="no_chat_template",
+    )
+
+
+class LlamaCppEngine(Engine):
+    """llama.cpp through :class:`~autodeco_samplers.adapters.llama_cpp.AutoDecoLlama`.
+
+    The chat template is ``--chat-template`` or the GGUF's ``tokenizer.chat_template``,
+    rendered with llama-cpp-python's ``Jinja2ChatFormatter`` (``bos_token`` / ``eos_token``
+    are the vocabulary's texts of those tokens).
+    """
+
+    engine_name = "llama-cpp"
+
+    def __init__(self, model: str, heads: str, *, model_name: str, n_ctx: Optional[int] = None, f32_kv_cache: bool = False, n_threads: Optional[int] = None,
+                 seed: Optional[int] = None, chat_template: Optional[str] = None) -> None:
+        from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
+
+        threads = {} if n_threads is None else {"n_threads": int(n_threads)}
+        self.gen = AutoDecoLlama(model, heads, seed=seed, n_ctx=n_ctx, f32_kv_cache=f32_kv_cache, **threads)
+        self.model_name = model_name
+        self.n_ctx = int(self.gen.llm.n_ctx())
+        self.n_vocab = int(self.gen.n_vocab)
+        self.chat_template = chat_template or self.gen.llm.metadata.get("tokenizer.chat_template") or None
+        self._bos = self._special_text(self.gen.llm.token_bos())
+        self._eos = self._special_text(self.gen.llm.token_eos())
+        self._formatter = None
+
+    def _special_text(self, token_id: int) -> str:
+        if token_id is None or int(token_id) < 0:
+            return ""
+        return self.gen.llm.detokenize([int(token_id)], special=True).decode("utf-8", errors="replace")
+
+    def encode(self, text: str) -> List[int]:
+        return self.gen.tokenize(text)
+
+    def encode_chat(self, messages: List[Dict[str, str]]) -> List[int]:
+        if self.chat_template is None:
+            raise _no_template(self.model_name)
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(self.chat_template, eos_token=self._eos, bos_token=self._bos,
+                                                  add_generation_prompt=True)
+        try:
+            text = self._formatter(messages=messages).prompt
+        except Exception as exc:  # jinja2 errors and the template's own raise_exception
+            raise bad_request(f"the chat template could not render these messages: {exc}", param="messages") from None
+        add_bos = not (self._bos and text.startswith(self._bos))
+        return self.gen.tokenize(text, add_bos=add_bos)
+
+    def token_text(self, token_id: int) -> str:
+        return self.gen.token_bytes(int(token_id)).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.gen.token_bytes(int(token_id))
+
+    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
+        stream = self.gen.stream(job.prompt_ids, max_new_tokens=job.max_tokens, stop=job.stops or None,
+                                 seed=job.seed, policy=job.policy)
+        n = 0
+        for tok in stream:
+            lp = top = None
+            if job.logprobs is not None:
+                # The adapter decodes the drawn token only when iteration resumes, so the
+                # context still holds the logits this token was drawn from.
+                _, logits = self.gen.last_outputs()
+                lp, top = canonical_logprobs(logits, tok.T, tok.P, tok.token_id, job.logprobs)
+            emit(TokenOut(n, int(tok.token_id), tok.released, float(tok.T_pred), float(tok.P_pred), float(tok.T),
+                          float(tok.P), eog=self.gen.is_eog(tok.token_id), logprob=lp, top_logprobs=top))
+            n += 1
+            if cancel.is_set():
+                # leaving the loop drops the generator; the adapter's cleanup runs on close
+                return SequenceEnd("cancelled", stream.result.text or "", n)
+        res = stream.result
+        return SequenceEnd(res.finish_reason or "length", res.text or "", len(res.token_ids))
+
+
+class TransformersEngine(Engine):
+    """Hugging Face transformers through ``model.generate`` with the AutoDeco processor.
+
+    The chat template is ``--chat-template`` or the tokenizer's own (``tokenizer_config.json``),
+    rendered by ``tokenizer.apply_chat_template``. The context is the model's
+    ``max_position_embeddings``.
+    """
+
+    engine_name = "transformers"
+
+    def __init__(self, model: str, heads: Optional[str], *, model_name: str, device: str = "cpu", seed: Optional[int] = None, chat_template: Optional[str] = None) -> None:
+        import torch
+
+        from autodeco_samplers.adapters.transformers import from_pretrained, load_tokenizer
+
+        self.torch = torch
+        self.model = from_pretrained(Path(model), heads).to(device)
+        self.device = device
+        self.tokenizer = load_tokenizer(Path(model))
+        self.model_name = model_name
+        self._lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        if not n_ctx:
+            limit = getattr(self.tokenizer, "model_max_length", None)
+            n_ctx = limit if isinstance(limit, int) and limit < 10**7 else 4096
+        self.n_ctx = int(n_ctx)
+        self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        own = getattr(self.tokenizer, "chat_template", None)
+        self.chat_template = chat_template or (own if isinstance(own, str) else None)
+        gc = self.model.generation_config
+        eos = gc.eos_token_id if gc.eos_token_id is not None else getattr(self.model.config, "eos_token_id", None)
+        self.eos_ids = set() if eos is None else ({int(eos)} if isinstance(eos, int) else {int(e) for e in eos})
+        pad = gc.pad_token_id if gc.pad_token_id is not None else getattr(self.model.config, "pad_token_id", None)
+        if pad is None and self.eos_ids:
+            pad = min(self.eos_ids)
+        self.pad = pad
+        self._seeds = np.random.default_rng(seed)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        with self._lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def encode(self, text: str) -> List[int]:
+        with self._lock:
+            return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def encode_chat(self, messages: List[Dict[str, str]]) -> List[int]:
+        if self.chat_template is None:
+            raise _no_template(self.model_name)
+        with self._lock:
+            try:
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                          chat_template=self.chat_template)
+            except Exception as exc:
+                raise bad_request(f"the chat template could not render these messages: {exc}", param="messages") from None
+            bos = self.tokenizer.bos_token
+            add_special = not (bos and text.startswith(bos))
+            return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def token_text(self, token_id: int) -> str:
+        with self._lock:
+            return self.tokenizer.decode([int(token_id)])
+
+    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
+        from transformers import StoppingCriteria
+
+        from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor
+        from autodeco_samplers.core.text_stream import IncrementalDetokenizer, StopTextStream
+
+        torch = self.torch
+        seed = job.seed if job.seed is not None else int(self._seeds.integers(0, 2**63 - 1))
+        steps: List[Any] = []
+        want_lp = job.logprobs is not None
+
+        def on_step(scores: Any, st: Any) -> None:
+            row = scores[0].detach().float().cpu().numpy() if want_lp else None
+            steps.append((float(st.T_pred[0]), float(st.P_pred[0]), float(st.T[0]), float(st.P[0]), row))
+
+        detok = IncrementalDetokenizer(self._decode)
+        text = StopTextStream(job.stops)
+        state: Dict[str, Any] = {"n": 0, "reason": None}
+        engine = self
+
+        class _Stream(StoppingCriteria):
+            """Streams each new token and stops at a stop string or a cancelled request."""
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                token = int(input_ids[0, -1])
+                T_pred, P_pred, T, P, row = steps[-1]
+                index = state["n"]
+                state["n"] += 1
+                eog = token in engine.eos_ids
+                if eog:
+                    released = text.finish(detok.flush())
+                    state["reason"] = "eos"
+                else:
+                    released, stopped = text.push(detok.push(token))
+                    if stopped:
+                        state["reason"] = "stop"
+                    elif state["n"] >= job.max_tokens:
+                        released += text.finish(detok.flush())
+                        state["reason"] = "length"
+                lp = top = None
+                if row is not None:
+                    lp, top = canonical_logprobs(row, T, P, token, job.logprobs or 0)
+                emit(TokenOut(index, token, released, T_pred, P_pred, T, P, eog=eog, logprob=lp, top_logprobs=top))
+                done = state["reason"] is not None or cancel.is_set()
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+        proc = AutoDecoLogitsProcessor(self.model, job.policy, on_step=on_step)
+        input_ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
+                                max_new_tokens=int(job.max_tokens), logits_processor=[proc], pad_token_id=self.pad,
+                                stopping_criteria=[_Stream()])
+        reason = state["reason"]
+        if reason is None:
+            reason = "cancelled" if cancel.is_set() else "length"
+        tail = text.finish(detok.flush()) if reason != "cancelled" else ""
+        return SequenceEnd(reason, text.text, state["n"], tail=tail)
+

@@ -1,0 +1,195 @@
+"""The ``autodeco`` command line: inspect and init-heads, console script and ``-m``, the shared
+flag vocabulary, old spellings, exit codes. (The newcomer's end-to-end run is test_newcomer.py.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import autodeco_samplers as ad
+from autodeco_samplers.frontends.cli import main
+
+
+def test_init_heads_then_inspect(tmp_path, capsys):
+    out = tmp_path / "heads"
+    assert main(["init-heads", "--out", str(out), "--hidden-size", "24", "--width", "8", "--base-model", "tiny/base"]) == 0
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hidden size      24" in text
+    assert "temperature, top-p" in text and "enhanced" in text and "tiny/base" in text
+    # parameters: temp 8*(24+2)+1 = 209, top-p 8*(29+2)+1 = 249
+    assert "458" in text
+    assert main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["hidden_size"] == 24 and info["parameter_count"] == 458
+    heads = ad.load_heads(out)
+    assert sum(v.size for v in heads.tensors.values()) == 458
+
+
+def test_init_heads_variants(tmp_path, capsys):
+    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--no-enhanced-features", "--no-temperature-head"]) == 0
+    heads = ad.load_heads(tmp_path / "p")
+    assert not heads.config.enable_temperature_head and not heads.config.use_enhanced_features
+    T, P = heads.predict(np.ones((1, 8), np.float32))
+    assert T[0] == 1.0 and 0 < P[0] < 1
+
+
+def test_python_dash_m_and_console_script(tmp_path):
+    out = tmp_path / "h"
+    subprocess.run([sys.executable, "-m", "autodeco_samplers", "init-heads", "--out", str(out), "--hidden-size", "4"], check=True)
+    res = subprocess.run([sys.executable, "-m", "autodeco_samplers", "inspect", str(out), "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["hidden_size"] == 4
+    # the console script installed next to this interpreter (the venv need not be activated)
+    script = subprocess.run([str(Path(sys.executable).parent / "autodeco"), "--help"], capture_output=True, text=True)
+    assert script.returncode == 0 and "inspect" in script.stdout
+
+
+def test_unknown_engine_is_rejected(capsys):
+    try:
+        main(["generate", "--engine", "vllm", "--model", "x", "--prompt", "hi"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "invalid choice: 'vllm'" in capsys.readouterr().err
+
+
+def test_generate_stop_strings_end_the_text_the_same_way_on_both_engines(tmp_path, capsys):
+    """--stop: token ids include the token that completed the stop text, the text ends before it."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("llama_cpp")
+    from autodeco_samplers.models import default_model
+
+    prompt = ["--prompt", "pick one of badger maroon donkey and spell it backwards:", "--stop=->", "--seed", "3", "--json"]
+    assert main(["generate", "--engine", "transformers", "--model", str(default_model.base_path()), "--heads", str(default_model.heads_path())] + prompt) == 0
+    hf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["export-heads", str(default_model.heads_path()), "--out", str(tmp_path / "h.gguf")]) == 0
+    capsys.readouterr()
+    gguf = default_model.gguf_path()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model.base_path())
+    assert main(["generate", "--engine", "llama-cpp", "--model", str(gguf), "--heads", str(tmp_path / "h.gguf"), "--f32-kv-cache"] + prompt) == 0
+    ll = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for out in (hf, ll):
+        assert "->" not in out["text"] and out["text"].strip()  # the chosen word, then the stop
+        assert len(out["steps"]) == len(out["token_ids"]) >= 2
+        assert tok.decode(out["token_ids"]).rstrip().endswith("->")  # ids end with the stop text
+
+
+def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("transformers")
+    assert main(["init-heads", "--out", str(tmp_path / "h"), "--hidden-size", "8"]) == 0
+    capsys.readouterr()
+    code = main(["generate", "--engine", "transformers", "--model", str(tmp_path / "nope"), "--heads", str(tmp_path / "h"), "--prompt", "hi"])
+    assert code == 1
+    assert "no such model folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", "--engine", "transformers", "--model", str(tmp_path / "empty"), "--heads", str(tmp_path / "h"), "--prompt", "hi"]) == 1
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
+    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"]) == 0
+    captured = capsys.readouterr()
+    assert not ad.load_heads(tmp_path / "p").config.use_enhanced_features
+    assert captured.err.strip() == (
+        "autodeco init-heads: note: --plain-features is deprecated and will be removed in the next release; "
+        "use --no-enhanced-features"
+    )
+    # conformance: space-separated engines
+    assert main(["conformance", "--engines", "numpy", "torch-cpu", "--levels", "kernel", "--examples", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["engine"] for r in json.loads(captured.out)["results"]] == ["numpy", "torch-cpu"]
+    assert "use --engines numpy,torch-cpu" in captured.err
+
+
+def test_train_old_spellings_are_translated(monkeypatch, tmp_path, capsys):
+    """--base and train's old --heads meaning reach the trainer as --model / --train-heads."""
+    import pytest
+
+    pytest.importorskip("torch")
+    import autodeco_samplers.research.training as training
+    from autodeco_samplers.models import default_model
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, data, out, cfg, **kw):
+        seen.update(model=model, temperature=cfg.train_temperature, top_p=cfg.train_top_p, device=cfg.device)
+        raise Stop
+
+    monkeypatch.setattr(training, "train_heads", fake_train)
+    base = str(default_model.base_path())
+    try:
+        main(["train", "--base", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "top-p"])
+    except Stop:
+        pass
+    err = capsys.readouterr().err
+    assert seen == {"model": base, "temperature": False, "top_p": True, "device": "auto"}
+    assert "--base is deprecated" in err and "use --model" in err and "use --train-heads top-p" in err
+    # --heads with a path in train is not silently taken as a head choice
+    assert main(["train", "--model", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "some/ckpt"]) == 2
+    assert "--train-heads" in capsys.readouterr().err
+    assert main(["train", "--data", "d.jsonl", "--out", str(tmp_path)]) == 2
+    assert "required: --model" in capsys.readouterr().err
+
+
+def test_every_command_has_json_and_the_shared_flags():
+    from autodeco_samplers.frontends.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        flags = {s for a in p._actions for s in a.option_strings}
+        assert "--json" in flags, name
+        if name in ("generate", "eval", "demo", "train"):
+            assert {"--device", "--threads"} <= flags, name
+            defaults = {a.dest: a.default for a in p._actions}
+            assert defaults["device"] == "auto" and defaults["threads"] == "auto", name
+        if name in ("generate", "eval", "train"):
+            assert "--model" in flags, name
+        if name in ("demo", "conformance"):
+            assert "--engines" in flags, name
+
+
+def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
+
+    for argv, needle in (
+        (["init-heads", str(tmp_path / "x"), "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),
+        (["conformance", "--engines", "numpy,bogus"], "unknown engine 'bogus'"),
+        (["conformance", "--levels", "kernel,everything"], "unknown level 'everything'"),
+        (["demo", "--engines", "vllm-fork", "--no-eval"], "unknown engine 'vllm-fork'"),
+    ):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2, argv
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert main(["inspect", str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autodeco inspect: error: ") and "no such file" in err[0]
+
+
+def test_out_is_an_option_everywhere_and_the_old_positional_still_works(tmp_path, capsys):
+    from autodeco_samplers.frontends.cli import main
+
+    assert main(["init-heads", "--out", str(tmp_path / "a"), "--hidden-size", "4", "--width", "2"]) == 0
+    assert (tmp_path / "a" / "config.json").is_file()
+    capsys.readouterr()
+    assert main(["init-heads", str(tmp_path / "b"), "--hidden-size", "4", "--width", "2"]) == 0
+    assert (tmp_path / "b" / "config.json").is_file()
+    err = capsys.readouterr().err
+    assert "a positional OUT is deprecated" in err and "use --out OUT" in err
+    assert main(["init-heads", "--hidden-size", "4"]) == 2
+    assert "required: --out" in capsys.readouterr().err
+    assert main(["init-heads", str(tmp_path / "c"), "--out", str(tmp_path / "d"), "--hidden-size", "4"]) == 2
+    assert "give the output once" in capsys.readouterr().err

