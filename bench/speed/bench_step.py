@@ -31,9 +31,9 @@ x 8, peaked like a mid-size model's) and hidden states (random, width 1024), wit
 Every measurement alternates the order of the contenders per repeat and reports medians; the
 ratios are of medians. JSON goes to ``bench/results/bench_step.json``.
 
-    python bench/bench_step.py                 # full grid
-    python bench/bench_step.py --quick         # fewer repeats, batch 1 and 8
-    python bench/bench_step.py --device cuda   # the torch part on a GPU (synchronised timing)
+    python bench/speed/bench_step.py                 # full grid
+    python bench/speed/bench_step.py --quick         # fewer repeats, batch 1 and 8
+    python bench/speed/bench_step.py --device cuda   # the torch part on a GPU (synchronised timing)
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-numpy", action="store_true", help="skip the NumPy / llama.cpp part")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_step.json"))
+    p.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "bench_step.json"))
     a = p.parse_args(argv)
     batches = a.batch or ([1, 8] if a.quick else [1, 8, 64])
     repeats = a.repeats or (9 if a.quick else 31)

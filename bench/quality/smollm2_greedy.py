@@ -3,7 +3,7 @@
 task family on the held-out split: the measurement behind the choice of task families
 (autodeco_samplers/models/smollm2/tasks.py). Writes bench/results/smollm2_greedy.json.
 
-    python bench/smollm2_greedy.py [--max-new-tokens 32] [--threads 1]
+    python bench/quality/smollm2_greedy.py [--max-new-tokens 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

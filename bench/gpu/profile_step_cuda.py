@@ -2,7 +2,7 @@
 """Where a step's GPU time goes (not a test): the torch profiler's CUDA kernels of the eager
 and the compiled step, top entries by device time, at one vocabulary and batch.
 
-    python bench/profile_step_cuda.py --vocab 152064 --batch 1 --out bench/results/profile_step_cuda.json
+    python bench/gpu/profile_step_cuda.py --vocab 152064 --batch 1 --out bench/results/profile_step_cuda.json
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def profile(fn, steps: int = 5, top: int = 15):

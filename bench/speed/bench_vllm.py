@@ -13,8 +13,8 @@ Each round generates ``--tokens`` tokens for a batch of ``--batch`` identical-le
 per-run tokens/s, the medians and the median of the per-round ratios autodeco/native, and
 writes JSON to ``bench/results/``. Run in ``.venv-vllm`` (``scripts/setup_vllm.sh``):
 
-    .venv-vllm/bin/python bench/bench_vllm.py            # full: vocab 32k and 152k, batch 1 and 16
-    .venv-vllm/bin/python bench/bench_vllm.py --quick    # small sanity run
+    .venv-vllm/bin/python bench/speed/bench_vllm.py            # full: vocab 32k and 152k, batch 1 and 16
+    .venv-vllm/bin/python bench/speed/bench_vllm.py --quick    # small sanity run
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> None:
         args.batch = [1, 4]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     results = run(args)
-    out = Path(args.out or Path(__file__).parent / "results" / ("vllm_quick.json" if args.quick else "vllm.json"))
+    out = Path(args.out or Path(__file__).parents[1] / "results" / ("vllm_quick.json" if args.quick else "vllm.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

@@ -8,10 +8,10 @@ AutoDeco = the same call with heads attached and ``logits_processor=[AutoDecoLog
 Runs alternate (plain, heads, plain, heads, ...) after a warm-up; the script prints the
 median time of each and the median of the per-pair ratios heads / plain.
 
-    python bench/bench_transformers.py                 # full: vocab 32k and 152k, batch 1 and 8
-    python bench/bench_transformers.py --quick         # vocab 152k, batch 1, fewer tokens/repeats
-    python bench/bench_transformers.py --vocab 152064 --batch 1 --tokens 64 --repeats 7
-    python bench/bench_transformers.py --step-only     # the sampling step alone, no model
+    python bench/speed/bench_transformers.py                 # full: vocab 32k and 152k, batch 1 and 8
+    python bench/speed/bench_transformers.py --quick         # vocab 152k, batch 1, fewer tokens/repeats
+    python bench/speed/bench_transformers.py --vocab 152064 --batch 1 --tokens 64 --repeats 7
+    python bench/speed/bench_transformers.py --step-only     # the sampling step alone, no model
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_transformers.json"),
+    p.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "bench_transformers.json"),
                    help="JSON of the generate() runs (median ratios heads / plain)")
     p.add_argument("--step-only", action="store_true",
                    help="time only the per-step sampling work (heads + nucleus vs top-p warper), no model")

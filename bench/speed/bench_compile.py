@@ -15,8 +15,8 @@ Per vocabulary (32k, 152k), in one process:
   multinomial) and ``softmax`` (one pass, the floor), alternated per repeat; the ratios; and
   ``aten_ops`` of one compiled and one eager call (torch profiler, bench_step.aten_ops).
 
-    python bench/bench_compile.py --device cuda        # the GPU numbers
-    python bench/bench_compile.py --device cpu --threads 1
+    python bench/speed/bench_compile.py --device cuda        # the GPU numbers
+    python bench/speed/bench_compile.py --device cpu --threads 1
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench_step import HIDDEN, _sync, alternate, aten_ops  # noqa: E402
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     for vocab in a.vocab:
         results["cases"].append(case(vocab, a.batch, a.repeats, a.device, a.seed))
     device_tag = a.device.split(":")[0]
-    out = Path(a.out or Path(__file__).parent / "results" / f"bench_compile_{device_tag}.json")
+    out = Path(a.out or Path(__file__).parents[1] / "results" / f"bench_compile_{device_tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

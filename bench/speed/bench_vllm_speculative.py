@@ -14,8 +14,8 @@ rounds. Prints tokens/s, the median per-round ratio ngram/plain, and the specula
 of the ``ngram`` engine (drafted and accepted tokens), and writes JSON to
 ``bench/results/vllm_speculative.json``. Run in ``.venv-vllm``:
 
-    .venv-vllm/bin/python bench/bench_vllm_speculative.py
-    .venv-vllm/bin/python bench/bench_vllm_speculative.py --model tiny --tokens 32 --repeats 2
+    .venv-vllm/bin/python bench/speed/bench_vllm_speculative.py
+    .venv-vllm/bin/python bench/speed/bench_vllm_speculative.py --model tiny --tokens 32 --repeats 2
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     results = run(args)
     name = "vllm_speculative.json" if args.model == "smollm2" else "vllm_speculative_tiny.json"
-    out = Path(args.out or Path(__file__).parent / "results" / name)
+    out = Path(args.out or Path(__file__).parents[1] / "results" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
