@@ -25,7 +25,6 @@ the eager step, HF's warpers and one softmax, aten operators per call).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "speed"))
+from bench._provenance import write_json  # noqa: E402
 
 
 def conformance(examples: int) -> dict:
@@ -164,7 +164,7 @@ def compiled_checks(report: dict, out: Path) -> int:
         report["cuda_graph_timings"] = [graph_timings(v, b) for v in (32000, 152064) for b in (1, 8, 64)]
         for r in report["cuda_graph_timings"]:
             print("graph replay ms:", r["vocab"], r["batch"], r["ms_per_replay"], flush=True)
-    (out / "gpu_checks_compiled.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "gpu_checks_compiled.json", report, indent=2)
     print("compiled cuda graph:", "ok" if ok else "FAILED", f"({report['seconds']} s)", flush=True)
     if ok:
         from bench_compile import main as compile_main
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     print("conformance:", report["conformance"], f"({time.time() - t0:.0f} s)", flush=True)
     report["cuda_graph"] = [cuda_graph_replay(v, b) for v in (32000, 152064) for b in (1, 8)]
     print("cuda graph:", [(r["vocab"], r["batch"], r["ok"]) for r in report["cuda_graph"]], flush=True)
-    (out / "gpu_checks.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "gpu_checks.json", report, indent=2)
     from bench_step import main as bench_main
 
     bench_args = ["--device", "cuda", "--no-numpy", "--out", str(out / "bench_step_cuda.json")]

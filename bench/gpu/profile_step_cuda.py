@@ -8,13 +8,13 @@ and the compiled step, top entries by device time, at one vocabulary and batch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import write_json  # noqa: E402
 
 
 def profile(fn, steps: int = 5, top: int = 15):
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                 for row in r["top"][:10]:
                     print(f"   {row['us_per_step']:8.1f} us  x{row['calls_per_step']:.0f}  {row['kernel']}", flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=1))
+        write_json(a.out, report)
     return 0
 
 

@@ -34,6 +34,7 @@ from autodeco_samplers.research.evaluation.toy import portable_path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench._provenance import write_json  # noqa: E402
 
 
 def choice_batch(model, tok, heads, records, spec):
@@ -320,8 +321,7 @@ def main() -> int:
         res["dynamics"] = dynamics(base, spec, records[:256])
     res = {"base": portable_path(base), "heads": portable_path(heads_dir), "alpha": args.alpha, "data_seed": args.data_seed, **res,
            "seconds": time.perf_counter() - t0}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_json(args.out, res)
     summary = {k: res[k] for k in ("backbone", "heads", "optimal_P", "gradient_share")}
     summary["optimal_T"] = res["loss_vs_T"]["optimal_T"]
     if "dynamics" in res:

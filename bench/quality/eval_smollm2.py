@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from autodeco_samplers.research.evaluation import chat as ec
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = ec.plot_frontier(report, args.plot, title=f"{LABEL}: held-out items, {len(report['settings']['seeds'])} seed(s)")
     report["plot"] = portable_path(png)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out, report)
     print(ec.format_table(report))
     if "verdict" in report:
         print(report["verdict"])

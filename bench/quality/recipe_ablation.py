@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 # name -> TrainConfig overrides (each one change from the official recipe, or a named combination)
 VARIANTS = {
@@ -131,8 +132,7 @@ def main() -> int:
         summary["vs_oracle_all_cells"] = {"mean": m, "se": se, "n": len(cells)}
         summary["beyond_frontier_count"] = sum(e["beyond_frontier"] for e in per_seed)
         results["variants"][name] = {"overrides": VARIANTS[name], "per_train_seed": per_seed, "summary": summary}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(results, indent=1) + "\n")  # after every variant: partial results survive
+        write_json(out_path, results)  # after every variant: partial results survive
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench._provenance import write_json  # noqa: E402
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
 
     rep = cross_engine_report(DEFAULT_PROMPTS, steps=args.steps, seed=args.seed)
     rep["torch"] = torch.__version__
-    Path(args.out).write_text(json.dumps(rep, indent=1) + "\n")
+    write_json(args.out, rep)
     print(json.dumps(rep["summary"], indent=1))
     print(f"wrote {args.out}")
     return 0

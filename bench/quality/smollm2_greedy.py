@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from bench._provenance import write_json  # noqa: E402
 
 
 def main() -> int:
@@ -50,7 +51,7 @@ def main() -> int:
                      for it, t in list(zip(items, texts))[::9]],
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    Path(args.out).write_text(json.dumps(rep, indent=1) + "\n")
+    write_json(args.out, rep)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -22,7 +22,6 @@ Per vocabulary (32k, 152k), in one process:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench_step import HIDDEN, _sync, alternate, aten_ops  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 
 def _graphs() -> int:
@@ -128,8 +128,7 @@ def main(argv=None) -> int:
         results["cases"].append(case(vocab, a.batch, a.repeats, a.device, a.seed))
     device_tag = a.device.split(":")[0]
     out = Path(a.out or Path(__file__).parents[1] / "results" / f"bench_compile_{device_tag}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_json(out, results, indent=2)
     print(f"wrote {out}")
     return 0
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import provenance, write_json  # noqa: E402
 
 
 def build_model(folder: Path, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, seed: int) -> Path:
@@ -139,7 +143,9 @@ def main() -> None:
     ap.add_argument("--exact", action="store_true", help="use the reference full sort instead of the fast path")
     ap.add_argument("--fixed-top-p", type=float, default=None,
                     help="override the heads' P (DecodingPolicy.fixed_top_p), e.g. 0.95 for a large nucleus")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true",
+                    help='print only the JSON ({"runs": [...], "provenance": {...}}) on stdout')
+    ap.add_argument("--out", default=None, help="also write that JSON to this file (e.g. bench/results/bench_llama_cpp.json)")
     args = ap.parse_args()
 
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama, load_llama
@@ -193,8 +199,10 @@ def main() -> None:
                 print(f"vocab {vocab:>6}: per token: decode {dec_ms:.2f} ms, native sampler {nat_ms:.2f} ms, "
                       f"autodeco step {ours_ms:.2f} ms -> ratio {row['ratio_from_per_token_costs']:.3f}")
             del gen, llm
+    if args.out:
+        write_json(args.out, report, indent=2)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({"runs": report, "provenance": provenance()}, indent=2))
 
 
 if __name__ == "__main__":

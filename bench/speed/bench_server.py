@@ -46,6 +46,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench._provenance import write_json  # noqa: E402
+
 PROMPT = "The quick brown fox jumps over the lazy dog while the cat sleeps"
 
 
@@ -284,9 +287,7 @@ def main() -> None:
     print("median ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items() if v is not None))
     print(f"load: before {load_before['loadavg']}, after {report['load_after']['loadavg']} ({load_before['cpus']} cpus)")
     if not args.no_save:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        out = write_json(args.out, report, indent=2)
         print(f"saved {portable_path(out)}")
 
 

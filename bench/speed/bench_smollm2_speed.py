@@ -31,7 +31,6 @@ provisional on a shared machine).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "speed")]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 PROMPT = "Write a long story about a dragon who learns to cook. Use at least three paragraphs."
@@ -181,8 +181,7 @@ def main(argv=None) -> int:
         report["transformers"] = bench_transformers(heads_dir, 24 if a.quick else (a.tokens or 48), rounds,
                                                     [1] if a.quick else [1, 8], a.threads)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out, report)
     print(f"wrote {portable_path(out)} in {report['seconds']:.0f} s")
     return 0
 

@@ -29,7 +29,6 @@ tokens). ``uptime``'s load is recorded before and after (a shared machine).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 (real model)"
 PASSAGE = (
@@ -190,8 +190,7 @@ def main(argv=None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "note": "shared machine (see loadavg); medians of per-pair ratios over alternated pairs",
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out, report)
     print(f"wrote {portable_path(out)} in {report['seconds']:.0f} s (load before {before}, after {report['loadavg_after']})")
     return 0
 

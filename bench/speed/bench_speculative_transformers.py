@@ -21,7 +21,6 @@ two produce the same tokens. ``uptime``'s load is recorded before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
 from autodeco_samplers.research.evaluation.toy import portable_path  # noqa: E402
+from bench._provenance import write_json  # noqa: E402
 
 LABEL = "real model SmolLM2-135M-Instruct"
 PASSAGE = (
@@ -157,8 +157,7 @@ def main(argv=None) -> int:
           f"acceptance {tr['acceptance_rate']}, {tr['tokens_per_target_forward']:.2f} tokens per forward, "
           f"greedy equal {tr['greedy_equal']}")
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out, report)
     print(f"wrote {portable_path(out)} in {report['seconds']:.0f} s")
     return 0
 

@@ -39,14 +39,17 @@ ratios are of medians. JSON goes to ``bench/results/bench_step.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import write_json  # noqa: E402
 
 HIDDEN = 1024
 
@@ -270,8 +273,7 @@ def main(argv=None) -> int:
         verdict = "met" if g["met"] else f"short by {g['short_by']}x"
         print(f"goal {g['goal']:<40} {g['case']:<22} {g['value']:>8.2f}  {verdict}")
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_json(out, results, indent=2)
     print(f"wrote {out}")
     return 0
 

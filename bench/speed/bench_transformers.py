@@ -17,13 +17,15 @@ median time of each and the median of the per-pair ratios heads / plain.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import write_json  # noqa: E402
 from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor, attach
 from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 from autodeco_samplers.models.tiny_models import tiny_config
@@ -169,12 +171,11 @@ def main(argv=None) -> int:
                   f"{r['median_ratio']:>13.3f}", flush=True)
         del model
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json(out, {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "hidden": a.hidden, "layers": a.layers,
         "prompt_len": a.prompt_len, "repeats": repeats,
         "note": "provisional when taken on a shared machine; median_ratio = median over alternated pairs of heads / plain",
-        "runs": runs}, indent=2))
+        "runs": runs}, indent=2)
     print(f"wrote {out}")
     return 0
 

@@ -20,13 +20,16 @@ writes JSON to ``bench/results/``. Run in ``.venv-vllm`` (``scripts/setup_vllm.s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import write_json  # noqa: E402
 
 
 def build_folders(root: Path, vocab: int, hidden: int, layers: int, seed: int):
@@ -109,8 +112,7 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     results = run(args)
     out = Path(args.out or Path(__file__).parents[1] / "results" / ("vllm_quick.json" if args.quick else "vllm.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results, indent=2)
     print(f"wrote {out}")
 
 

@@ -21,13 +21,16 @@ of the ``ngram`` engine (drafted and accepted tokens), and writes JSON to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench._provenance import write_json  # noqa: E402
 
 PARAGRAPH = (
     "The river rises in the hills north of the town, runs through three villages and a forest of "
@@ -148,8 +151,7 @@ def main() -> None:
     results = run(args)
     name = "vllm_speculative.json" if args.model == "smollm2" else "vllm_speculative_tiny.json"
     out = Path(args.out or Path(__file__).parents[1] / "results" / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results, indent=2)
     print(f"wrote {out}")
 
 
