@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Where a step's GPU time goes (not a test): the torch profiler's CUDA kernels of the eager
-and the compiled step, top entries by device time, at one vocabulary and batch.
+and the compiled step, top entries by device time, at one vocabulary, per batch size.
 
-    python bench/gpu/profile_step_cuda.py --vocab 152064 --batch 1 --out bench/results/profile_step_cuda.json
+    python bench/gpu/profile_step_cuda.py --vocab 152064 --batch 1 64 --out bench/results/profile_step_cuda.json
 """
 
 from __future__ import annotations
