@@ -70,3 +70,13 @@ def llama(kind: str = "gguf_f32", f32_kv: bool = True):
     from autodeco_samplers.adapters.llama_cpp import load_llama
 
     return load_llama(assets()[kind], n_ctx=256, f32_kv_cache=f32_kv, n_threads=2)
+
+
+def step_after(gen, prefix, policy=None):
+    """The adapter's step on a fresh decode of ``prefix`` (a token list): the
+    :class:`~autodeco_samplers.adapters.llama_cpp.StepRecord` of a one-token generation, through
+    the public ``on_step`` hook (hidden state and logits of the prefix's last position, T and
+    P, the canonical distribution). Seeded, so ``gen``'s own generator is left alone."""
+    records = []
+    gen.generate(list(prefix), max_new_tokens=1, seed=0, policy=policy, stop_at_eos=False, on_step=records.append)
+    return records[0]

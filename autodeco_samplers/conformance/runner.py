@@ -74,10 +74,10 @@ def reference_heads_float64(hidden, logits, heads, policy):
     """The reference step's heads and policy in float64 for one batch: a
     :class:`~autodeco_samplers.core.interfaces.NumpyStep` without ``probs``."""
     from autodeco_samplers.heads import AutoDecoHeads
-    from autodeco_samplers.core.reference import reference_step
+    from autodeco_samplers.core.step import numpy_heads_policy
 
     heads64 = AutoDecoHeads(heads.config, heads.tensors, dtype=np.float64)
-    return reference_step(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy, distribution=False)
+    return numpy_heads_policy(np.asarray(hidden, np.float64), np.asarray(logits, np.float64), heads64, policy)
 
 
 def check_kernel_case(engine: ConformanceEngine, case, policy: DecodingPolicy, *, eps=None, tol=DEFAULT_TOL, head_tol=DEFAULT_HEAD_TOL):

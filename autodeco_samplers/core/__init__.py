@@ -6,8 +6,8 @@
 * :mod:`.step`: heads -> policy -> rule, one step API per array library.
 * :mod:`.policy`: the deployment's decoding policy and request multipliers.
 * :mod:`.speculative`: the exact verification rule for speculative decoding.
-* :mod:`.sampler`, :mod:`.interfaces`, :mod:`.errors`, :mod:`.text_stream`: the sampler object,
-  the shared types, the error classes, stop strings and streamed text.
+* :mod:`.interfaces`, :mod:`.errors`, :mod:`.text_stream`: the shared types, the error
+  classes, stop strings and streamed text.
 
 Nothing here imports an engine, the heads' checkpoint readers, or any layer above.
 """

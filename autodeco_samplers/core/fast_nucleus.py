@@ -34,8 +34,9 @@ kept tokens in ascending id order, the same rule as :func:`reference.sample_toke
 seeded generator gives the reference's token except when the uniform number falls within
 float32 rounding of a CDF step.
 
-:func:`autodeco_samplers.core.step.numpy_step` is the engine-facing wiring (heads, policy, this
-module, the draw).
+:func:`autodeco_samplers.core.step.numpy_step_distribution` and
+:func:`~autodeco_samplers.core.step.numpy_step_sample` are the engine-facing wiring (heads,
+policy, this module, the draw).
 """
 
 from __future__ import annotations
@@ -158,9 +159,8 @@ def sparse_next_token_distribution(logits: np.ndarray, T, P) -> Tuple[np.ndarray
 def sample_next_token(logits: np.ndarray, T, P, rng: np.random.Generator) -> Tuple[int, np.ndarray, np.ndarray]:
     """Draw one token of the canonical distribution of one row; returns ``(token, ids, probs)``.
 
-    One ``rng.random()`` per call, inverse CDF over the kept tokens in ascending id order, as
-    :func:`reference.sample_tokens` does over the full row.
+    One ``rng.random()`` per call, inverse CDF over the kept tokens in ascending id order
+    (:func:`reference.draw_row`), as :func:`reference.sample_tokens` does over the full row.
     """
     ids, probs = sparse_next_token_distribution(logits, T, P)
-    token = R.inverse_cdf(probs[None, :], rng.random())[0]
-    return int(ids[token]), ids, probs
+    return R.draw_row(ids, probs, rng), ids, probs

@@ -95,9 +95,12 @@ def generation_schema() -> Dict[str, Any]:
 @dataclass(frozen=True)
 class NumpyStep:
     """One batched NumPy step: per-row predicted and used (T, P), all ``[B]``, and what the
-    step produced: drawn ``token_ids`` ``[B]`` and/or the canonical ``probs`` ``[B, V]``
-    (``None`` when not produced). The torch twin is :class:`autodeco_samplers.core.step.TorchStep`
-    (same field names and meaning, ``logits`` in place of ``probs``)."""
+    step produced (``None`` when not produced): the canonical distribution of each row as
+    ``rows`` (``rows[b] = (ids, probs)``, the kept token ids ascending and their
+    probabilities, as :func:`autodeco_samplers.core.step.numpy_step_distribution` returns it)
+    and/or dense ``probs`` ``[B, V]``, and drawn ``token_ids`` ``[B]``. The torch twin is
+    :class:`autodeco_samplers.core.step.TorchStep` (same field names and meaning, ``logits``
+    in place of ``probs``)."""
 
     T_pred: np.ndarray
     P_pred: np.ndarray
@@ -105,6 +108,19 @@ class NumpyStep:
     P: np.ndarray
     token_ids: Optional[np.ndarray] = None
     probs: Optional[np.ndarray] = None
+    rows: Optional[List[Tuple[np.ndarray, np.ndarray]]] = None
+
+    def dense(self, vocab_size: int) -> np.ndarray:
+        """The distribution as ``[B, vocab_size]`` float64: ``probs`` when set, else ``rows``
+        scattered into zeros."""
+        if self.probs is not None:
+            return np.atleast_2d(np.asarray(self.probs, dtype=np.float64))
+        if self.rows is None:
+            raise ValueError("this step holds no distribution (neither probs nor rows)")
+        out = np.zeros((len(self.rows), vocab_size), dtype=np.float64)
+        for b, (ids, probs) in enumerate(self.rows):
+            out[b, ids] = probs
+        return out
 
     def row(self, i: int) -> TokenStep:
         """Row ``i`` as the :class:`TokenStep` a generation records (needs ``token_ids``)."""

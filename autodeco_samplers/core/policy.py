@@ -29,7 +29,26 @@ from typing import Any, Optional
 
 from autodeco_samplers.core.errors import InvalidParameterError
 
-__all__ = ["DecodingPolicy"]
+__all__ = ["DecodingPolicy", "check_knob"]
+
+
+def check_knob(name: str, value: Any) -> float:
+    """The one rule for a request knob (``temperature`` / ``top_p``, a multiplier): a finite
+    number >= 0. Returns ``float(value)``; raises :class:`InvalidParameterError` naming
+    ``name`` for a negative, NaN, infinite or non-numeric value. Every place that accepts a
+    knob calls it: :meth:`DecodingPolicy.for_request`, the server's request schema, the CLI's
+    flags and vLLM's ``vllm_xargs``.
+
+    >>> check_knob("temperature", "0.5")
+    0.5
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise InvalidParameterError(f"{name} must be a finite number greater than or equal to 0, got {value!r}")
+    return number
 
 
 def _clip(x: Any, lo: Optional[float], hi: Optional[float]) -> Any:
@@ -77,8 +96,7 @@ class DecodingPolicy:
         def check(name: str, value: Optional[float], allow_none: bool = True) -> None:
             if value is None and allow_none:
                 return
-            if value is None or not math.isfinite(value) or value < 0:
-                raise InvalidParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_knob(name, value)
 
         check("temperature", self.temperature, allow_none=False)
         check("top_p", self.top_p, allow_none=False)
@@ -104,16 +122,14 @@ class DecodingPolicy:
         """The policy one request decodes with: this policy's multipliers times the request's.
 
         ``None`` (the request does not set the knob) is 1.0. Raises
-        :class:`InvalidParameterError` for a negative, NaN or infinite request knob.
+        :class:`InvalidParameterError` for a negative, NaN or infinite request knob
+        (:func:`check_knob`).
 
         >>> DecodingPolicy(temperature=0.5, top_p=0.9).for_request(temperature=2.0)
         DecodingPolicy(temperature=1.0, top_p=0.9, min_temperature=None, max_temperature=None, fixed_temperature=None, fixed_top_p=None)
         """
-        t = 1.0 if temperature is None else float(temperature)
-        p = 1.0 if top_p is None else float(top_p)
-        for name, value in (("temperature", t), ("top_p", p)):
-            if not math.isfinite(value) or value < 0:
-                raise InvalidParameterError(f"request {name} must be a finite number >= 0 (a multiplier), got {value!r}")
+        t = 1.0 if temperature is None else check_knob("request temperature", temperature)
+        p = 1.0 if top_p is None else check_knob("request top_p", top_p)
         if t == 1.0 and p == 1.0:
             return self
         return replace(self, temperature=self.temperature * t, top_p=self.top_p * p)

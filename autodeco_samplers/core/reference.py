@@ -21,7 +21,9 @@ Rules, for one row of logits ``l`` (shape ``[V]``) with temperature ``T`` and to
 Soft top-p (training only), with the inclusive prefix sum ``C_i``:
 ``m_(i) = exp(-alpha * relu(C_i - P))`` and ``p~ = q * m / (sum(q * m) + 1e-9)``. As
 ``alpha -> inf`` this *drops* the crossing token (keeps ``C_i <= P``) while the hard rule
-keeps it: a real train/inference gap that the tests pin down at both limits.
+keeps it: a real train/inference gap that the tests pin down at both limits. The
+``prefix="exclusive"`` variant (not the official recipe) uses ``c_i = C_i - q_(i)`` instead,
+whose limit is the hard rule itself.
 
 Inputs are ``[B, V]`` (a ``[V]`` row is accepted and returned as ``[V]``). Float16 input is
 upcast to float32; float64 stays float64. Prefix sums accumulate in float64.
@@ -42,6 +44,9 @@ STATS_TEMPERATURE_EPS = 1e-8
 ENTROPY_EPS = 1e-8
 SOFT_TOP_P_ALPHA = 30.0
 SOFT_TOP_P_EPS = 1e-9
+SOFT_TOP_P_PREFIXES = ("inclusive", "exclusive")
+"""The prefix sums the soft top-p mask can use: ``"inclusive"`` (the official recipe) or
+``"exclusive"`` (the hard rule's own sum)."""
 EXP_FLOOR = -70.0
 """Not part of the rule: the fast paths raise exponents below this before ``exp`` where only
 sums and the largest values matter, so ``exp`` never returns a subnormal number (up to 50x
@@ -68,8 +73,9 @@ __all__ = [
     "next_token_distribution",
     "soft_top_p",
     "inverse_cdf",
+    "draw_row",
     "sample_tokens",
-    "reference_step",
+    "sample",
 ]
 
 
@@ -260,19 +266,27 @@ def _check_top_p(P: np.ndarray) -> None:
         raise InvalidParameterError(f"top_p must lie in [0, 1], got {P[bad[0]]!r} (row {int(bad[0])})")
 
 
-def soft_top_p(q: np.ndarray, P, alpha: float = SOFT_TOP_P_ALPHA) -> np.ndarray:
+def soft_top_p(q: np.ndarray, P, alpha: float = SOFT_TOP_P_ALPHA, *, prefix: str = "inclusive") -> np.ndarray:
     """The differentiable training mask: ``p~ = q * m / (sum(q * m) + 1e-9)``.
 
     ``m_(i) = exp(-alpha * relu(C_i - P))`` with ``C_i`` the *inclusive* prefix sum in
-    descending order (ties by ascending id), scattered back to vocabulary order.
+    descending order (ties by ascending id), scattered back to vocabulary order: the official
+    recipe. ``prefix="exclusive"`` uses the exclusive sum ``c_i = C_i - q_(i)`` instead (as
+    ``alpha -> inf`` it keeps exactly the hard rule's tokens ``c_i < P``, the crossing token
+    included). The torch twin is :func:`autodeco_samplers.core.torch_ops.soft_top_p`.
     """
+    if prefix not in SOFT_TOP_P_PREFIXES:
+        raise InvalidParameterError(f"prefix must be one of {SOFT_TOP_P_PREFIXES}, got {prefix!r}")
     q = np.atleast_2d(np.asarray(q))
     dtype = _working_dtype(q.dtype)
     q = q.astype(dtype, copy=False)
     P = as_row_values(P, q.shape[0], "top_p", dtype)
     order = descending_order(q)
-    inclusive = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
-    m_sorted = np.exp(-dtype.type(alpha) * np.maximum(inclusive - P[:, None], 0.0))
+    sorted_q = np.take_along_axis(q, order, axis=1)
+    prefix_sum = np.cumsum(sorted_q, axis=1)
+    if prefix == "exclusive":
+        prefix_sum = prefix_sum - sorted_q
+    m_sorted = np.exp(-dtype.type(alpha) * np.maximum(prefix_sum - P[:, None], 0.0))
     m = np.empty_like(m_sorted)
     np.put_along_axis(m, order, m_sorted, axis=1)
     weighted = q * m
@@ -292,6 +306,13 @@ def inverse_cdf(probs: np.ndarray, u) -> np.ndarray:
     return np.minimum(idx, last_nonzero).astype(np.int64)
 
 
+def draw_row(ids: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> int:
+    """The draw from one sparse row: ``ids`` (ascending token ids) with their probabilities
+    ``probs``; :func:`inverse_cdf` with one ``rng.random()``. A dense row drawn with the same
+    uniform (:func:`sample_tokens`) gives the same token: zeros add nothing to the CDF."""
+    return int(np.asarray(ids)[inverse_cdf(np.asarray(probs)[None], rng.random())[0]])
+
+
 def sample_tokens(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Draw one token id per row of ``probs`` (``[B, V]``) by inverse CDF with ``rng``.
 
@@ -302,19 +323,12 @@ def sample_tokens(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return inverse_cdf(probs, rng.random(probs.shape[0]))
 
 
-def reference_step(hidden: np.ndarray, logits: np.ndarray, heads, policy, *, temperature=None, top_p=None, distribution: bool = True):
-    """The whole step as specified: ``T_pred, P_pred = heads.predict(hidden, logits)``;
-    ``T, P = policy.apply(T_pred, P_pred, temperature, top_p)``; the distribution is
-    :func:`next_token_distribution` ``(logits, T, P)``. Returns a
-    :class:`~autodeco_samplers.core.interfaces.NumpyStep` (``probs`` None when ``distribution`` is False).
+def sample(logits: np.ndarray, T, P, rng: np.random.Generator) -> np.ndarray:
+    """Rules 1 to 3 with the draw: one token per row from :func:`next_token_distribution`
+    ``(logits, T, P)`` (:func:`sample_tokens`). ``T`` and ``P`` are the values used; the heads
+    and the policy are the step's business (:mod:`autodeco_samplers.core.step`).
 
-    ``heads`` is anything with ``predict(hidden, logits) -> (T, P)`` (NumPy heads) and
-    ``policy`` a :class:`~autodeco_samplers.core.policy.DecodingPolicy`.
+    >>> int(sample(np.array([0.0, 5.0, 1.0]), 1.0, 0.1, np.random.default_rng(0))[0])
+    1
     """
-    logits = np.atleast_2d(logits)
-    T_pred, P_pred = heads.predict(np.atleast_2d(hidden), logits)
-    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
-    probs = next_token_distribution(logits, T, P) if distribution else None
-    from autodeco_samplers.core.interfaces import NumpyStep
-
-    return NumpyStep(T_pred, P_pred, T, P, probs=probs)
+    return sample_tokens(np.atleast_2d(next_token_distribution(logits, T, P)), rng)

@@ -18,8 +18,9 @@ What the draft proposes changes only how many tokens each target forward yields,
 distribution of the output (docs/design.md section 3, "Speculative decoding").
 
 Distributions are sparse rows ``(ids, probs)`` as the NumPy step returns them
-(:func:`autodeco_samplers.core.step.numpy_step_distribution`); every draw is the one NumPy draw,
-:func:`autodeco_samplers.core.reference.inverse_cdf`.
+(``rows`` of :func:`autodeco_samplers.core.step.numpy_step_distribution`); every draw is the
+one NumPy draw of a row, :func:`autodeco_samplers.core.reference.draw_row`. With no drafts,
+:func:`verify_drafts` is exactly the step's own draw (:func:`~autodeco_samplers.core.step.numpy_step_sample`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from autodeco_samplers.core.errors import InvalidParameterError
-from autodeco_samplers.core.reference import inverse_cdf
+from autodeco_samplers.core.reference import draw_row
 
 __all__ = ["SparseRow", "Verdict", "verify_drafts", "residual_row", "prompt_lookup_drafts"]
 
@@ -119,11 +120,9 @@ def verify_drafts(
         if rng.random() * q < p:
             out.append(token)
             continue
-        ids, probs = residual_row(targets[i], None if draft_rows is None else draft_rows[i], token)
-        out.append(int(ids[inverse_cdf(probs[None], rng.random())[0]]))
+        out.append(draw_row(*residual_row(targets[i], None if draft_rows is None else draft_rows[i], token), rng))
         return Verdict(out, i)
-    ids, probs = targets[k]
-    out.append(int(np.asarray(ids)[inverse_cdf(np.asarray(probs)[None], rng.random())[0]]))
+    out.append(draw_row(*targets[k], rng))
     return Verdict(out, k)
 
 

@@ -28,26 +28,35 @@ they read one boolean per step, see ``sync``); ``check=True``
 validates logits, ``T`` and ``P`` (NaN, +inf, negative ``T``) and does synchronise. Inside a
 captured graph no check is possible: a NaN or infinite ``T`` then yields an arbitrary kept
 token, so engines must validate request knobs before capture.
+
+NumPy (one row at a time in llama.cpp) gives the same two stages as one
+:class:`~autodeco_samplers.core.interfaces.NumpyStep`: :func:`numpy_step_distribution`, the
+canonical distribution of each row as sparse ``(ids, probs)`` rows, and
+:func:`numpy_step_sample`, the same plus a drawn token (one uniform per row from ``rng``);
+``exact=True`` runs the reference's full sort instead of the sort-free nucleus. Both always
+validate. :func:`numpy_heads_policy` is their shared first half (T and P only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 import numpy as np
 
 from autodeco_samplers.core.errors import InvalidParameterError
+from autodeco_samplers.core.interfaces import NumpyStep
 from autodeco_samplers.core.policy import DecodingPolicy
-from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS, inverse_cdf
+from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS, draw_row, next_token_distribution
 
 __all__ = [
     "TorchStep",
     "compiled_step",
     "torch_step_logits",
     "torch_step_sample",
-    "numpy_step",
+    "numpy_heads_policy",
     "numpy_step_distribution",
+    "numpy_step_sample",
 ]
 
 _DEFAULT_POLICY = DecodingPolicy()
@@ -210,6 +219,30 @@ def compiled_step(kind: str):
 # ----------------------------------------------------------------------------- NumPy
 
 
+def numpy_heads_policy(
+    hidden: np.ndarray,
+    logits: np.ndarray,
+    heads,
+    policy: DecodingPolicy = _DEFAULT_POLICY,
+    *,
+    temperature=None,
+    top_p=None,
+) -> NumpyStep:
+    """Steps 1 and 2 of the NumPy step: ``T_pred, P_pred = heads.predict(hidden, logits)`` and
+    ``T, P = policy.apply(T_pred, P_pred, temperature, top_p)``, a :class:`NumpyStep` without
+    a distribution. For code that checks (T, P) or applies a rule of its own (the conformance
+    suite); decoding calls :func:`numpy_step_distribution` or :func:`numpy_step_sample`.
+
+    ``heads`` has ``predict(hidden, logits) -> (T_pred, P_pred)`` (NumPy heads); ``hidden``
+    ``[B, H]`` or ``[H]``, ``logits`` ``[B, V]`` or ``[V]``; ``temperature`` / ``top_p`` are
+    optional per-row ``[B]`` request multipliers (:meth:`DecodingPolicy.apply`).
+    """
+    logits = np.atleast_2d(logits)
+    T_pred, P_pred = heads.predict(np.atleast_2d(hidden), logits)
+    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
+    return NumpyStep(T_pred, P_pred, T, P)
+
+
 def numpy_step_distribution(
     hidden: np.ndarray,
     logits: np.ndarray,
@@ -218,25 +251,34 @@ def numpy_step_distribution(
     *,
     temperature=None,
     top_p=None,
-) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The NumPy step without the draw: ``(rows, T_pred, P_pred, T, P)`` where ``rows[b]`` is
-    ``(ids, probs)``, the kept token ids of row ``b`` (ascending) and their canonical
-    probabilities (see :func:`fast_nucleus.sparse_next_token_distribution`).
+    exact: bool = False,
+) -> NumpyStep:
+    """The NumPy step without the draw: :func:`numpy_heads_policy`, then each row's canonical
+    distribution as ``rows[b] = (ids, probs)``, the kept token ids (ascending) and their
+    probabilities (:meth:`NumpyStep.dense` scatters them into ``[B, V]``).
 
-    ``heads`` has ``predict(hidden, logits) -> (T_pred, P_pred)`` (NumPy heads); ``hidden``
-    ``[B, H]`` or ``[H]``, ``logits`` ``[B, V]`` or ``[V]``. Validates the logits and the used
-    ``T``/``P`` (NaN, +inf, negative ``T`` raise :class:`InvalidParameterError` / ``InvalidLogitsError``).
+    ``exact=False`` (what engines run): :func:`fast_nucleus.sparse_next_token_distribution`,
+    no vocabulary sort, proved and tested equal to the reference. ``exact=True``: the
+    specification itself, :func:`reference.next_token_distribution` (a full sort per row;
+    ``probs`` ``[B, V]`` is set too). Validates the logits and the used ``T``/``P`` (NaN,
+    +inf, negative ``T`` raise ``InvalidLogitsError`` / :class:`InvalidParameterError`).
     """
+    logits = np.atleast_2d(logits)
+    st = numpy_heads_policy(hidden, logits, heads, policy, temperature=temperature, top_p=top_p)
+    if exact:
+        probs = next_token_distribution(logits, st.T, st.P)
+        rows = []
+        for row in probs:
+            ids = np.flatnonzero(row > 0)
+            rows.append((ids, row[ids]))
+        return replace(st, rows=rows, probs=probs)
     from autodeco_samplers.core.fast_nucleus import sparse_next_token_distribution
 
-    logits = np.atleast_2d(logits)
-    T_pred, P_pred = heads.predict(np.atleast_2d(hidden), logits)
-    T, P = policy.apply(T_pred, P_pred, temperature, top_p)
-    rows = [sparse_next_token_distribution(logits[b], T[b], P[b]) for b in range(logits.shape[0])]
-    return rows, T_pred, P_pred, T, P
+    rows = [sparse_next_token_distribution(logits[b], st.T[b], st.P[b]) for b in range(logits.shape[0])]
+    return replace(st, rows=rows)
 
 
-def numpy_step(
+def numpy_step_sample(
     hidden: np.ndarray,
     logits: np.ndarray,
     heads,
@@ -245,15 +287,15 @@ def numpy_step(
     *,
     temperature=None,
     top_p=None,
-):
-    """The NumPy step (llama.cpp): heads, policy, canonical nucleus, and one token per row
-    drawn with ``rng`` (one ``rng.random()`` per row, inverse CDF over the kept tokens in
-    ascending id order). Returns a :class:`~autodeco_samplers.core.interfaces.NumpyStep`."""
-    from autodeco_samplers.core.interfaces import NumpyStep
-
+    exact: bool = False,
+) -> NumpyStep:
+    """The NumPy step with the draw (llama.cpp's per-token sampler):
+    :func:`numpy_step_distribution`, then one token per row drawn with ``rng`` (one
+    ``rng.random()`` per row in row order, inverse CDF over the kept tokens in ascending id
+    order: :func:`reference.draw_row`). ``exact`` draws the same token for the same uniform
+    unless it falls within float32 rounding of a CDF step. Returns the
+    :class:`NumpyStep` with ``rows`` and ``token_ids``."""
     rng = rng if rng is not None else np.random.default_rng()
-    rows, T_pred, P_pred, T, P = numpy_step_distribution(hidden, logits, heads, policy, temperature=temperature, top_p=top_p)
-    tokens = np.empty(len(rows), dtype=np.int64)
-    for b, (ids, probs) in enumerate(rows):
-        tokens[b] = ids[inverse_cdf(probs[None], rng.random())[0]]
-    return NumpyStep(T_pred, P_pred, T, P, token_ids=tokens)
+    st = numpy_step_distribution(hidden, logits, heads, policy, temperature=temperature, top_p=top_p, exact=exact)
+    tokens = np.array([draw_row(ids, probs, rng) for ids, probs in st.rows], dtype=np.int64)
+    return replace(st, token_ids=tokens)

@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
-from autodeco_samplers.core.errors import CheckpointError, MissingDependencyError, ShapeError, UnsafeCheckpointError, UsageError
+from autodeco_samplers.core.errors import (
+    CheckpointError,
+    InvalidParameterError,
+    MissingDependencyError,
+    ShapeError,
+    UnsafeCheckpointError,
+    UsageError,
+)
+from autodeco_samplers.core.policy import check_knob
 from autodeco_samplers.heads.io.checkpoint import read_json_object
 
 __all__ = [
@@ -116,26 +124,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer ``>= 0``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def non_negative_float(text: str) -> float:
-    """argparse type: a finite number ``>= 0``."""
+    """argparse type: a finite number ``>= 0`` (the request-knob rule,
+    :func:`autodeco_samplers.core.policy.check_knob`)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    try:
+        return check_knob("the value", value)
+    except InvalidParameterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def token_ids(text: str) -> List[int]:

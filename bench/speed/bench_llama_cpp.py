@@ -89,9 +89,11 @@ def per_token_costs(llm, gen, prompt, temp, top_p, reps: int = 30):
     same state. Less sensitive to a busy machine than end-to-end tokens/s."""
     import llama_cpp as lc
 
+    from autodeco_samplers.core.step import numpy_step_sample
+
     ctx = llm._ctx.ctx
-    gen._reset()
-    gen._prefill(list(prompt))
+    stream = gen.stream(list(prompt), max_new_tokens=2, seed=0)
+    next(stream)  # paused at the first token: the prompt is decoded, embeddings on
     one = (lc.llama_token * 1)()
     decode = []
     for i in range(reps // 3):
@@ -111,9 +113,10 @@ def per_token_costs(llm, gen, prompt, temp, top_p, reps: int = 30):
         native.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         hidden, logits = gen.last_outputs()
-        gen._draw(hidden, logits, gen.policy, rng)
+        numpy_step_sample(hidden[None], logits[None], gen.heads, gen.policy, rng, exact=gen.exact)
         ours.append(time.perf_counter() - t0)
     lc.llama_sampler_free(chain)
+    stream.close()
     ms = lambda xs: 1e3 * statistics.median(xs)
     return ms(decode), ms(native), ms(ours)
 

@@ -22,7 +22,7 @@ x 8, peaked like a mid-size model's) and hidden states (random, width 1024), wit
   random normal x 1, T 1, P 0.9: tens of thousands of kept tokens), i.e. the exact threshold
   search every row takes when the candidates cannot prove its nucleus (HF's cost does not
   depend on the nucleus);
-* NumPy ``numpy_step`` (:func:`autodeco_samplers.core.step.numpy_step`, one row at a time as
+* NumPy ``numpy_step`` (:func:`autodeco_samplers.core.step.numpy_step_sample`, one row at a time as
   llama.cpp needs) against (c) ``llama_native``: llama.cpp's own sampler chain
   ``temp -> top_p -> dist`` applied per token to the same logits through
   ``llama_sampler_apply`` (llama.cpp fills the same ``llama_token_data`` array in
@@ -154,7 +154,7 @@ def numpy_case(vocab: int, repeats: int, seed: int) -> dict:
 
     from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
     from autodeco_samplers.core.policy import DecodingPolicy
-    from autodeco_samplers.core.step import numpy_step
+    from autodeco_samplers.core.step import numpy_step_sample
 
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal(vocab) * 8).astype(np.float32)
@@ -165,7 +165,7 @@ def numpy_case(vocab: int, repeats: int, seed: int) -> dict:
     out = {"vocab": vocab}
 
     def ours():
-        numpy_step(hidden[None], logits[None], heads, policy, draw_rng)
+        numpy_step_sample(hidden[None], logits[None], heads, policy, draw_rng)
 
     fns = {"numpy_step": ours}
     try:

@@ -70,3 +70,14 @@ def test_for_request_refuses_bad_knobs_by_name(bad):
         policy.for_request(top_p=bad)
     assert policy.for_request() is policy
     assert policy.for_request(0.0).temperature == 0.0
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "x", None])
+def test_check_knob_is_the_one_knob_rule(bad):
+    from autodeco_samplers.core.policy import check_knob
+
+    assert check_knob("temperature", 0) == 0.0 and check_knob("top_p", "1.5") == 1.5
+    with pytest.raises(ad.InvalidParameterError, match="autodeco_top_p must be a finite number greater than or equal to 0"):
+        check_knob("autodeco_top_p", bad)
+    with pytest.raises(ad.InvalidParameterError, match="min_temperature"):
+        ad.DecodingPolicy(min_temperature=bad if bad is not None else -1.0)

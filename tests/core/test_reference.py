@@ -167,6 +167,45 @@ def test_soft_top_p_approaches_the_keep_below_rule(case):
             np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
 
 
+@pytest.mark.parametrize("prefix", ref.SOFT_TOP_P_PREFIXES)
+@given(case=decoding_cases(vocab_sizes=st.integers(1, 200), shapes=("gaussian", "peaked", "ties", "flat")),
+       alpha=st.sampled_from([0.0, 1.0, ref.SOFT_TOP_P_ALPHA, 1e3]))
+def test_soft_top_p_numpy_and_torch_agree_for_both_prefixes(prefix, case, alpha):
+    """docs/design.md: both libraries have both prefix variants; NumPy in float64 against the
+    torch mask (float64 too), the same formula."""
+    torch = pytest.importorskip("torch")
+    from autodeco_samplers.core import torch_ops
+
+    q = ref.temperature_probs(case.logits.astype(np.float64), np.maximum(case.T, 0.05))
+    got = ref.soft_top_p(q, case.P, alpha=alpha, prefix=prefix)
+    assert got.dtype == np.float64
+    want = torch_ops.soft_top_p(torch.from_numpy(q), torch.from_numpy(case.P.astype(np.float64)), alpha, prefix=prefix)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_exclusive_soft_top_p_limit_is_the_hard_rule():
+    q = np.array([[0.5, 0.3, 0.15, 0.05]])
+    P = 0.6  # exclusive sums 0, .5, .8, .95: the hard rule keeps ids 0 and 1, the crossing token included
+    sharp = ref.soft_top_p(q, P, alpha=1e6, prefix="exclusive")
+    np.testing.assert_allclose(sharp, ad.next_token_distribution(np.log(q), 1.0, P), atol=1e-6)
+    m = np.exp(-30 * np.maximum(np.cumsum(q[0]) - q[0] - P, 0))
+    np.testing.assert_allclose(ref.soft_top_p(q, P, prefix="exclusive")[0], q[0] * m / ((q[0] * m).sum() + 1e-9),
+                               rtol=1e-10)
+    with pytest.raises(ad.InvalidParameterError, match="prefix"):
+        ref.soft_top_p(q, P, prefix="middle")
+
+
+def test_draw_row_draws_what_the_dense_row_draws():
+    """The sparse draw (kept ids ascending) and the dense draw give the same token for the
+    same uniform: zeros add nothing to the CDF."""
+    dense = np.array([0.0, 0.2, 0.0, 0.0, 0.5, 0.3, 0.0])
+    ids = np.flatnonzero(dense)
+    for seed in range(200):
+        a = ref.draw_row(ids, dense[ids], np.random.default_rng(seed))
+        b = int(ref.sample_tokens(dense[None], np.random.default_rng(seed))[0])
+        assert a == b and dense[a] > 0
+
+
 def test_sampler_draws_follow_the_distribution():
     rng = np.random.default_rng(1234)
     logits = np.log(np.array([[0.4, 0.3, 0.2, 0.08, 0.02]]))

@@ -149,3 +149,19 @@ def test_prompt_lookup_drafts():
     assert prompt_lookup_drafts([9, 7, 5, 7, 8, 9, 7], 1) == [5]
     assert prompt_lookup_drafts([1, 2, 3], 2) == []
     assert prompt_lookup_drafts([1, 1], 0) == []
+
+
+def test_with_no_drafts_verification_is_the_steps_own_draw():
+    """The llama.cpp loop draws with the NumPy step when a round has no drafts and verifies
+    when it has some: with no drafts the two are the same draw (one uniform, the same row)."""
+    from autodeco_samplers.core.step import numpy_step_sample
+
+    class Heads:
+        def predict(self, hidden, logits):
+            return np.full(len(logits), 0.9, np.float32), np.full(len(logits), 0.8, np.float32)
+
+    logits = np.random.default_rng(0).normal(size=(1, 40)).astype(np.float32)
+    for seed in range(50):
+        st = numpy_step_sample(np.zeros((1, 2)), logits, Heads(), rng=np.random.default_rng(seed))
+        verdict = verify_drafts(st.rows, [], np.random.default_rng(seed))
+        assert verdict.tokens == st.token_ids.tolist() and verdict.n_accepted == 0

@@ -23,7 +23,7 @@ from autodeco_samplers.conformance.stats import draws_fit_pvalue
 from autodeco_samplers.core.errors import InvalidLogitsError, InvalidParameterError
 from autodeco_samplers.core.policy import DecodingPolicy
 from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS
-from autodeco_samplers.core.step import numpy_step, numpy_step_distribution, torch_step_logits, torch_step_sample
+from autodeco_samplers.core.step import numpy_step_distribution, numpy_step_sample, torch_step_logits, torch_step_sample
 from autodeco_samplers.core.torch_ops import torch_rule_logits, torch_rule_sample
 
 QWEN_V = 152_064
@@ -167,7 +167,7 @@ def test_qwen_vocabulary_rows(kind, T, P):
     assert torch.isfinite(out).all()
     _agrees(logits, Tv, Pv, torch.softmax(out.double(), dim=-1).numpy())
     for b in range(2):
-        ids, probs = numpy_step_distribution(np.zeros((1, 4)), logits[b], _FixedHeads(T, P))[0][0]
+        ids, probs = numpy_step_distribution(np.zeros((1, 4)), logits[b], _FixedHeads(T, P)).rows[0]
         dense = np.zeros(QWEN_V)
         dense[ids] = probs
         _agrees(logits[b:b + 1], Tv[b:b + 1], Pv[b:b + 1], dense[None])
@@ -214,7 +214,7 @@ def test_top_p_one_keeps_every_positive_token():
     torch_out = torch_rule_logits(torch.from_numpy(logits), 1.0, 1.0)
     assert ((torch_out > OUTSIDE_NUCLEUS / 2).numpy() == (q > 0)).all()
     for b in range(len(logits)):
-        ids, _ = numpy_step_distribution(np.zeros((1, 4)), logits[b], _FixedHeads(1.0, 1.0))[0][0]
+        ids, _ = numpy_step_distribution(np.zeros((1, 4)), logits[b], _FixedHeads(1.0, 1.0)).rows[0]
         assert ids.tolist() == np.flatnonzero(q[b] > 0).tolist()
 
 
@@ -305,8 +305,28 @@ def test_numpy_draw_follows_the_canonical_distribution(T, P, seed):
     ref = R.next_token_distribution(row, T, P).astype(np.float64)
     draw_rng = np.random.default_rng(seed + 100)
     heads = _FixedHeads(T, P)
-    tokens = [int(numpy_step(np.zeros((1, 4)), row[None], heads, DecodingPolicy(), draw_rng).token_ids[0]) for _ in range(8000)]
+    tokens = [int(numpy_step_sample(np.zeros((1, 4)), row[None], heads, DecodingPolicy(), draw_rng).token_ids[0]) for _ in range(8000)]
     assert draws_fit_pvalue(np.bincount(tokens, minlength=60), ref) > 1e-3
+
+
+def test_numpy_fast_and_exact_steps_agree_and_draw_the_reference_tokens():
+    """The NumPy step's sort-free nucleus against ``exact=True`` (the reference's full sort):
+    the same kept sets and probabilities; the same tokens for the same generator, which are
+    the reference's own draw (one uniform per row)."""
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((3, 500)) * 3).astype(np.float32)
+    hidden, heads = np.zeros((3, 4)), _FixedHeads(0.8, 0.9)
+    fast = numpy_step_distribution(hidden, logits, heads)
+    exact = numpy_step_distribution(hidden, logits, heads, exact=True)
+    assert fast.probs is None and exact.probs.shape == (3, 500)
+    _agrees(logits, fast.T, fast.P, fast.dense(500))
+    for (a_ids, a_p), (b_ids, b_p) in zip(fast.rows, exact.rows):
+        assert a_ids.tolist() == b_ids.tolist()
+        np.testing.assert_allclose(a_p, b_p, rtol=1e-5)
+    a = numpy_step_sample(hidden, logits, heads, rng=np.random.default_rng(3))
+    b = numpy_step_sample(hidden, logits, heads, rng=np.random.default_rng(3), exact=True)
+    assert a.token_ids.tolist() == b.token_ids.tolist() == R.sample(logits, fast.T, fast.P, np.random.default_rng(3)).tolist()
+    assert a.rows is not None and a.row(0).token_id == int(a.token_ids[0])
 
 
 def test_greedy_rows_return_the_lowest_argmax():
@@ -376,7 +396,7 @@ def test_compiled_step_matches_the_reference_and_the_eager_draw():
     search) and a greedy row; the compiled draw, fed the same uniforms, returns the eager
     step's tokens; a new batch size reuses the dynamic-shape graph."""
     from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
-    from autodeco_samplers.core.reference import reference_step
+    from autodeco_samplers.core.step import numpy_heads_policy
 
     heads = AutoDecoHeadsModule.create(32, width=8, seed=0).requires_grad_(False)
     numpy_heads = heads.to_numpy()
@@ -388,8 +408,8 @@ def test_compiled_step_matches_the_reference_and_the_eager_draw():
         temperature[2] = 0.0  # a greedy row
         with torch.no_grad():
             got = torch_step_logits(hidden, logits, heads, DecodingPolicy(), temperature=temperature, compiled=True)
-            ref = reference_step(hidden.numpy(), logits.numpy(), numpy_heads, DecodingPolicy(),
-                                 temperature=temperature.numpy(), distribution=False)
+            ref = numpy_heads_policy(hidden.numpy(), logits.numpy(), numpy_heads, DecodingPolicy(),
+                                     temperature=temperature.numpy())
             np.testing.assert_allclose(got.T.numpy(), ref.T, rtol=1e-5, atol=1e-6)
             _agrees(logits.numpy(), got.T.numpy(), got.P.numpy(), torch.softmax(got.logits, -1).double().numpy())
             a = torch_step_sample(hidden, logits, heads, DecodingPolicy(), torch.Generator().manual_seed(9), compiled=True)

@@ -189,11 +189,12 @@ def test_sampler_applies_policy_and_reports_both(tmp_path):
     _, state = official_state()
     heads = ad.load_heads(write_heads_only(tmp_path / "h", state))
     h, logits = inputs(B=4)
-    sampler = ad.AutoDecoSampler(heads, ad.DecodingPolicy(temperature=0.5, top_p=0.5), seed=0)
-    out = sampler.step(h.numpy(), logits.numpy())
+    policy = ad.DecodingPolicy(temperature=0.5, top_p=0.5)
+    out = ad.numpy_step_sample(h.numpy(), logits.numpy(), heads, policy, np.random.default_rng(0), exact=True)
     np.testing.assert_allclose(out.T, out.T_pred * 0.5, rtol=1e-6)
     np.testing.assert_allclose(out.P, np.clip(out.P_pred * 0.5, 0, 1), rtol=1e-6)
-    probs, _ = sampler.distribution(h.numpy(), logits.numpy())
+    probs = ad.numpy_step_distribution(h.numpy(), logits.numpy(), heads, policy, exact=True).probs
     assert (probs[np.arange(4), out.token_ids] > 0).all()
-    greedy = ad.AutoDecoSampler(heads, ad.DecodingPolicy(temperature=0.0), seed=0).step(h.numpy(), logits.numpy())
+    greedy = ad.numpy_step_sample(h.numpy(), logits.numpy(), heads, ad.DecodingPolicy(temperature=0.0),
+                                  np.random.default_rng(0), exact=True)
     np.testing.assert_array_equal(greedy.token_ids, logits.numpy().argmax(axis=1))

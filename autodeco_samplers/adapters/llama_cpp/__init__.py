@@ -2,23 +2,23 @@
 
 Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
 
-1. :class:`AutoDecoLlama` (recommended): our own decode loop. Each step makes one
-   ``llama_decode`` of the last token with embeddings switched on, reads zero-copy views of
-   ``llama_get_logits_ith(ctx, -1)`` and ``llama_get_embeddings_ith(ctx, -1)`` (the final
-   hidden state, i.e. ``lm_head``'s input) and calls the core NumPy step
-   :func:`autodeco_samplers.core.step.numpy_step` (heads, policy, canonical nucleus without a
-   vocabulary sort, proved and tested equal to
+1. :class:`AutoDecoLlama` (recommended): our own decode loop (:mod:`.decode`). Each step
+   decodes the last token with embeddings switched on, reads zero-copy views of the logits and
+   the final hidden state (``lm_head``'s input) and calls the core NumPy step
+   :func:`autodeco_samplers.core.step.numpy_step_sample` (heads, policy, canonical nucleus
+   without a vocabulary sort, proved and tested equal to
    :func:`autodeco_samplers.core.reference.next_token_distribution`, seeded draw; ``exact=True``
-   uses :class:`~autodeco_samplers.core.sampler.AutoDecoSampler` and the reference itself). llama.cpp's
-   own samplers (whose chain applies top-p *before* temperature) are never used. The prompt is
-   decoded with embeddings off except for its last token, so prefill costs what it always costs.
+   runs the reference's full sort instead). llama.cpp's own samplers (whose chain applies top-p
+   *before* temperature) are never used. The prompt is decoded with embeddings off except for
+   its last token, so prefill costs what it always costs. ``stream(..., on_step=...)`` hands
+   each step's hidden state, logits and result (T, P, distribution, token) to the caller.
 2. :class:`AutoDecoLlamaProcessor` for code that keeps ``Llama.create_completion``; see its
    docstring for what it costs and which sampling arguments it needs.
 
 Speculative decoding: ``AutoDecoLlama.stream(..., speculative=SpeculativeConfig(...))`` (and
 ``generate``) verifies prompt-lookup drafts, or a draft model's, ``k`` at a time in one batched
-decode, each position scored from its own hidden state, with the exact rule of
-:mod:`autodeco_samplers.core.speculative`; the loop is :mod:`.speculative`.
+decode of the same loop, each position scored from its own hidden state, with the exact rule of
+:mod:`autodeco_samplers.core.speculative`; the drafters are :mod:`.speculative`.
 
 Errors: a missing, truncated or foreign file (a heads sidecar passed as the model, a file
 without a tokenizer vocabulary, which would make ``tokenize()`` abort the process) is refused
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -42,11 +41,10 @@ from autodeco_samplers.heads import AutoDecoHeads, load_heads
 from autodeco_samplers.heads.io.detect import check_model_gguf
 from autodeco_samplers.core.interfaces import GenerationResult, TokenStep
 from autodeco_samplers.core.policy import DecodingPolicy
-from autodeco_samplers.core.sampler import AutoDecoSampler
-from autodeco_samplers.core.step import numpy_step, numpy_step_distribution
-from autodeco_samplers.core.text_stream import StopTextStream
+from autodeco_samplers.core.step import numpy_step_distribution
 
-from autodeco_samplers.adapters.llama_cpp.speculative import SpeculativeConfig, SpeculativeStats, speculative_loop
+from autodeco_samplers.adapters.llama_cpp.decode import OnStep, StepRecord, StreamedToken, decode_loop
+from autodeco_samplers.adapters.llama_cpp.speculative import SpeculativeConfig, SpeculativeStats, make_drafter
 
 __all__ = [
     "ENGINE_NAME",
@@ -54,12 +52,11 @@ __all__ = [
     "AutoDecoLlamaProcessor",
     "SpeculativeConfig",
     "SpeculativeStats",
+    "StepRecord",
     "StreamedToken",
     "check_model_gguf",
     "load_llama",
     "NEUTRAL_SAMPLING_KWARGS",
-    "step_distribution",
-    "draw_step",
 ]
 
 ENGINE_NAME = "llama-cpp"
@@ -134,50 +131,6 @@ def _embedding_width(llm) -> int:
     return int(llm.n_embd())
 
 
-def step_distribution(heads: AutoDecoHeads, policy: DecodingPolicy, hidden: np.ndarray, logits: np.ndarray):
-    """One step of the adapter without the engine: heads on ``hidden`` ``[H]`` and ``logits``
-    ``[V]``, the policy, and the sparse canonical distribution. Returns
-    ``((T_pred, P_pred, T_used, P_used), (ids, probs))`` (each of the first four ``[1]``)."""
-    rows, T_pred, P_pred, T_used, P_used = numpy_step_distribution(hidden[None, :], logits[None, :], heads, policy)
-    return (T_pred, P_pred, T_used, P_used), rows[0]
-
-
-def draw_step(
-    heads: AutoDecoHeads, policy: DecodingPolicy, hidden: np.ndarray, logits: np.ndarray,
-    rng: np.random.Generator, *, exact: bool = False,
-) -> TokenStep:
-    """Predict, apply the policy and draw one token (the adapter's per-token sampler).
-    ``exact=True`` uses :class:`AutoDecoSampler` (the reference's full sort)."""
-    if exact:
-        return AutoDecoSampler(heads, policy, rng=rng).step(hidden[None, :], logits[None, :]).row(0)
-    return numpy_step(hidden[None, :], logits[None, :], heads, policy, rng).row(0)
-
-
-@dataclass(frozen=True)
-class StreamedToken:
-    """One generated token as it streams: id, text, predicted and used T and P.
-
-    ``piece`` is the text this token completes (UTF-8 decoded incrementally, so a token in
-    the middle of a multi-byte character has an empty piece). ``released`` is the text that
-    is final at this token: text that could still turn out to begin a stop string is held
-    back until it cannot, and a stop string is never released, so the ``released`` parts of
-    a stream always join to :attr:`GenerationResult.text`. Print ``released`` when streaming.
-    """
-
-    index: int
-    token_id: int
-    piece: str
-    T_pred: float
-    P_pred: float
-    T: float
-    P: float
-    released: str = ""
-
-    @property
-    def step(self) -> TokenStep:
-        return TokenStep(self.token_id, self.T_pred, self.P_pred, self.T, self.P)
-
-
 class GenerationStream:
     """Iterator of :class:`StreamedToken`; after exhaustion ``.result`` holds the trace."""
 
@@ -192,6 +145,10 @@ class GenerationStream:
     def __next__(self) -> StreamedToken:
         return next(self._gen)
 
+    def close(self) -> None:
+        """End the generation early (the adapter switches the context's embeddings off)."""
+        self._gen.close()
+
 
 class AutoDecoLlama:
     """AutoDeco decoding over a ``llama_cpp.Llama`` (or a GGUF path) plus heads.
@@ -203,8 +160,9 @@ class AutoDecoLlama:
             sidecar needs no torch). Its ``hidden_size`` must equal the model's embedding width.
         policy: request knobs (multipliers of T and P, clamps, overrides).
         seed: seed of the NumPy generator used for draws when a call passes no seed.
-        exact: draw with :class:`AutoDecoSampler` (the reference's full sort) instead of the
-            equivalent sparse fast path.
+        exact: run the step with the reference's full sort (``exact=True`` of
+            :func:`~autodeco_samplers.core.step.numpy_step_sample`) instead of the equivalent
+            sort-free nucleus.
 
     >>> # gen = AutoDecoLlama("model.gguf", "heads.gguf", seed=0)
     >>> # for tok in gen.stream("Once upon a time", max_new_tokens=20): print(tok.piece, tok.T, tok.P)
@@ -259,9 +217,10 @@ class AutoDecoLlama:
             raise AutoDecoError(f"llama_decode failed with code {rc} (context full or out of memory?)")
 
     def last_outputs(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Zero-copy ``(hidden [H], logits [V])`` of the last decoded position: the state the
-        next token is drawn from (while a :meth:`stream` is paused at a token, the state that
-        token was drawn from). Valid until the next decode; copy to keep."""
+        """Zero-copy ``(hidden [H], logits [V])`` of the last decoded position (while a plain
+        :meth:`stream` is paused at a token, the state that token was drawn from; under
+        speculation the last position of the verified block: use ``on_step`` there). Valid
+        until the next decode; copy to keep."""
         lc = self._llama_cpp
         logits_ptr = lc.llama_get_logits_ith(self._ctx, -1)
         hidden_ptr = lc.llama_get_embeddings_ith(self._ctx, -1)
@@ -278,15 +237,6 @@ class AutoDecoLlama:
             lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
         else:  # pragma: no cover - llama-cpp-python builds before the memory API
             (getattr(lc, "llama_kv_self_clear", None) or lc.llama_kv_cache_clear)(self._ctx)
-
-    def _prefill(self, ids: List[int]) -> None:
-        lc = self._llama_cpp
-        lc.llama_set_embeddings(self._ctx, False)
-        head = ids[:-1]
-        for start in range(0, len(head), self._n_batch):
-            self._decode(head[start : start + self._n_batch])
-        lc.llama_set_embeddings(self._ctx, True)
-        self._decode(ids[-1:])
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> List[int]:
         """Token ids of ``text``; BOS is added only if the model's vocabulary asks for it."""
@@ -325,15 +275,6 @@ class AutoDecoLlama:
             llm = self._draft_models[key] = load_llama(path, n_ctx=int(self.llm.n_ctx()), **kwargs)
         return llm
 
-    # --- one step ----------------------------------------------------------------------
-    def step_distribution(self, hidden: np.ndarray, logits: np.ndarray, policy: Optional[DecodingPolicy] = None):
-        """``(T_pred, P_pred, T_used, P_used)`` and the sparse canonical distribution
-        ``(ids, probs)`` for one step's logits and hidden state."""
-        return step_distribution(self.heads, policy or self.policy, hidden, logits)
-
-    def _draw(self, hidden, logits, policy, rng) -> TokenStep:
-        return draw_step(self.heads, policy, hidden, logits, rng, exact=self.exact)
-
     # --- generation --------------------------------------------------------------------
     def stream(
         self,
@@ -347,6 +288,7 @@ class AutoDecoLlama:
         policy: Optional[DecodingPolicy] = None,
         stop_at_eos: bool = True,
         speculative: Optional[SpeculativeConfig] = None,
+        on_step: Optional[OnStep] = None,
     ) -> GenerationStream:
         """Generate token by token; iterate for :class:`StreamedToken`, then read ``.result``.
 
@@ -364,6 +306,12 @@ class AutoDecoLlama:
         model) with the exact rule: the output has the same distribution (greedy: the same
         tokens), each target decode can emit several tokens; counts in ``stream.speculation``
         and :attr:`last_speculation` (see :mod:`.speculative`).
+
+        ``on_step``, when given, is called once per generated token, before the token is
+        yielded, with a :class:`StepRecord`: copies of the hidden state and logits the token
+        was drawn from, and the core step's result on them (``T_pred``, ``P_pred``, ``T``,
+        ``P``, the canonical distribution as ``rows``, the token). That is every number the
+        conformance suite checks; without it nothing is copied.
         """
         if speculative is not None and not isinstance(speculative, SpeculativeConfig):
             raise InvalidParameterError(f"speculative must be a SpeculativeConfig or None, got {type(speculative).__name__}")
@@ -392,67 +340,28 @@ class AutoDecoLlama:
         if speculative is not None:
             stats = self.last_speculation = SpeculativeStats()
         stream = GenerationStream(
-            self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative, stats), result
+            self._run(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative, stats, on_step),
+            result,
         )
         stream.speculation = stats
         return stream
 
-    def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative=None,
-             stats=None) -> Iterator[StreamedToken]:
+    def _run(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, speculative, stats,
+             on_step) -> Iterator[StreamedToken]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         result.finish_reason = "length"
         if max_new_tokens == 0:
             return
         self._reset()
+        drafter = None if speculative is None else make_drafter(self, speculative)
+        k = 0 if speculative is None else int(speculative.num_draft_tokens)
         try:
-            if speculative is None:
-                yield from self._loop(prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder)
-            else:
-                yield from speculative_loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos,
-                                            result, decoder, speculative, stats)
+            yield from decode_loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder,
+                                   drafter=drafter, num_draft_tokens=k, stats=stats, on_step=on_step)
         finally:
             # leave the context as we found it: later plain create_completion calls on the same
             # Llama should not compute hidden states (and logits) for every prompt token
             self._llama_cpp.llama_set_embeddings(self._ctx, False)
-
-    def _emit(self, index, step, text, decoder, result, stop_at_eos, last) -> Tuple[StreamedToken, bool]:
-        """Record one drawn token and say whether the generation ends with it: the per-token
-        rule of both loops (plain and speculative). ``last``: ``max_new_tokens`` reached or no
-        room left in the context."""
-        result.token_ids.append(step.token_id)
-        result.steps.append(step)
-        vals = (step.T_pred, step.P_pred, step.T, step.P)
-        if stop_at_eos and self.is_eog(step.token_id):
-            result.finish_reason = "eos"
-            released = text.finish(decoder.decode(b"", final=True))
-            result.text = text.text
-            return StreamedToken(index, step.token_id, "", *vals, released=released), True
-        piece = decoder.decode(self.token_bytes(step.token_id))
-        released, stopped = text.push(piece)
-        if stopped:
-            result.text = text.text
-            result.finish_reason = "stop"
-            return StreamedToken(index, step.token_id, piece, *vals, released=released), True
-        if last:
-            released += text.finish(decoder.decode(b"", final=True))
-        result.text = text.text
-        return StreamedToken(index, step.token_id, piece, *vals, released=released), last
-
-    def _loop(self, prompt_ids, max_new_tokens, stops, rng, policy, stop_at_eos, result, decoder) -> Iterator[StreamedToken]:
-        text = StopTextStream(stops)  # stop strings held back and cut: the core's one implementation
-        n_ctx = int(self.llm.n_ctx())
-        self._prefill(prompt_ids)
-        n_past = len(prompt_ids)
-        for index in range(max_new_tokens):
-            hidden, logits = self.last_outputs()
-            step = self._draw(hidden, logits, policy, rng)
-            last = index + 1 == max_new_tokens or n_past >= n_ctx  # no room to decode this token
-            item, done = self._emit(index, step, text, decoder, result, stop_at_eos, last)
-            yield item
-            if done:
-                return
-            self._decode([step.token_id])
-            n_past += 1
 
     def generate(self, prompt: Union[str, Sequence[int]], **kwargs: Any) -> GenerationResult:
         """Run :meth:`stream` to the end and return its :class:`GenerationResult`
@@ -526,10 +435,10 @@ class AutoDecoLlamaProcessor:
                 f"the logits processor got {logits.shape[0]} scores, expected the full vocabulary "
                 f"({self._n_vocab}) in token-id order; it must run first in the chain"
             )
-        rows, T_pred, P_pred, T_used, P_used = numpy_step_distribution(hidden[None, :], logits[None, :], self.heads, self.policy)
-        ids, probs = rows[0]
+        st = numpy_step_distribution(hidden[None, :], logits[None, :], self.heads, self.policy)
+        ids, probs = st.rows[0]
         out = np.full(logits.shape[0], -np.inf, dtype=np.float32)
         with np.errstate(divide="ignore"):
             out[ids] = np.log(probs)
-        self.steps.append(TokenStep(-1, float(T_pred[0]), float(P_pred[0]), float(T_used[0]), float(P_used[0])))
+        self.steps.append(TokenStep(-1, float(st.T_pred[0]), float(st.P_pred[0]), float(st.T[0]), float(st.P[0])))
         return out

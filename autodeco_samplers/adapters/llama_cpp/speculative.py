@@ -1,20 +1,12 @@
-"""Exact speculative decoding for :class:`~autodeco_samplers.adapters.llama_cpp.AutoDecoLlama`.
+"""Exact speculative decoding for :class:`~autodeco_samplers.adapters.llama_cpp.AutoDecoLlama`: the
+configuration, the counts and the drafters.
 
 Wiring only: the drafts come from :func:`autodeco_samplers.core.speculative.prompt_lookup_drafts`
-(or from a second GGUF model sampling its own softmax), and every verification is
-:func:`autodeco_samplers.core.speculative.verify_drafts`, the one implementation of the rule. What
-this module adds is the llama.cpp plumbing:
-
-* one ``llama_decode`` per round of ``[last token, d_1 .. d_k]`` as a ``llama_batch`` whose
-  ``logits`` flag is set for every token, with embeddings on, so ``llama_get_logits_ith`` and
-  ``llama_get_embeddings_ith`` give the logits and the final hidden state of *each* position;
-* each position's canonical distribution from its own hidden state and logits (the heads, the
-  policy and :func:`autodeco_samplers.core.step.numpy_step_distribution`, batched over the
-  ``k + 1`` positions; the reference's full sort with ``exact=True``);
-* after the verdict, ``llama_memory_seq_rm`` removes the cache entries of the rejected drafts,
-  so the next round continues at the first position past the accepted prefix;
-* emission through the adapter's own per-token rule (EOS, stop strings, ``max_new_tokens``, a
-  full context): tokens after the one that ends the generation are never emitted.
+(or from a second GGUF model sampling its own softmax at ``draft_temperature``,
+:func:`autodeco_samplers.core.reference.temperature_probs`), and every verification is
+:func:`autodeco_samplers.core.speculative.verify_drafts`, the one implementation of the rule,
+called from the adapter's one decode loop (:mod:`.decode`), which verifies ``[last token, d_1 ..
+d_k]`` in one batched decode, each position scored from its own hidden state.
 
 The output is distributed exactly as plain :meth:`AutoDecoLlama.stream` (docs/design.md
 section 3), greedy requests give the same tokens, but a seeded sampling run draws different
@@ -26,18 +18,16 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from autodeco_samplers.core.errors import AutoDecoError, InvalidParameterError
-from autodeco_samplers.core.interfaces import TokenStep
-from autodeco_samplers.core.reference import inverse_cdf
-from autodeco_samplers.core.speculative import SparseRow, prompt_lookup_drafts, verify_drafts
-from autodeco_samplers.core.step import numpy_step_distribution
-from autodeco_samplers.core.text_stream import StopTextStream
+from autodeco_samplers.core.policy import check_knob
+from autodeco_samplers.core.reference import GREEDY_TEMPERATURE, draw_row, temperature_probs
+from autodeco_samplers.core.speculative import SparseRow, prompt_lookup_drafts
 
-__all__ = ["SpeculativeConfig", "SpeculativeStats", "speculative_loop"]
+__all__ = ["SpeculativeConfig", "SpeculativeStats", "make_drafter"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +49,9 @@ class SpeculativeConfig:
             Its vocabulary must be the target's (same size, same token texts). It drafts by
             sampling its own plain softmax at ``draft_temperature``; those distributions are
             passed to the rule (``draft_rows``), which keeps the output exact.
-        draft_temperature: the draft model's sampling temperature; 0 drafts its argmax
-            (deterministic drafts, point masses for the rule).
+        draft_temperature: the draft model's sampling temperature; 0 (below the core's
+            greedy threshold, :data:`~autodeco_samplers.core.reference.GREEDY_TEMPERATURE`)
+            drafts its argmax (deterministic drafts, point masses for the rule).
     """
 
     num_draft_tokens: int = 4
@@ -76,9 +67,7 @@ class SpeculativeConfig:
             raise InvalidParameterError(
                 f"need 1 <= min_ngram <= max_ngram, got min_ngram={self.min_ngram}, max_ngram={self.max_ngram}"
             )
-        t = float(self.draft_temperature)
-        if not np.isfinite(t) or t < 0:
-            raise InvalidParameterError(f"draft_temperature must be a finite number >= 0, got {self.draft_temperature!r}")
+        check_knob("draft_temperature", self.draft_temperature)
 
 
 @dataclass
@@ -165,6 +154,7 @@ class _ModelDrafter:
         self.n_ctx = int(llm.n_ctx())
         self.n_batch = int(getattr(llm, "n_batch", 512))
         self.temperature = float(temperature)
+        self.greedy = self.temperature < GREEDY_TEMPERATURE  # drafts are point masses
         self.ids = np.arange(self.n_vocab)
         self.n_kv = 0
 
@@ -198,18 +188,16 @@ class _ModelDrafter:
             if not ptr:
                 raise AutoDecoError("the draft model returned no logits")
             logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
-            if self.temperature == 0.0:
-                tok = int(np.argmax(logits))
+            q = temperature_probs(logits, self.temperature)  # one-hot at the lowest argmax when greedy
+            if self.greedy:
+                tok = int(np.argmax(q))
             else:
-                z = (logits - logits.max()) / self.temperature
-                q = np.exp(z)
-                q /= q.sum()
-                tok = int(inverse_cdf(q[None], rng.random())[0])
+                tok = draw_row(self.ids, q, rng)
                 rows.append((self.ids, q))
             drafts.append(tok)
             if i + 1 < k:
                 self._decode([tok])
-        return drafts, (rows if self.temperature > 0.0 else None)
+        return drafts, (None if self.greedy else rows)
 
     def keep(self, n: int) -> None:
         """Keep the first ``n`` tokens of the sequence in the draft cache."""
@@ -218,7 +206,9 @@ class _ModelDrafter:
             self.n_kv = n
 
 
-def _drafter(target: Any, config: SpeculativeConfig):
+def make_drafter(target: Any, config: SpeculativeConfig):
+    """The drafter of ``config`` for the :class:`AutoDecoLlama` ``target``: prompt lookup, or a
+    draft model (opened once per target, its vocabulary checked once against the target's)."""
     if config.draft_model is None:
         return _LookupDrafter(config)
     model = config.draft_model
@@ -232,131 +222,3 @@ def _drafter(target: Any, config: SpeculativeConfig):
         _same_vocabulary(target, model)
         target._checked_drafts.add(id(model))
     return _ModelDrafter(target, model, config.draft_temperature)
-
-
-# ----------------------------------------------------------------------------- target side
-
-
-class _Batch:
-    """A ``llama_batch`` of up to ``capacity`` tokens of sequence 0, outputs for every token."""
-
-    def __init__(self, lc: Any, capacity: int) -> None:
-        self.lc = lc
-        self.capacity = capacity
-        self.batch = lc.llama_batch_init(capacity, 0, 1)
-
-    def fill(self, tokens: Sequence[int], pos0: int) -> Any:
-        b = self.batch
-        for i, tok in enumerate(tokens):
-            b.token[i] = int(tok)
-            b.pos[i] = pos0 + i
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = 1
-        b.n_tokens = len(tokens)
-        return b
-
-    def free(self) -> None:
-        if self.batch is not None:
-            self.lc.llama_batch_free(self.batch)
-            self.batch = None
-
-
-def _block_outputs(gen: Any, n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``(hidden [n, H], logits [n, V])`` (copies) of the ``n`` positions of the last decode."""
-    lc = gen._llama_cpp
-    hidden = np.empty((n, gen.hidden_size), dtype=np.float32)
-    logits = np.empty((n, gen.n_vocab), dtype=np.float32)
-    for i in range(n):
-        lp = lc.llama_get_logits_ith(gen._ctx, i)
-        hp = lc.llama_get_embeddings_ith(gen._ctx, i)
-        if not lp or not hp:
-            raise AutoDecoError(f"llama.cpp returned no logits/embeddings for position {i} of the verified block")
-        logits[i] = np.ctypeslib.as_array(lp, shape=(gen.n_vocab,))
-        hidden[i] = np.ctypeslib.as_array(hp, shape=(gen.hidden_size,))
-    return hidden, logits
-
-
-def block_rows(gen: Any, hidden: np.ndarray, logits: np.ndarray, policy) -> Tuple[List[SparseRow], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each position's canonical distribution (sparse rows) and ``T_pred, P_pred, T, P`` ``[n]``:
-    the adapter's step on each position (the reference's full sort when ``gen.exact``).
-
-    One row at a time, as the plain loop does: equal inputs give bit-equal records, and a
-    multi-row matmul in the heads would hand NumPy's BLAS to its thread pool, which costs
-    milliseconds per call on a busy machine (measured on SmolLM2's heads: 9 ms per head call for
-    5 rows under load, 0.2 ms for one row)."""
-    if not gen.exact:
-        out = [numpy_step_distribution(hidden[i : i + 1], logits[i : i + 1], gen.heads, policy) for i in range(len(hidden))]
-        rows = [o[0][0] for o in out]
-        return (rows,) + tuple(np.concatenate([o[j] for o in out]) for j in range(1, 5))
-    from autodeco_samplers.core.sampler import AutoDecoSampler
-
-    probs, (T_pred, P_pred, T, P) = AutoDecoSampler(gen.heads, policy).distribution(hidden, logits)
-    rows = []
-    for row in np.atleast_2d(probs):
-        ids = np.flatnonzero(row > 0)
-        rows.append((ids, row[ids]))
-    return rows, T_pred, P_pred, T, P
-
-
-def speculative_loop(
-    gen: Any, prompt_ids: List[int], max_new_tokens: int, stops, rng: np.random.Generator, policy,
-    stop_at_eos: bool, result, decoder, config: SpeculativeConfig, stats: SpeculativeStats,
-) -> Iterator[Any]:
-    """The speculative twin of ``AutoDecoLlama._loop`` (same arguments, same emission rule).
-
-    Invariant: the target's cache holds ``seq[:n_kv]`` and ``seq[n_kv]`` (the last emitted
-    token, or the prompt's last token) is the first token of the next verified block.
-    """
-    lc = gen._llama_cpp
-    text = StopTextStream(stops)
-    n_ctx = int(gen.llm.n_ctx())
-    drafter = _drafter(gen, config)
-    drafter.start()
-    mem = lc.llama_get_memory(gen._ctx)
-    seq = list(prompt_ids)
-    lc.llama_set_embeddings(gen._ctx, False)
-    head = seq[:-1]
-    for start in range(0, len(head), gen._n_batch):
-        gen._decode(head[start : start + gen._n_batch])
-    lc.llama_set_embeddings(gen._ctx, True)
-    n_kv = len(head)
-    batch = _Batch(lc, config.num_draft_tokens + 1)
-    index = 0
-    try:
-        while True:
-            # a draft is worth verifying only if its token could be emitted: one more token (the
-            # target's own) always follows, and the block's last position must fit the context
-            room = min(config.num_draft_tokens, max_new_tokens - index - 1, n_ctx - n_kv - 1)
-            drafts, draft_rows = drafter.propose(seq, room, rng) if room > 0 else ([], None)
-            block = [seq[-1]] + [int(d) for d in drafts]
-            rc = lc.llama_decode(gen._ctx, batch.fill(block, n_kv))
-            if rc != 0:
-                raise AutoDecoError(f"llama_decode failed with code {rc} (context full or out of memory?)")
-            hidden, logits = _block_outputs(gen, len(block))
-            rows, T_pred, P_pred, T, P = block_rows(gen, hidden, logits, policy)
-            verdict = verify_drafts(rows, drafts, rng, draft_rows)
-            stats.rounds += 1
-            stats.drafted += len(drafts)
-            stats.accepted += verdict.n_accepted
-            stats.accepted_per_round.append(verdict.n_accepted)
-            # the cache holds seq[:n_kv] + block; keep the last token and the accepted drafts
-            keep = n_kv + 1 + verdict.n_accepted
-            if verdict.n_accepted < len(drafts) and not lc.llama_memory_seq_rm(mem, 0, keep, -1):
-                raise AutoDecoError("llama.cpp could not remove the rejected drafts from the cache")
-            drafter.keep(keep)
-            base = n_kv
-            n_kv = keep
-            for j, tok in enumerate(verdict.tokens):
-                step = TokenStep(int(tok), float(T_pred[j]), float(P_pred[j]), float(T[j]), float(P[j]))
-                seq.append(int(tok))
-                # the token was drawn from a cache of base + j + 1 tokens (n_past of the plain loop)
-                last = index + 1 == max_new_tokens or base + j + 1 >= n_ctx
-                item, done = gen._emit(index, step, text, decoder, result, stop_at_eos, last)
-                index += 1
-                stats.emitted += 1
-                yield item
-                if done:
-                    return
-    finally:
-        batch.free()

@@ -27,11 +27,12 @@ and every one of them gets that request's multipliers.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from autodeco_samplers.core.policy import check_knob
 
 EXTRA_TEMPERATURE = "autodeco_temperature"
 EXTRA_TOP_P = "autodeco_top_p"
@@ -48,14 +49,7 @@ _SPEC_STEP: Dict[str, Any] = {"t": None, "p": None, "rows": -1, "fresh": False}
 def _value(extra: Any, key: str) -> Optional[float]:
     if not extra or key not in extra:
         return None
-    value = extra[key]
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{key} must be a finite number >= 0, got {extra[key]!r}")
-    return value
+    return check_knob(key, extra[key])  # InvalidParameterError is a ValueError, as vLLM expects
 
 
 def request_multipliers(params: Any) -> Optional[Tuple[Optional[float], Optional[float]]]:

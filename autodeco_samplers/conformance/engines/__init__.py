@@ -22,6 +22,7 @@ import numpy as np
 from autodeco_samplers.heads import AutoDecoHeads
 from autodeco_samplers.core.interfaces import NumpyStep
 from autodeco_samplers.core.policy import DecodingPolicy
+from autodeco_samplers.core.step import numpy_heads_policy, numpy_step_distribution, numpy_step_sample
 
 
 class ConformanceEngine:
@@ -51,21 +52,18 @@ class ConformanceEngine:
 
 
 class NumpyReferenceEngine(ConformanceEngine):
-    """The NumPy reference itself, in float32 (the suite's own sanity row)."""
+    """The NumPy reference itself, in float32 (the suite's own sanity row): the NumPy step with
+    ``exact=True`` (:mod:`autodeco_samplers.core.step`)."""
 
     name = "numpy"
 
     def kernel(self, hidden, logits, heads, policy):
-        from autodeco_samplers.core.sampler import AutoDecoSampler
-
-        probs, (T_pred, P_pred, T, P) = AutoDecoSampler(heads, policy).distribution(hidden, logits)
-        return NumpyStep(T_pred, P_pred, T, P, probs=np.atleast_2d(probs))
+        return numpy_step_distribution(hidden, logits, heads, policy, exact=True)
 
     def draw(self, hidden, logits, heads, policy, n, seed):
-        from autodeco_samplers.core.sampler import AutoDecoSampler
-
-        sampler = AutoDecoSampler(heads, policy, seed=seed)
-        return np.concatenate([sampler.step(np.repeat(hidden[:1], n, 0), np.repeat(logits[:1], n, 0)).token_ids])
+        rng = np.random.default_rng(seed)
+        st = numpy_step_sample(np.repeat(hidden[:1], n, 0), np.repeat(logits[:1], n, 0), heads, policy, rng, exact=True)
+        return st.token_ids
 
 
 class TorchEngine(ConformanceEngine):
@@ -150,10 +148,8 @@ class WrongRuleEngine(ConformanceEngine):
         return q / q.sum(1, keepdims=True)
 
     def kernel(self, hidden, logits, heads, policy):
-        from autodeco_samplers.core.reference import reference_step
-
-        ref = reference_step(hidden, logits, heads, policy, distribution=False)
-        return NumpyStep(ref.T_pred, ref.P_pred, ref.T, ref.P, probs=self._probs(logits, ref.T, ref.P))
+        st = numpy_heads_policy(hidden, logits, heads, policy)
+        return NumpyStep(st.T_pred, st.P_pred, st.T, st.P, probs=self._probs(logits, st.T, st.P))
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         out = self.kernel(hidden[:1], logits[:1], heads, policy)

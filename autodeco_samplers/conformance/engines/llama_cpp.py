@@ -1,58 +1,52 @@
 """The llama.cpp adapter as an engine of the conformance suite (:mod:`autodeco_samplers.conformance`).
 
-Registered as ``ENGINE_MODULES["llama-cpp"]`` in :mod:`autodeco_samplers.conformance.engines`. Levels:
+Registered as ``ENGINE_MODULES["llama-cpp"]`` in :mod:`autodeco_samplers.conformance.engines`. Only
+public API. Levels:
 
-* ``kernel``: the adapter's per-step code (:func:`step_distribution`) on the given hidden
-  states and logits, row by row;
-* ``sampling``: draws of the adapter's real per-token sampler (:func:`draw_step`), seeded;
+* ``kernel``: the adapter's per-step code, the core NumPy step
+  (:func:`~autodeco_samplers.core.step.numpy_step_distribution`), on the given hidden states and
+  logits one row at a time, as the adapter runs it;
+* ``sampling``: draws of the adapter's per-token sampler
+  (:func:`~autodeco_samplers.core.step.numpy_step_sample`), seeded;
 * ``end-to-end``: a seeded tiny Llama converted to GGUF by this project's converter, run by
-  real llama.cpp (f32 KV cache) through :class:`AutoDecoLlama`; per step the engine's logits,
-  its distribution and T/P, and, as the heads' reference, NumPy heads on a teacher-forced
-  transformers forward of the same token path (needs torch + transformers).
+  real llama.cpp (f32 KV cache) through :class:`AutoDecoLlama`, whose ``on_step`` hook reports
+  per step the engine's logits and hidden state, its distribution and T/P; as the heads'
+  reference, NumPy heads on a teacher-forced transformers forward of the same token path
+  (needs torch + transformers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from autodeco_samplers.adapters.llama_cpp import ENGINE_NAME, AutoDecoLlama, StepRecord
 from autodeco_samplers.conformance.engines import ConformanceEngine
 from autodeco_samplers.core.interfaces import NumpyStep
+from autodeco_samplers.core.step import numpy_step_distribution, numpy_step_sample
 from autodeco_samplers.heads import load_heads
-from autodeco_samplers.core.reference import inverse_cdf
-
-from autodeco_samplers.adapters.llama_cpp import ENGINE_NAME, AutoDecoLlama, draw_step, step_distribution
 
 __all__ = ["LlamaCppEngine", "record_path"]
 
 
-def record_path(gen: AutoDecoLlama, prompt_ids, steps: int, seed: int, *, stop_at_eog: bool = False):
-    """Sample up to ``steps`` tokens after ``prompt_ids`` with ``gen``'s own step (seeded draw,
-    one uniform per token) and keep, per step, the engine's logits and hidden state (copies),
-    the canonical distribution (dense), and the predicted / used T and P: ``(path, records)``,
-    each record with ``logits``/``hidden``/``probs`` ``[1, ...]`` and ``T_pred``, ``P_pred``,
-    ``T``, ``P``. ``stop_at_eog`` ends the path at an end-of-generation token."""
-    rng = np.random.default_rng(seed)
-    gen._reset()
-    gen._prefill(list(prompt_ids))
-    records, path = [], []
-    try:
-        for _ in range(steps):
-            hidden, logits = (a.copy() for a in gen.last_outputs())
-            (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits)
-            dense = np.zeros(gen.n_vocab)
-            dense[ids] = p
-            token = int(ids[inverse_cdf(p[None], rng.random())[0]])
-            records.append({"logits": logits[None], "hidden": hidden[None], "probs": dense[None],
-                            "T_pred": T_pred, "P_pred": P_pred, "T": T, "P": P})
-            path.append(token)
-            if stop_at_eog and gen.is_eog(token):
-                break
-            gen._decode([token])
-    finally:
-        gen._llama_cpp.llama_set_embeddings(gen._ctx, False)
-    return path, records
+def record_path(gen: AutoDecoLlama, prompt_ids: Sequence[int], steps: int, seed: int, *,
+                stop_at_eog: bool = False) -> Tuple[List[int], List[Dict[str, np.ndarray]]]:
+    """Generate up to ``steps`` tokens after ``prompt_ids`` with ``gen`` (seeded, the
+    deployment policy) and keep, per step, what the adapter's ``on_step`` hook reports:
+    ``(path, records)``, each record with ``logits``/``hidden``/``probs`` (dense) ``[1, ...]``
+    and ``T_pred``, ``P_pred``, ``T``, ``P`` ``[1]``. ``stop_at_eog`` ends the path at an
+    end-of-generation token."""
+    records: List[Dict[str, np.ndarray]] = []
+
+    def keep(rec: StepRecord) -> None:
+        st = rec.step
+        records.append({"logits": rec.logits[None], "hidden": rec.hidden[None], "probs": st.dense(gen.n_vocab),
+                        "T_pred": st.T_pred, "P_pred": st.P_pred, "T": st.T, "P": st.P})
+
+    result = gen.generate(list(prompt_ids), max_new_tokens=steps, seed=seed, stop_at_eos=stop_at_eog, on_step=keep)
+    return list(result.token_ids), records
 
 
 class LlamaCppEngine(ConformanceEngine):
@@ -69,20 +63,16 @@ class LlamaCppEngine(ConformanceEngine):
     def kernel(self, hidden, logits, heads, policy):
         hidden = np.atleast_2d(np.asarray(hidden, np.float32))
         logits = np.atleast_2d(np.asarray(logits, np.float32))
-        probs = np.zeros(logits.shape, np.float64)
-        rows = []
-        for b in range(logits.shape[0]):
-            vals, (ids, p) = step_distribution(heads, policy, hidden[b], logits[b])
-            probs[b, ids] = p
-            rows.append([float(v[0]) for v in vals])
-        T_pred, P_pred, T, P = (np.array(c) for c in zip(*rows))
+        rows = [numpy_step_distribution(hidden[b : b + 1], logits[b : b + 1], heads, policy) for b in range(len(logits))]
+        T_pred, P_pred, T, P = (np.concatenate([getattr(st, f) for st in rows]) for f in ("T_pred", "P_pred", "T", "P"))
+        probs = np.concatenate([st.dense(logits.shape[1]) for st in rows])
         return NumpyStep(T_pred, P_pred, T, P, probs=probs)
 
     def draw(self, hidden, logits, heads, policy, n, seed):
         rng = np.random.default_rng(seed)
-        h = np.asarray(hidden, np.float32)[0]
-        lg = np.asarray(logits, np.float32)[0]
-        return np.array([draw_step(heads, policy, h, lg, rng).token_id for _ in range(n)])
+        h = np.asarray(hidden, np.float32)[:1]
+        lg = np.asarray(logits, np.float32)[:1]
+        return np.array([int(numpy_step_sample(h, lg, heads, policy, rng).token_ids[0]) for _ in range(n)])
 
     def end_to_end(self, workdir, steps: int, seed: int):
         import torch
@@ -107,4 +97,3 @@ class LlamaCppEngine(ConformanceEngine):
             lg = out.logits[:, t].float().numpy()
             rec["ref_T_pred"], rec["ref_P_pred"] = heads.predict(h, lg)
         return recs
-

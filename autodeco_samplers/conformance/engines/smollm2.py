@@ -149,19 +149,14 @@ def _tv(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.asarray(x, np.float64) - np.max(x)
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def cross_engine_report(questions: Sequence[str] = DEFAULT_PROMPTS, *, steps: int = 24, seed: int = 0,
                         hf_folder: Optional[Union[str, Path]] = None, hf=None) -> Dict[str, Any]:
     """llama.cpp (Q4_1 GGUF) vs transformers (dequantized float32) along the same token
     sequences (module docstring). ``hf``: an already loaded ``(model, tokenizer)``."""
     from autodeco_samplers.heads import load_heads
     from autodeco_samplers.core.policy import DecodingPolicy
-    from autodeco_samplers.core.reference import reference_step
+    from autodeco_samplers.core.reference import temperature_probs
+    from autodeco_samplers.core.step import numpy_step_distribution
 
     from autodeco_samplers.models.smollm2 import heads_path, model
 
@@ -179,7 +174,8 @@ def cross_engine_report(questions: Sequence[str] = DEFAULT_PROMPTS, *, steps: in
         rows = []
         for s, rec in enumerate(run["records"]):
             t = len(prompt) + s - 1
-            ref = reference_step(hidden[None, t].astype(np.float64), logits[None, t].astype(np.float64), heads64, policy)
+            ref = numpy_step_distribution(hidden[None, t].astype(np.float64), logits[None, t].astype(np.float64), heads64,
+                                          policy, exact=True)
             row = {
                 "token": int(path[s]),
                 "T_llama_cpp": float(rec["T"][0]), "T_transformers": float(ref.T[0]),
@@ -187,7 +183,8 @@ def cross_engine_report(questions: Sequence[str] = DEFAULT_PROMPTS, *, steps: in
                 "abs_dT": abs(float(rec["T"][0]) - float(ref.T[0])),
                 "abs_dP": abs(float(rec["P"][0]) - float(ref.P[0])),
                 "tv_autodeco": _tv(rec["probs"][0], ref.probs[0]),
-                "tv_softmax": _tv(_softmax(rec["logits"][0]), _softmax(logits[t])),
+                "tv_softmax": _tv(temperature_probs(rec["logits"][0].astype(np.float64), 1.0),
+                                  temperature_probs(logits[t].astype(np.float64), 1.0)),
                 "argmax_agrees": bool(int(np.argmax(rec["logits"][0])) == int(np.argmax(logits[t]))),
                 "kept_llama_cpp": int(np.count_nonzero(rec["probs"][0])),
                 "kept_transformers": int(np.count_nonzero(ref.probs[0])),

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from autodeco_samplers.core.policy import check_knob
 from autodeco_samplers.frontends.server.errors import bad_request
 
 __all__ = [
@@ -60,8 +61,8 @@ class _Sampling(_Strict):
 
     model: str
     max_tokens: Optional[int] = Field(None, ge=1)
-    temperature: Optional[float] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, ge=0)
+    temperature: Optional[float] = None  # a multiplier: the one request-knob rule, check_knob
+    top_p: Optional[float] = None
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
@@ -75,6 +76,11 @@ class _Sampling(_Strict):
     store: Optional[bool] = None
     service_tier: Optional[str] = None
     autodeco: Optional[AutoDecoOptions] = None
+
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _knob(cls, value: Optional[float], info: ValidationInfo) -> Optional[float]:
+        return None if value is None else check_knob(info.field_name, value)
 
     @model_validator(mode="after")
     def _common(self) -> "_Sampling":

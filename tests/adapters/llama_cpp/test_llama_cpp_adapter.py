@@ -20,7 +20,7 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("transformers")
 
 from _hf_util import assert_same_distribution, g_test_pvalue
-from _llama_util import assets, hf_forward, hf_tokenizer, llama
+from _llama_util import assets, hf_forward, hf_tokenizer, llama, step_after
 
 from autodeco_samplers import DecodingPolicy, load_heads
 from autodeco_samplers.adapters.llama_cpp import (
@@ -32,6 +32,7 @@ from autodeco_samplers.adapters.llama_cpp import (
 from autodeco_samplers.frontends.cli import main as cli_main
 from autodeco_samplers.core.errors import CheckpointError, ShapeError
 from autodeco_samplers.core.reference import next_token_distribution
+from autodeco_samplers.core.step import numpy_step_sample
 
 PROMPT = "The quick brown fox"
 
@@ -42,21 +43,14 @@ def gen():
 
 
 def _engine_steps(gen, prompt_ids, n, policy):
-    """Drive the adapter's own loop and keep each step's engine-side distribution."""
-    rng = np.random.default_rng(0)
-    gen._reset()
-    gen._prefill(list(prompt_ids))
-    out, tokens = [], []
-    for _ in range(n):
-        hidden, logits = gen.last_outputs()
-        (T_pred, P_pred, T, P), (ids, probs) = gen.step_distribution(hidden, logits, policy)
-        dense = np.zeros(gen.n_vocab)
-        dense[ids] = probs
-        tok = int(ids[np.searchsorted(np.cumsum(probs), rng.random() * probs.sum())]) if ids.size > 1 else int(ids[0])
-        out.append((dense, float(T_pred[0]), float(P_pred[0]), float(T[0]), float(P[0])))
-        tokens.append(tok)
-        gen._decode([tok])
-    return out, tokens
+    """Run the adapter's own loop and keep each step's engine-side distribution (``on_step``)."""
+    records = []
+    res = gen.generate(list(prompt_ids), max_new_tokens=n, seed=0, policy=policy, stop_at_eos=False,
+                       on_step=records.append)
+    assert len(records) == len(res.token_ids) == n
+    out = [(r.step.dense(gen.n_vocab)[0], float(r.step.T_pred[0]), float(r.step.P_pred[0]), float(r.step.T[0]),
+            float(r.step.P[0])) for r in records]
+    return out, res.token_ids
 
 
 @pytest.mark.parametrize("policy", [DecodingPolicy(), DecodingPolicy(temperature=0.7, top_p=1.3)])
@@ -97,13 +91,30 @@ def test_streaming_yields_the_same_tokens_with_T_and_P(gen):
     assert "".join(i.released for i in items) == stream.result.text
 
 
+def test_on_step_records_what_each_token_was_drawn_from(gen):
+    """The public recording hook: per token, the hidden state and logits it was drawn from (the
+    context's outputs while the stream is paused at it), and the core step's result on them."""
+    records = []
+    stream = gen.stream(PROMPT, max_new_tokens=5, seed=2, on_step=records.append)
+    for item in stream:
+        rec = records[-1]
+        hidden, logits = gen.last_outputs()
+        assert rec.index == item.index and int(rec.step.token_ids[0]) == item.token_id
+        np.testing.assert_array_equal(rec.hidden, hidden)
+        np.testing.assert_array_equal(rec.logits, logits)
+        ids, probs = rec.step.rows[0]
+        assert item.token_id in ids.tolist() and probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert [r.step.row(0) for r in records] == stream.result.steps
+    assert len(records) == 5
+
+
 def test_seeded_reproducibility_and_exact_path(gen):
     a = gen.generate(PROMPT, max_new_tokens=12, seed=3)
     b = gen.generate(PROMPT, max_new_tokens=12, seed=3)
     c = gen.generate(PROMPT, max_new_tokens=12, seed=4)
     assert a.token_ids == b.token_ids and a.steps == b.steps
     assert a.token_ids != c.token_ids
-    exact = AutoDecoLlama(gen.llm, gen.heads, exact=True)  # AutoDecoSampler + reference full sort
+    exact = AutoDecoLlama(gen.llm, gen.heads, exact=True)  # the step with the reference's full sort
     assert exact.generate(PROMPT, max_new_tokens=12, seed=3).token_ids == a.token_ids
     ids = gen.generate(hf_tokenizer().encode(PROMPT), max_new_tokens=12, seed=3)
     assert ids.token_ids == a.token_ids
@@ -118,11 +129,9 @@ def test_draws_follow_the_distribution(gen):
     assert (probs > 0).sum() >= 3, "test needs a non-trivial nucleus"
     rng = np.random.default_rng(123)
     counts = np.zeros(gen.n_vocab)
-    gen._reset()
-    gen._prefill(prompt_ids)
-    hidden_e, logits_e = gen.last_outputs()
+    first = step_after(gen, prompt_ids)  # the engine's hidden state and logits, and the adapter's per-token sampler
     for _ in range(2000):
-        counts[gen._draw(hidden_e, logits_e, gen.policy, rng).token_id] += 1
+        counts[int(numpy_step_sample(first.hidden[None], first.logits[None], gen.heads, gen.policy, rng).token_ids[0])] += 1
     assert counts[probs == 0].sum() == 0
     assert g_test_pvalue(counts, probs) > 1e-3
     # and through the public API (one prefill per draw), fewer draws
@@ -253,12 +262,14 @@ def test_logits_processor_form(gen):
     first = gen.generate(PROMPT, max_new_tokens=1, seed=0).steps[0]
     assert proc.steps[0].T_pred == pytest.approx(first.T_pred, rel=1e-5)
     assert proc.steps[0].P_pred == pytest.approx(first.P_pred, rel=1e-5)
-    # the processor's output logits have the canonical distribution as their softmax
-    gen._reset()
-    gen._prefill(hf_tokenizer().encode(PROMPT))
-    hidden, logits = gen.last_outputs()
-    _, (ids, probs) = gen.step_distribution(hidden, logits)
-    mod = proc(np.zeros(0, np.intc), logits.copy())
+    # the processor's output logits have the canonical distribution as their softmax; it reads
+    # the hidden state from the context, so run it while a stream is paused at its first token
+    records = []
+    stream = gen.stream(hf_tokenizer().encode(PROMPT), max_new_tokens=2, seed=0, on_step=records.append)
+    next(stream)
+    ids, probs = records[0].step.rows[0]
+    mod = proc(np.zeros(0, np.intc), records[0].logits.copy())
+    stream.close()
     soft = np.exp(mod - mod.max())
     soft /= soft.sum()
     np.testing.assert_allclose(soft[ids], probs, rtol=1e-5)
@@ -273,10 +284,7 @@ def test_logits_processor_draws_follow_the_canonical_distribution(gen):
     llm = llama()
     prompt = "Sampling is a choice"
     proc = AutoDecoLlamaProcessor(llm, gen.heads)
-    gen._reset()
-    gen._prefill(gen.tokenize(prompt))
-    hidden, logits = gen.last_outputs()
-    _, (ids, probs) = gen.step_distribution(hidden, logits)
+    ids, probs = step_after(gen, gen.tokenize(prompt)).step.rows[0]
     assert ids.size >= 3, "test needs a non-trivial nucleus"
     dense = np.zeros(gen.n_vocab)
     dense[ids] = probs

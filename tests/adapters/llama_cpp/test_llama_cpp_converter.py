@@ -22,6 +22,7 @@ pytest.importorskip("llama_cpp")
 
 from _hf_util import assert_same_distribution
 from _llama_cpp_source import convert, converter_source
+from _llama_util import step_after
 
 from autodeco_samplers import DecodingPolicy, load_heads
 
@@ -94,17 +95,13 @@ def _llama_run(gguf, heads, prompt, tokens, policy, f32_kv):
     from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
 
     gen = AutoDecoLlama(str(gguf), heads, f32_kv_cache=f32_kv, n_ctx=128, n_threads=2)
-    gen._reset()
-    gen._prefill(list(prompt))
     steps = []
-    for tok in tokens:
-        hidden, logits = gen.last_outputs()
-        (T_pred, P_pred, T, P), (ids, p) = gen.step_distribution(hidden, logits, policy)
-        dense = np.zeros(gen.n_vocab)
-        dense[ids] = p
-        steps.append(dict(hidden=hidden.astype(np.float64).copy(), logits=logits.astype(np.float64).copy(), probs=dense,
-                          T_pred=float(T_pred[0]), P_pred=float(P_pred[0]), T=float(T[0]), P=float(P[0])))
-        gen._decode([tok])
+    for s in range(len(tokens)):  # the adapter's step after each prefix of the forced path
+        rec = step_after(gen, list(prompt) + list(tokens[:s]), policy)
+        st = rec.step
+        steps.append(dict(hidden=rec.hidden.astype(np.float64), logits=rec.logits.astype(np.float64),
+                          probs=st.dense(gen.n_vocab)[0], T_pred=float(st.T_pred[0]), P_pred=float(st.P_pred[0]),
+                          T=float(st.T[0]), P=float(st.P[0])))
     return steps
 
 

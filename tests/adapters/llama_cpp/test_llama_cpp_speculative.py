@@ -1,8 +1,8 @@
 """Speculative decoding in the llama.cpp adapter (``AutoDecoLlama.stream(..., speculative=...)``).
 
-Real llama.cpp on the seeded tiny GGUF (no mocks). The expected distributions never use the
-speculative loop: each prefix is decoded afresh by the plain adapter (``_prefill`` of the whole
-prefix, one position), the NumPy heads read that position's hidden state and logits, and
+Real llama.cpp on the seeded tiny GGUF (no mocks). The expected distributions never use
+speculation: each prefix is decoded afresh by the plain adapter (a one-token generation whose
+``on_step`` record holds that position's hidden state and logits), the NumPy heads read them, and
 :func:`autodeco_samplers.core.reference.next_token_distribution` gives the distribution; the joint
 of the first two tokens is the product along each path. One llama.cpp thread: on a busy
 2-core machine a second spinning thread makes every decode 100x slower.
@@ -19,10 +19,11 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from _hf_util import joint_g_pvalue
-from _llama_util import assets
+from _llama_util import assets, step_after
 
 from autodeco_samplers import DecodingPolicy, load_heads
 from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama, SpeculativeConfig, load_llama
+from autodeco_samplers.adapters.llama_cpp import decode as decode_mod
 from autodeco_samplers.adapters.llama_cpp import speculative as spec_mod
 from autodeco_samplers.core.errors import InvalidParameterError
 from autodeco_samplers.core.reference import next_token_distribution
@@ -61,10 +62,8 @@ def cyclic_prompt(gen):
 
 def _fresh(gen, prefix):
     """``(hidden, logits)`` copies after decoding ``prefix`` afresh with the plain adapter."""
-    gen._reset()
-    gen._prefill(list(prefix))
-    hidden, logits = gen.last_outputs()
-    return hidden.copy(), logits.copy()
+    rec = step_after(gen, prefix)
+    return rec.hidden, rec.logits
 
 
 def _canonical(gen, prefix, policy):
@@ -149,7 +148,7 @@ def test_a_wrong_acceptance_rule_fails_the_same_test(gen, draft_llm, lookup_case
         bonus = int(ids[np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), side="right").clip(max=len(ids) - 1)])
         return Verdict([int(d) for d in drafts] + [bonus], len(drafts))
 
-    monkeypatch.setattr(spec_mod, "verify_drafts", accept_all)
+    monkeypatch.setattr(decode_mod, "verify_drafts", accept_all)
     config = SpeculativeConfig(num_draft_tokens=2, min_ngram=1, draft_model=draft_llm if drafter == "draft_model" else None)
     pairs, rate = _sample_pairs(gen, prompt, 400, config)
     assert rate == 1.0
@@ -288,19 +287,15 @@ def test_after_a_rejection_the_cache_continues_as_a_fresh_decode(gen, cyclic_pro
     equal a fresh plain decode of that position's prefix, in rounds that follow rejections too:
     the rejected drafts were removed from the cache and the next block sits at the right place."""
     rounds = []
-    real_rows, real_verify = spec_mod.block_rows, spec_mod.verify_drafts
+    real_steps = decode_mod.position_steps
 
-    def rows(g, hidden, logits, policy):
-        rounds.append({"hidden": hidden.copy(), "logits": logits.copy()})
-        return real_rows(g, hidden, logits, policy)
+    def steps(g, outputs, policy, drafts, rng, draft_rows):
+        out = real_steps(g, outputs, policy, drafts, rng, draft_rows)
+        rounds.append({"hidden": [h.copy() for h, _ in outputs], "logits": [l.copy() for _, l in outputs],
+                       "drafts": list(drafts), "verdict": Verdict(out[1], out[2])})
+        return out
 
-    def verify(targets, drafts, rng, draft_rows=None):
-        verdict = real_verify(targets, drafts, rng, draft_rows)
-        rounds[-1].update(drafts=list(drafts), verdict=verdict, targets=targets)
-        return verdict
-
-    monkeypatch.setattr(spec_mod, "block_rows", rows)
-    monkeypatch.setattr(spec_mod, "verify_drafts", verify)
+    monkeypatch.setattr(decode_mod, "position_steps", steps)
     prompt = cyclic_prompt
     res = gen.generate(prompt, max_new_tokens=32, seed=0, stop_at_eos=False,
                        speculative=SpeculativeConfig(num_draft_tokens=4, min_ngram=1), **REQUEST)
