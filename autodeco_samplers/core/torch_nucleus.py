@@ -3,8 +3,9 @@
 :func:`kept_set` is the one torch statement of "which tokens are kept", greedy rows and the
 fallback included (the NumPy one is :func:`autodeco_samplers.core.reference.kept_in_order`, used by
 :mod:`autodeco_samplers.core.fast_nucleus`; the specification is :mod:`autodeco_samplers.core.reference`).
-:mod:`autodeco_samplers.core.torch_ops` turns it into logits or a draw and
-:mod:`autodeco_samplers.core.step` wires it to the heads and the policy.
+It returns a :class:`KeptSet`, which callers read only as logits (:meth:`KeptSet.logits`) or a
+draw (:meth:`KeptSet.draw`); :mod:`autodeco_samplers.core.torch_ops` validates their inputs and
+:mod:`autodeco_samplers.core.step` wires them to the heads and the policy.
 
 Rule (per row, ``q`` = the float32 probabilities ``softmax((l - max l) / T)``, ``T >= 1e-6``):
 order tokens by descending ``q``, ties by ascending id; keep token ``(i)`` iff its exclusive
@@ -397,39 +398,61 @@ def threshold_nucleus(q: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return (q32 > v_star[:, None]) | (tie & (tie_rank <= r[:, None]))
 
 
-class KeptSet(NamedTuple):
-    """The kept set of every row of one step (:func:`kept_set`).
+class _Fallback(NamedTuple):
+    """The rows the threshold search handled: ``rows`` (a ``slice`` or an index tensor), their
+    scaled logits ``z = (l - max l) / T``, probabilities ``q`` and kept ``mask``; ``synced``:
+    whether ``rows`` was chosen on the host (else it is every row and the result is selected
+    by ``proven`` on the device)."""
 
-    ``cand``: the candidate nucleus, greedy rows folded in (only the argmax, proven).
-    ``rows``: the rows the threshold search handled: ``None`` when every row is proven, else a
-    ``slice`` or an index tensor; ``z``, ``q``, ``mask``: their scaled logits
-    ``(l - max l) / T``, probabilities and kept mask (``None`` when ``rows`` is).
-    ``synced``: whether ``rows`` was chosen on the host (else it is every row and
-    :meth:`patch` selects by ``cand.proven`` on the device).
-    """
-
-    cand: Candidates
     rows: Any
-    z: Optional[torch.Tensor]
-    q: Optional[torch.Tensor]
-    mask: Optional[torch.Tensor]
+    z: torch.Tensor
+    q: torch.Tensor
+    mask: torch.Tensor
     synced: bool
-    row_max: torch.Tensor
-    T: torch.Tensor
 
-    def kept_z(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(l - max l) / T`` at the candidate ids (the same arithmetic as ``z``)."""
-        return (logits.gather(-1, self.cand.ids) - self.row_max[:, None]) / self.T[:, None]
 
-    def patch(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+class KeptSet:
+    """The kept set of every row of one step, made by :func:`kept_set`. Callers read it through
+    two methods: :meth:`logits` (the rule as logits) and :meth:`draw` (one token per row); how
+    it is held (candidates for the proven rows, a full mask for the others) stays inside."""
+
+    def __init__(self, logits: torch.Tensor, row_max: torch.Tensor, T: torch.Tensor, cand: Candidates,
+                 fallback: Optional[_Fallback]) -> None:
+        self._logits = logits
+        self._row_max = row_max
+        self._T = T  # greedy rows already at 1
+        self._cand = cand  # greedy rows folded in (only the argmax, proven)
+        self._fallback = fallback  # None when every row is proven
+
+    def logits(self, fill: float) -> torch.Tensor:
+        """``[B, V]``: ``(l - max l) / T`` on the kept tokens (clamped below at ``fill``, so
+        ``-inf`` inputs become ``fill``), ``fill`` elsewhere; a greedy row has its argmax at 0."""
+        cand = self._cand
+        kept_z = (self._logits.gather(-1, cand.ids) - self._row_max[:, None]) / self._T[:, None]
+        out = torch.full_like(self._logits, fill)
+        out.scatter_(-1, cand.ids, torch.where(cand.keep, kept_z.clamp_min(fill), fill))
+        fb = self._fallback
+        if fb is None:
+            return out
+        return self._patch(out, torch.where(fb.mask, fb.z.clamp_min(fill), fill))
+
+    def draw(self, u: torch.Tensor) -> torch.Tensor:
+        """``[B]`` int64: the kept token of each row where the inverse CDF of the canonical
+        distribution crosses ``u`` ``[B]`` (float64 uniforms)."""
+        token = draw_from_candidates(self._cand, u)
+        fb = self._fallback
+        if fb is None:
+            return token
+        return self._patch(token, draw_from_mask(fb.q, fb.mask, u[fb.rows]))
+
+    def _patch(self, out: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``out`` (``[B, ...]``, from the candidates) with the fallback rows replaced by
-        ``values`` (one entry per row of ``rows``)."""
-        if self.rows is None:
+        ``values`` (one entry per fallback row)."""
+        fb = self._fallback
+        if fb.synced:
+            out[fb.rows] = values
             return out
-        if self.synced:
-            out[self.rows] = values
-            return out
-        proven = self.cand.proven.view(-1, *([1] * (out.dim() - 1)))
+        proven = self._cand.proven.view(-1, *([1] * (out.dim() - 1)))
         return torch.where(proven, out, values)
 
 
@@ -438,6 +461,8 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
     ``T`` and ``P`` ``[B]``: greedy rows (``T < 1e-6``) keep the argmax (lowest id); other
     rows the canonical nucleus, from the candidates where they prove it, else from the
     threshold search (module docstring).
+
+    Read the result with :meth:`KeptSet.logits` or :meth:`KeptSet.draw`.
 
     ``sync=None`` reads on the host which rows need the threshold search (one boolean read)
     on the CPU, where it costs nothing, and never on an accelerator; ``sync=False`` runs the
@@ -460,13 +485,13 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
     )
     if synced:
         if bool(cand.proven.all()):
-            return KeptSet(cand, None, None, None, None, True, row_max, Tg)
+            return KeptSet(logits, row_max, Tg, cand, None)
         rows = slice(None) if not bool(cand.proven.any()) else (~cand.proven).nonzero()[:, 0]
     else:
         rows = slice(None)
     z = (logits[rows] - row_max[rows, None]) / Tg[rows, None]
     q = torch.softmax(z, dim=-1)
-    return KeptSet(cand, rows, z, q, threshold_nucleus(q, P[rows]), synced, row_max, Tg)
+    return KeptSet(logits, row_max, Tg, cand, _Fallback(rows, z, q, threshold_nucleus(q, P[rows]), synced))
 
 
 def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:

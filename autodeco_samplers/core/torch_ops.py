@@ -2,9 +2,11 @@
 
 Rule for rule the same as :mod:`autodeco_samplers.core.reference` (read its docstring for the
 exact definitions). The kept set itself is computed in one place,
-:func:`autodeco_samplers.core.torch_nucleus.kept_set` (no vocabulary sort); this module turns it
-into logits (:func:`torch_rule_logits`) or a draw (:func:`torch_rule_sample`), and holds the
-top-p head's statistics and the soft top-p mask. Engines call the step functions of
+:func:`autodeco_samplers.core.torch_nucleus.kept_set` (no vocabulary sort), and read as logits
+(:meth:`~autodeco_samplers.core.torch_nucleus.KeptSet.logits`) or a draw
+(:meth:`~autodeco_samplers.core.torch_nucleus.KeptSet.draw`); this module validates the inputs
+of those two (:func:`torch_rule_logits`, :func:`torch_rule_sample`) and holds the top-p head's
+statistics and the soft top-p mask. Engines call the step functions of
 :mod:`autodeco_samplers.core.step`, which wire heads, policy and these rules together.
 Everything runs in float32 (float16/bfloat16 inputs are upcast; float64 stays float64).
 Validation (NaN, +inf, negative ``T``, ``P`` outside ``[0, 1]``) needs a host synchronisation
@@ -157,12 +159,7 @@ def torch_rule_logits(logits, T: Number, P: Number, *, fill: float = OUTSIDE_NUC
     :func:`torch_nucleus.kept_set`; ``check=True`` validates (and synchronises).
     """
     arr, T, P = _prepare(logits, T, P, check)
-    ks = torch_nucleus.kept_set(arr, T, P, sync=sync)
-    out = torch.full_like(arr, fill)
-    out.scatter_(-1, ks.cand.ids, torch.where(ks.cand.keep, ks.kept_z(arr).clamp_min(fill), fill))
-    if ks.rows is None:
-        return out
-    return ks.patch(out, torch.where(ks.mask, ks.z.clamp_min(fill), fill))
+    return torch_nucleus.kept_set(arr, T, P, sync=sync).logits(fill)
 
 
 def torch_rule_sample(logits, T: Number, P: Number, generator: Optional[torch.Generator] = None, *,
@@ -180,11 +177,7 @@ def rule_sample_with(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, u: 
     """:func:`torch_rule_sample` with the uniforms ``u`` ``[B]`` (float64) given: float32
     ``logits`` ``[B, V]``, ``T`` and ``P`` ``[B]``, unchecked. The token of row ``b`` is the
     kept token where the inverse CDF of the canonical distribution crosses ``u[b]``."""
-    ks = torch_nucleus.kept_set(logits, T, P, sync=sync)
-    token = torch_nucleus.draw_from_candidates(ks.cand, u)
-    if ks.rows is None:
-        return token
-    return ks.patch(token, torch_nucleus.draw_from_mask(ks.q, ks.mask, u[ks.rows]))
+    return torch_nucleus.kept_set(logits, T, P, sync=sync).draw(u)
 
 
 def next_token_distribution(logits: torch.Tensor, T: Number, P: Number, *, check: bool = True) -> torch.Tensor:

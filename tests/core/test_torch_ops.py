@@ -41,15 +41,25 @@ def test_half_precision_inputs_are_upcast(dtype, case):
 
 
 @given(decoding_cases())
-def test_rule_logits_softmax_is_the_distribution(case):
+def test_rule_logits_are_the_reference_rule(case):
+    """``torch_rule_logits`` against the reference: finite everywhere (``OUTSIDE_NUCLEUS``, never
+    -inf, off the nucleus), ``(l - max l) / T`` on the kept tokens (only the argmax, at 0, in a
+    greedy row), and its plain softmax the reference distribution."""
     logits = torch.from_numpy(case.logits)
     masked = torch_ops.torch_rule_logits(logits, torch.from_numpy(case.T), torch.from_numpy(case.P))
     assert torch.isfinite(masked).all()  # large finite negative, never -inf
-    np.testing.assert_allclose(
-        torch.softmax(masked, dim=-1).numpy(),
-        torch_ops.next_token_distribution(logits, torch.from_numpy(case.T), torch.from_numpy(case.P)).numpy(),
-        atol=1e-6,
-    )
+    verdict = check_distribution(case.logits, case.T, case.P, torch.softmax(masked.double(), dim=-1).numpy())
+    assert verdict.ok, verdict.describe("torch rule logits")
+    kept = (masked > ref.OUTSIDE_NUCLEUS).numpy()
+    assert (masked.numpy()[~kept] == ref.OUTSIDE_NUCLEUS).all()
+    greedy = case.T < np.float32(ref.GREEDY_TEMPERATURE)
+    scaled = (case.logits - case.logits.max(axis=-1, keepdims=True)) / np.where(greedy, 1.0, case.T)[:, None]
+    for b in range(case.logits.shape[0]):
+        if greedy[b]:
+            assert np.flatnonzero(kept[b]).tolist() == [int(np.argmax(case.logits[b]))]
+            assert masked[b].max().item() == 0.0
+        else:
+            np.testing.assert_allclose(masked.numpy()[b, kept[b]], scaled[b, kept[b]], rtol=1e-6, atol=1e-6)
 
 
 @given(decoding_cases(vocab_sizes=st.integers(1, 200)))
