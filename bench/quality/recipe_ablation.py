@@ -73,7 +73,8 @@ def main() -> int:
     from autodeco_samplers.models import default_model
     from autodeco_samplers.research.evaluation import toy_task as task
     from autodeco_samplers.models.default_model.build import BuildConfig
-    from autodeco_samplers.research.evaluation.toy import evaluate, mean_and_se
+    from autodeco_samplers.research.evaluation.report import mean_and_se
+    from autodeco_samplers.research.evaluation.toy import evaluate
     from autodeco_samplers.research.training import TrainConfig, train_heads
 
     names = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the real model
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -29,7 +31,7 @@ N_SAMPLES, N_OPEN = 2, 3
 
 
 @pytest.fixture(scope="module")
-def report(one_torch_thread):
+def loaded(one_torch_thread):
     from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
     model, tok = smollm2.load_hf()
@@ -38,6 +40,12 @@ def report(one_torch_thread):
         heads = AutoDecoHeadsModule.from_pretrained(shipped).eval()
     else:  # the heads are trained by a build script; fresh heads exercise the same code
         heads = AutoDecoHeadsModule.create(model.config.hidden_size, width=256, seed=0).eval()
+    return model, tok, heads
+
+
+@pytest.fixture(scope="module")
+def report(loaded):
+    model, tok, heads = loaded
     items = [it for it in tasks.heldout_items(2) if not it.open]
     items += [it for it in tasks.heldout_items(None) if it.open][:2]
     strategies = ec.default_strategies(temperatures=(0.6,), top_ps=(0.95, 1.0))
@@ -78,6 +86,12 @@ def test_numbers_are_sane(report):
     assert 0.0 < ad["P_mean"] <= 1.0
     mean_static = next(r for r in report["strategies"] if r["group"] == "mean_static")
     assert math.isclose(mean_static["params"]["T"], report["mean_static"]["T"])
+    # the default policy uses the predicted T unchanged: AutoDeco's mean used T is mean-static's T
+    assert ad["T_mean"] == pytest.approx(mean_static["params"]["T"], rel=1e-9)
+    for r in report["strategies"]:
+        if r["group"] in ("greedy", "default", "grid", "mean_static"):  # a static row used its own (T, P) at every token
+            assert r["T_mean"] == pytest.approx(r["params"]["T"], abs=1e-6)
+            assert r["P_mean"] == pytest.approx(r["params"]["P"], abs=1e-6)
     pos = report["autodeco_position"]
     assert pos["beyond_frontier"] == (not pos["dominated_by"])
     assert report["verdict"].startswith("AutoDeco:")
@@ -96,3 +110,32 @@ def test_frontier_position_rules():
     pos = ec.frontier_position(rows + [beyond], beyond)
     assert pos["beyond_frontier"] and pos["accuracy_gap"] == pytest.approx(0.1) and pos["distinct_gap"] == pytest.approx(2.0)
     assert ec.static_frontier(rows + [beyond]) == ["g", "a", "b"]
+
+
+def test_recorded_predictions_are_the_heads_on_the_model_state(loaded):
+    """The decode loop (left padding, position ids, KV cache, finished rows leaving the batch)
+    records at every generated token the heads' (T, P) of the model state that token was drawn
+    from: recomputed here from one unpadded, uncached forward over prompt + answer."""
+    from autodeco_samplers.research.evaluation import Strategy
+    from autodeco_samplers.research.evaluation.decode import Segment, generate_rows, prefill
+    from autodeco_samplers.research.training.capture import HiddenCapture
+
+    model, tok, heads = loaded
+    items = [it for it in tasks.heldout_items(1)][:4]
+    prompts = [tok(it.prompt, add_special_tokens=False)["input_ids"] for it in items]
+    assert len({len(p) for p in prompts}) > 1  # left padding is exercised
+    choose = Strategy("autodeco", "autodeco").chooser(heads)
+    pre = prefill(model, prompts, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    (gen,) = generate_rows(model, pre, [Segment((0, 1, 2, 3, 0, 1), choose, 7)], eos_ids=[tok.eos_token_id],
+                           max_new_tokens=8)
+    for r, i in enumerate((0, 1, 2, 3, 0, 1)):
+        ids = gen.token_ids[r]
+        assert len(ids) == len(gen.T_pred[r]) == len(gen.T[r]) > 0
+        x = torch.tensor([prompts[i] + ids[:-1]])
+        with torch.inference_mode(), HiddenCapture(model) as cap:
+            logits = model(input_ids=x).logits[0].float()
+            steps = slice(len(prompts[i]) - 1, len(prompts[i]) - 1 + len(ids))
+            T_ref, P_ref = heads(cap.hidden[0].float()[steps], logits[steps])
+        np.testing.assert_allclose(gen.T_pred[r], T_ref.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(gen.P_pred[r], P_ref.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(gen.T[r], gen.T_pred[r])  # the default policy

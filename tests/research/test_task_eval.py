@@ -112,7 +112,8 @@ def _ids(tok, text):
 
 
 def test_greedy_batch_matches_hf_generate_with_left_padding(loaded):
-    from autodeco_samplers.research.evaluation.toy import Strategy, sample_batch
+    from autodeco_samplers.research.evaluation import Strategy
+    from autodeco_samplers.research.evaluation.toy import sample_batch
 
     model, tok, heads = loaded
     prompts = [_ids(tok, p) for p, _ in task.eval_prompts(SPEC, 3)] + [_ids(tok, "pick one of red")]
@@ -132,7 +133,8 @@ def test_batched_sampling_follows_the_canonical_distribution(loaded):
     from scipy.stats import chi2
 
     from autodeco_samplers.core import torch_ops
-    from autodeco_samplers.research.evaluation.toy import Strategy, sample_batch
+    from autodeco_samplers.research.evaluation import Strategy
+    from autodeco_samplers.research.evaluation.toy import sample_batch
 
     model, tok, heads = loaded
     ids = _ids(tok, task.eval_prompts(SPEC, 1)[0][0])
@@ -192,7 +194,7 @@ def test_evaluate_report_plots_and_cli(tmp_path):
 def test_mean_and_se_matches_statistics(values):
     import statistics
 
-    from autodeco_samplers.research.evaluation.toy import mean_and_se
+    from autodeco_samplers.research.evaluation.report import mean_and_se
 
     m, se = mean_and_se(values)
     assert m == pytest.approx(statistics.fmean(values), abs=1e-9)

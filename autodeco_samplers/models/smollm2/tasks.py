@@ -305,10 +305,6 @@ def normalize(text: str, *, keep_case: bool = False) -> str:
     return t if keep_case else t.lower()
 
 
-def _words(text: str) -> List[str]:
-    return re.findall(r"[a-z]+", text.lower())
-
-
 def _contains_phrase(text: str, phrase: str) -> bool:
     """``phrase`` (one or more words) occurs in ``text`` on word boundaries, any case."""
     return re.search(r"(?<![a-z])" + re.escape(phrase.lower()) + r"(?![a-z])", text.lower()) is not None

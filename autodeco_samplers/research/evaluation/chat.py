@@ -27,7 +27,8 @@ weight) and ``distinct``; ``score = closed_accuracy * distinct / n_open``. Rows 
 mean over seeds, ``se`` (standard error over seeds, ``std(ddof=1) / sqrt(n)``), the values
 per seed and, for accuracies, the pooled binomial SE.
 
-Position against the static frontier (:func:`frontier_position`): a static point (greedy,
+Position against the static frontier (:func:`frontier_position`,
+:mod:`autodeco_samplers.research.evaluation.report`): a static point (greedy,
 default or the grid) *dominates* a strategy when its ``closed_accuracy`` and ``distinct`` are
 both at least the strategy's and one is strictly higher (means over seeds). A strategy is
 ``beyond_frontier`` when no static point dominates it. ``accuracy_gap`` = its accuracy minus
@@ -35,15 +36,14 @@ the best accuracy of a static point at least as diverse, ``distinct_gap`` = its 
 minus the best distinct count of a static point at least as accurate (negative: dominated by
 that much; None when no static point qualifies).
 
-Sampling is batched (every item x its samples in one batch) with the model's KV cache; the
+Sampling is batched (every item x its samples in one batch) with the model's KV cache through
+the shared decode loop (:func:`autodeco_samplers.research.evaluation.decode.generate_rows`): the
 prompts are prefilled once and that cache is shared by every strategy and seed; finished rows
 (an end-of-sequence token) leave the batch.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,20 +52,26 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from autodeco_samplers.research.baselines.numpy_baselines import Baseline
-from autodeco_samplers.research.evaluation.toy import mean_and_se, portable_path
+from autodeco_samplers.research.evaluation import report as rep
+from autodeco_samplers.research.evaluation.decode import Generated, Segment, generate_rows, prefill
+from autodeco_samplers.research.evaluation.strategies import (
+    AUTODECO,
+    STATIC_GROUPS,
+    Strategy,
+    mean_static_strategy,
+    static_strategies,
+)
 
 __all__ = [
-    "ChatStrategy",
     "DEFAULT_TEMPERATURES",
     "DEFAULT_TOP_PS",
     "DEFAULT_BASELINES",
+    "AXES",
     "default_strategies",
-    "Prefill",
-    "prefill",
-    "Segment",
-    "generate_rows",
     "evaluate_items",
     "frontier_position",
+    "static_frontier",
+    "verdict",
     "format_table",
     "format_markdown",
     "plot_frontier",
@@ -82,217 +88,62 @@ DEFAULT_BASELINES: Tuple[Baseline, ...] = (
     Baseline("edt", {"T0": 1.0, "N": 0.8, "theta": 1.0}),
     Baseline("top_n_sigma", {"n": 1.0}),
 )
-STATIC_GROUPS = ("greedy", "default", "grid")
-
-
-@dataclass(frozen=True)
-class ChatStrategy:
-    """``kind``: ``"static"`` (fixed ``temperature``/``top_p``, canonical rule; ``T = 0`` is
-    greedy), ``"baseline"`` (``baseline``'s own distribution) or ``"autodeco"``."""
-
-    name: str
-    kind: str
-    group: str
-    temperature: float = 1.0
-    top_p: float = 1.0
-    baseline: Optional[Baseline] = None
+#: the chat report's frontier: ``closed_accuracy`` and ``distinct``; the oracle's criterion ``score``
+AXES = rep.FrontierAxes(accuracy=lambda r: r["closed_accuracy"]["mean"], diversity=lambda r: r["distinct"]["mean"],
+                        score=lambda r: r["score"]["mean"])
 
 
 def default_strategies(temperatures: Sequence[float] = DEFAULT_TEMPERATURES, top_ps: Sequence[float] = DEFAULT_TOP_PS,
-                       baselines: Sequence[Baseline] = DEFAULT_BASELINES) -> List[ChatStrategy]:
+                       baselines: Sequence[Baseline] = DEFAULT_BASELINES) -> List[Strategy]:
     """greedy, default, the grid (without ``T=1 P=1``, which is ``default``), the baselines.
     ``mean-static`` and ``autodeco`` are added by :func:`evaluate_items`."""
-    out = [ChatStrategy("greedy", "static", "greedy", 0.0, 1.0), ChatStrategy("default T=1 P=1", "static", "default", 1.0, 1.0)]
-    out += [ChatStrategy(f"static T={t:g} P={p:g}", "static", "grid", float(t), float(p))
-            for t in temperatures for p in top_ps if not (t == 1.0 and p == 1.0)]
-    out += [ChatStrategy(b.name, "baseline", "baseline", baseline=b) for b in baselines]
-    return out
+    return static_strategies(temperatures, top_ps) + [Strategy(b.name, "baseline", group="baseline", baseline=b)
+                                                      for b in baselines]
 
 
-# ----------------------------------------------------------------------------- sampling
+def static_frontier(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Names of the static points (greedy, default, grid) no other static point dominates,
+    by increasing ``distinct`` (:func:`report.static_frontier` on :data:`AXES`)."""
+    return rep.static_frontier(rows, AXES)
 
 
-@dataclass
-class Prefill:
-    """The prompts run once: their KV ``cache`` (one row per prompt), the last position's
-    ``logits`` ``[n, V]`` and final ``hidden`` state ``[n, H]``, the left-padded attention
-    ``mask`` ``[n, L]`` and each prompt's length ``lengths`` ``[n]``."""
-
-    cache: Any
-    logits: Any
-    hidden: Any
-    mask: Any
-    lengths: Any
-
-
-def prefill(model, prompt_ids: Sequence[Sequence[int]], pad_id: int) -> Prefill:
-    """Run the (left-padded) prompts once; see :class:`Prefill`."""
-    import torch
-
-    from autodeco_samplers.research.evaluation.toy import left_pad
-    from autodeco_samplers.research.training.trainer import HiddenCapture
-
-    device = next(model.parameters()).device
-    ids, mask = left_pad(prompt_ids, pad_id)
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    with torch.inference_mode(), HiddenCapture(model) as cap:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        hidden = cap.hidden[:, -1].float().clone()
-    cache = getattr(out, "cache", None) or out.past_key_values
-    return Prefill(cache, out.logits[:, -1].float().clone(), hidden, mask, mask.sum(-1))
-
-
-#: ``choose(hidden, logits, generator) -> (tokens, T_used, P_used, T_pred, P_pred)``, all ``[b]``
-Chooser = Callable[[Any, Any, Any], Tuple[Any, Any, Any, Any, Any]]
-
-
-def chooser(strategy: ChatStrategy, heads=None) -> Chooser:
-    """The per-step draw of ``strategy`` (the core rules; no Python loop over rows)."""
-    import torch
-
-    from autodeco_samplers.core.policy import DecodingPolicy
-    from autodeco_samplers.core.step import torch_step_sample
-    from autodeco_samplers.core.torch_ops import sample_tokens, torch_rule_sample
-
-    if strategy.kind == "autodeco":
-        if heads is None:
-            raise ValueError("the autodeco strategy needs heads")
-        policy = DecodingPolicy()
-
-        def choose(hidden, logits, gen):
-            st = torch_step_sample(hidden, logits, heads, policy, gen)
-            return st.token_ids, st.T, st.P, st.T_pred, st.P_pred
-
-        return choose
-    if strategy.kind == "static":
-        def choose(hidden, logits, gen):
-            B = logits.shape[0]
-            T = torch.full((B,), float(strategy.temperature), device=logits.device)
-            P = torch.full((B,), float(strategy.top_p), device=logits.device)
-            nan = torch.full((B,), float("nan"), device=logits.device)
-            return torch_rule_sample(logits, T, P, gen), T, P, nan, nan
-
-        return choose
-    if strategy.kind == "baseline":
-        from autodeco_samplers.research.baselines import torch_baselines as tbl
-
-        b = strategy.baseline
-        temperature_of = {"dynatemp": tbl.dynatemp_temperature, "edt": tbl.edt_temperature}.get(b.kind)
-
-        def choose(hidden, logits, gen):
-            B = logits.shape[0]
-            nan = torch.full((B,), float("nan"), device=logits.device)
-            T = temperature_of(logits, **b.params).float() if temperature_of else torch.full(
-                (B,), float(b.params.get("T", 1.0)), device=logits.device)
-            return sample_tokens(b.torch_distribution(logits), gen), T, nan, nan, nan
-
-        return choose
-    raise ValueError(f"unknown strategy kind {strategy.kind!r}")
-
-
-@dataclass
-class Generated:
-    """Per row: generated token ids (end-of-sequence excluded), and the ``T``/``P`` used and
-    predicted at each generated token (lists of floats, NaN where not defined)."""
-
-    token_ids: List[List[int]]
-    T: List[List[float]]
-    P: List[List[float]]
-    T_pred: List[List[float]]
-    P_pred: List[List[float]]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Rows of one batch drawn the same way: prompt index per row, the draw, its seed."""
-
-    row_prompt: Tuple[int, ...]
-    choose: Chooser
-    seed: int
-
-
-def generate_rows(model, pre: Prefill, segments: Sequence[Segment], *, eos_ids: Sequence[int],
-                  max_new_tokens: int) -> List[Generated]:
-    """Continue the prompts of every segment in one batch (the model runs once per step for
-    all rows). Each segment draws with its own ``choose`` and its own ``torch.Generator``
-    seeded by its ``seed``, so what else shares the batch changes only the floating-point
-    rounding of the model's batched forward, not the random draws. A row
-    stops at an id in ``eos_ids`` or after ``max_new_tokens`` tokens and then leaves the
-    batch. The prefill cache is copied, never changed."""
-    import torch
-
-    from autodeco_samplers.research.evaluation.toy import cache_argument
-    from autodeco_samplers.research.training.trainer import HiddenCapture
-
-    device = pre.logits.device
-    idx = torch.as_tensor([p for sg in segments for p in sg.row_prompt], dtype=torch.long, device=device)
-    seg_of = torch.as_tensor([k for k, sg in enumerate(segments) for _ in sg.row_prompt], dtype=torch.long, device=device)
-    R, S = idx.numel(), len(segments)
-    cache = copy.deepcopy(pre.cache)
-    cache.batch_select_indices(idx)
-    mask, pos = pre.mask[idx], pre.lengths[idx].clone()
-    logits, hidden = pre.logits[idx], pre.hidden[idx]
-    active = torch.arange(R, device=device)
-    eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=device)
-    gens = [torch.Generator(device=device).manual_seed(int(sg.seed)) for sg in segments]
-    rec = {k: [[] for _ in range(R)] for k in ("ids", "T", "P", "T_pred", "P_pred")}
-    cache_arg = cache_argument(model)
-    with torch.inference_mode(), HiddenCapture(model) as cap:
-        for step in range(max_new_tokens):
-            counts = torch.bincount(seg_of[active], minlength=S).tolist()  # rows stay sorted by segment
-            parts, start = [], 0
-            for k, n in enumerate(counts):
-                if n:
-                    parts.append(segments[k].choose(hidden[start:start + n], logits[start:start + n], gens[k]))
-                    start += n
-            tok, T, P, T_pred, P_pred = (torch.cat([p[j] for p in parts]) for j in range(5))
-            done = torch.isin(tok, eos)
-            cols = [a.tolist() for a in (active, tok, done, T.float(), P.float(), T_pred.float(), P_pred.float())]
-            for r, t, d, *vals in zip(*cols):
-                if not d:
-                    rec["ids"][r].append(t)
-                for key, v in zip(("T", "P", "T_pred", "P_pred"), vals):
-                    rec[key][r].append(v)
-            keep = ~done
-            if step == max_new_tokens - 1 or not bool(keep.any()):
-                break
-            if not bool(keep.all()):
-                sel = keep.nonzero()[:, 0]
-                cache.batch_select_indices(sel)
-                mask, pos, active, tok = mask[sel], pos[sel], active[sel], tok[sel]
-            mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
-            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
-                        **{cache_arg: cache})
-            cache = getattr(out, "cache", None) or out.past_key_values
-            pos = pos + 1
-            logits, hidden = out.logits[:, -1].float(), cap.hidden[:, -1].float()
-    out_gens, start = [], 0
-    for sg in segments:
-        sl = slice(start, start + len(sg.row_prompt))
-        out_gens.append(Generated(rec["ids"][sl], rec["T"][sl], rec["P"][sl], rec["T_pred"][sl], rec["P_pred"][sl]))
-        start += len(sg.row_prompt)
-    return out_gens
+def frontier_position(rows: Sequence[Dict[str, Any]], target: Dict[str, Any]) -> Dict[str, Any]:
+    """Where ``target`` stands against the static points (module docstring,
+    :func:`report.frontier_position` on :data:`AXES`)."""
+    return rep.frontier_position(rows, target, AXES)
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
-def _seed_metrics(items, row_item: Sequence[int], texts: Sequence[str], n_open: int, checker) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class _Scored:
+    """One generated answer: the item it answers, whether the verifier accepts it, and its
+    canonical valid answer on an open item (None when invalid or closed)."""
+
+    item: int
+    ok: bool
+    answer: Optional[str]
+
+
+def _score_rows(items, row_item: Sequence[int], texts: Sequence[str], checker) -> List[_Scored]:
+    check, canonical = checker
+    return [_Scored(i, bool(check(items[i], text)), canonical(items[i], text) if items[i].open else None)
+            for i, text in zip(row_item, texts)]
+
+
+def _seed_metrics(items, scored: Sequence[_Scored], n_open: int) -> Dict[str, Any]:
     """One run's metrics: per family ``accuracy`` / ``n`` / ``correct``, open families'
     ``distinct`` (mean distinct valid answers per item), ``closed_accuracy``, ``score``."""
-    check, canonical = checker
     fam: Dict[str, List[bool]] = {}
     answers: Dict[int, set] = {}
-    for i, text in zip(row_item, texts):
-        it = items[i]
-        ok = bool(check(it, text))
-        fam.setdefault(it.family, []).append(ok)
+    for s in scored:
+        it = items[s.item]
+        fam.setdefault(it.family, []).append(s.ok)
         if it.open:
-            answers.setdefault(i, set())
-            c = canonical(it, text)
-            if c is not None:
-                answers[i].add(c)
+            answers.setdefault(s.item, set())
+            if s.answer is not None:
+                answers[s.item].add(s.answer)
     families = {f: {"accuracy": sum(v) / len(v), "n": len(v), "correct": int(sum(v))} for f, v in fam.items()}
     open_items = sorted(answers)
     closed = [f for f in families if not any(items[i].open for i in range(len(items)) if items[i].family == f)]
@@ -304,48 +155,169 @@ def _seed_metrics(items, row_item: Sequence[int], texts: Sequence[str], n_open: 
 
 
 def _aggregate(per_seed: List[Dict[str, Any]]) -> Dict[str, Any]:
-    def stat(values):
-        m, se = mean_and_se(values)
-        return {"mean": m, "se": se, "per_seed": list(values)}
-
+    """Per family and per frontier metric: mean, SE and values over seeds; per family also
+    the pooled binomial SE and the number of samples."""
     fams = {}
     for f in per_seed[0]["families"]:
-        vals = [d["families"][f]["accuracy"] for d in per_seed]
         n = sum(d["families"][f]["n"] for d in per_seed)
         k = sum(d["families"][f]["correct"] for d in per_seed)
-        fams[f] = {**stat(vals), "binomial_se": math.sqrt((k / n) * (1 - k / n) / n) if n else None, "samples": n}
-    return {"families": fams, "closed_accuracy": stat([d["closed_accuracy"] for d in per_seed]),
-            "distinct": stat([d["distinct"] for d in per_seed]), "score": stat([d["score"] for d in per_seed])}
+        fams[f] = {**rep.seed_stat([d["families"][f]["accuracy"] for d in per_seed]),
+                   "binomial_se": rep.binomial_se(k / n, n) if n else None, "samples": n}
+    return {"families": fams, **{m: rep.seed_stat([d[m] for d in per_seed]) for m in ("closed_accuracy", "distinct", "score")}}
 
 
-def _dominates(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
-    aa, ad = a["closed_accuracy"]["mean"], a["distinct"]["mean"]
-    ba, bd = b["closed_accuracy"]["mean"], b["distinct"]["mean"]
-    return aa >= ba and ad >= bd and (aa > ba or ad > bd)
+# ----------------------------------------------------------------------------- sampling
 
 
-def static_frontier(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """Names of the static points (greedy, default, grid) no other static point dominates,
-    by increasing ``distinct``."""
-    static = [r for r in rows if r["group"] in STATIC_GROUPS]
-    front = [r for r in static if not any(_dominates(o, r) for o in static if o is not r)]
-    return [r["name"] for r in sorted(front, key=lambda r: (r["distinct"]["mean"], -r["closed_accuracy"]["mean"]))]
+class _ChatRun:
+    """The items of one evaluation, prefilled once, sampled by groups of strategies over the
+    evaluation seeds; every (strategy, seed) run is one segment of a batch of at most
+    ``max_batch`` rows (:func:`generate_rows`)."""
 
+    def __init__(self, model, tokenizer, heads, items, *, checker, n_samples: int, n_open: int, seeds: List[int],
+                 max_new_tokens: int, eos_ids: List[int], max_batch: int, say: Callable[[str], None]) -> None:
+        self.model, self.tokenizer, self.heads, self.items, self.checker = model, tokenizer, heads, items, checker
+        self.n_samples, self.n_open, self.seeds = n_samples, n_open, seeds
+        self.max_new_tokens, self.eos_ids, self.max_batch, self.say = max_new_tokens, eos_ids, max_batch, say
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        prompt_ids = [tokenizer(it.prompt, add_special_tokens=False)["input_ids"] for it in items]
+        tp = time.perf_counter()
+        self.pre = prefill(model, prompt_ids, pad)
+        say(f"prefill: {len(items)} prompts in {time.perf_counter() - tp:.1f} s")
+        self.sampled_rows = [i for i, it in enumerate(items) for _ in range(n_open if it.open else n_samples)]
+        self.greedy_rows = list(range(len(items)))
 
-def frontier_position(rows: Sequence[Dict[str, Any]], target: Dict[str, Any]) -> Dict[str, Any]:
-    """Where ``target`` stands against the static points (module docstring): the names of
-    those that dominate it, ``beyond_frontier``, ``accuracy_gap`` and ``distinct_gap``."""
-    static = [r for r in rows if r["group"] in STATIC_GROUPS and r is not target]
-    acc, dis = target["closed_accuracy"]["mean"], target["distinct"]["mean"]
-    as_diverse = [r["closed_accuracy"]["mean"] for r in static if r["distinct"]["mean"] >= dis]
-    as_accurate = [r["distinct"]["mean"] for r in static if r["closed_accuracy"]["mean"] >= acc]
-    dominated_by = [r["name"] for r in static if _dominates(r, target)]
-    return {"dominated_by": dominated_by, "beyond_frontier": not dominated_by,
-            "accuracy_gap": acc - max(as_diverse) if as_diverse else None,
-            "distinct_gap": dis - max(as_accurate) if as_accurate else None}
+    def rows_of(self, st: Strategy) -> List[int]:
+        """Greedy (deterministic) answers once per item, the others per sample."""
+        return self.greedy_rows if st.deterministic else self.sampled_rows
+
+    def seeds_of(self, st: Strategy) -> List[int]:
+        """Greedy runs once (its samples are the same for every seed)."""
+        return self.seeds[:1] if st.deterministic else self.seeds
+
+    def texts(self, gen: Generated) -> List[str]:
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in gen.answer_ids()]
+
+    def _packed(self, group: Sequence[Strategy]) -> List[List[Tuple[int, int]]]:
+        """Every (strategy index, seed) run of ``group``, in order, packed into batches of at
+        most ``max_batch`` rows (a run larger than that is a batch of its own)."""
+        batches: List[List[Tuple[int, int]]] = [[]]
+        size = 0
+        for k, st in enumerate(group):
+            n = len(self.rows_of(st))
+            for seed in self.seeds_of(st):
+                if batches[-1] and size + n > self.max_batch:
+                    batches.append([])
+                    size = 0
+                batches[-1].append((k, seed))
+                size += n
+        return [b for b in batches if b]
+
+    def generate(self, group: Sequence[Strategy]) -> Dict[Tuple[int, int], Generated]:
+        """Every run of ``group``: ``(strategy index, seed) -> Generated``."""
+        choosers = [st.chooser(self.heads) for st in group]
+        results: Dict[Tuple[int, int], Generated] = {}
+        for batch in self._packed(group):
+            ts = time.perf_counter()
+            segs = [Segment(tuple(self.rows_of(group[k])), choosers[k], seed) for k, seed in batch]
+            gens = generate_rows(self.model, self.pre, segs, eos_ids=self.eos_ids, max_new_tokens=self.max_new_tokens)
+            results.update(zip(batch, gens))
+            names = sorted({group[k].name for k, _ in batch}, key=[st.name for st in group].index)
+            self.say(f"batch of {sum(len(s.row_prompt) for s in segs)} rows ({len(batch)} strategy x seed runs: "
+                     f"{', '.join(names)}) in {time.perf_counter() - ts:.0f} s")
+        return results
+
+    def row(self, st: Strategy, gens: List[Generated]) -> Dict[str, Any]:
+        """The report row of ``st`` from its runs (one per seed; greedy's one run stands for every seed)."""
+        rows_ = self.rows_of(st)
+        per_seed = [_seed_metrics(self.items, _score_rows(self.items, rows_, self.texts(g), self.checker), self.n_open)
+                    for g in gens]
+        per_seed += [per_seed[0]] * (len(self.seeds) - len(per_seed))
+        flat = lambda key: [v for g in gens for row in getattr(g, key) for v in row]  # noqa: E731
+        once = st.deterministic
+        row = {"name": st.name, "kind": st.kind, "group": st.group,
+               "params": (dict(st.baseline.params, rule=st.baseline.kind) if st.baseline else
+                          {"T": st.temperature, "P": st.top_p}),
+               "T_mean": rep.nanmean(flat("T")), "P_mean": rep.nanmean(flat("P")),
+               "samples_per_item": {"closed": 1 if once else self.n_samples, "open": 1 if once else self.n_open},
+               **_aggregate(per_seed),
+               "open_answers_seed0": per_seed[0]["answers"]}
+        self.say(f"{st.name:<34} closed acc {row['closed_accuracy']['mean']:.3f}  distinct {row['distinct']['mean']:.2f}")
+        return row
+
+    def run(self, group: Sequence[Strategy]) -> List[Tuple[Dict[str, Any], List[Generated]]]:
+        """Every strategy of ``group`` sampled (in shared batches) and scored: its row and runs."""
+        results = self.generate(group)
+        out = []
+        for k, st in enumerate(group):
+            gens = [results[(k, seed)] for seed in self.seeds_of(st)]
+            out.append((self.row(st, gens), gens))
+        return out
+
+    def examples(self, gen: Generated) -> List[Dict[str, Any]]:
+        """The first sampled answer of each family in ``gen`` with its per-token T and P."""
+        seen: set = set()
+        out = []
+        texts = self.texts(gen)
+        for r, i in enumerate(self.sampled_rows):
+            it = self.items[i]
+            if it.family not in seen:
+                seen.add(it.family)
+                out.append({"family": it.family, "question": it.question, "answer": texts[r], "T": gen.T[r], "P": gen.P[r]})
+        return out
 
 
 # ----------------------------------------------------------------------------- the evaluation
+
+
+def _check_settings(seeds: Sequence[int], n_samples: int, n_open: int) -> List[int]:
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    if n_open < 1 or n_samples < 1:
+        raise ValueError("n_samples and n_open must be >= 1")
+    return seeds
+
+
+def _run_strategies(run: _ChatRun, strategies: List[Strategy]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """AutoDeco first when there are heads (mean-static needs its predictions), then
+    ``strategies`` and mean-static; the rows in report order (AutoDeco last) and the examples."""
+    if run.heads is None:
+        return [row for row, _ in run.run(strategies)], {}
+    ((ad_row, ad_gens),) = run.run([AUTODECO])
+    T_mean = rep.nanmean([v for g in ad_gens for row in g.T_pred for v in row])
+    P_mean = rep.nanmean([v for g in ad_gens for row in g.P_pred for v in row])
+    rows = [row for row, _ in run.run(strategies + [mean_static_strategy(T_mean, P_mean)])]
+    return rows + [ad_row], {"autodeco": run.examples(ad_gens[0])}
+
+
+def _position_rows(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Marks the oracle row and gives every non-static row its frontier ``position``; the oracle."""
+    best = rep.oracle(rows, AXES)
+    for r in rows:
+        r["oracle"] = r is best
+        if r["group"] not in STATIC_GROUPS:
+            r["position"] = frontier_position(rows, r)
+    return best
+
+
+def _paired(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
+    """Per-seed paired differences ``a - b`` of score, closed accuracy and distinct (mean, SE)."""
+    out = {}
+    for key in ("score", "closed_accuracy", "distinct"):
+        m, se = rep.paired_se(a[key]["per_seed"], b[key]["per_seed"])
+        out[key] = {"mean": m, "se": se}
+    return out
+
+
+def _autodeco_summary(rows: List[Dict[str, Any]], best: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """AutoDeco's position, the mean-static setting and the paired comparisons."""
+    ad_row = next(r for r in rows if r["group"] == "autodeco")
+    mean_row = next(r for r in rows if r["group"] == "mean_static")
+    return {"autodeco_position": ad_row["position"],
+            "mean_static": {"name": mean_row["name"], "T": mean_row["params"]["T"], "P": mean_row["params"]["P"]},
+            "autodeco_vs_oracle": _paired(ad_row, best) if best else None,
+            "autodeco_vs_mean_static": _paired(ad_row, mean_row)}
 
 
 def evaluate_items(
@@ -359,7 +331,7 @@ def evaluate_items(
     n_open: int = 12,
     seeds: Sequence[int] = (0, 1, 2),
     max_new_tokens: int = 16,
-    strategies: Optional[Sequence[ChatStrategy]] = None,
+    strategies: Optional[Sequence[Strategy]] = None,
     eos_ids: Optional[Sequence[int]] = None,
     max_batch: int = 512,
     progress: Optional[Callable[[str], None]] = None,
@@ -372,101 +344,13 @@ def evaluate_items(
     Every (strategy, seed) run is one segment of a batch of at most ``max_batch`` rows
     (:func:`generate_rows`)."""
     t0 = time.perf_counter()
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
-    if n_open < 1 or n_samples < 1:
-        raise ValueError("n_samples and n_open must be >= 1")
+    seeds = _check_settings(seeds, n_samples, n_open)
     strategies = list(strategies) if strategies is not None else default_strategies()
-    say = progress or (lambda s: None)
     eos_ids = list(eos_ids) if eos_ids is not None else [tokenizer.eos_token_id]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    prompt_ids = [tokenizer(it.prompt, add_special_tokens=False)["input_ids"] for it in items]
-    tp = time.perf_counter()
-    pre = prefill(model, prompt_ids, pad)
-    say(f"prefill: {len(items)} prompts in {time.perf_counter() - tp:.1f} s")
-    sampled_rows = [i for i, it in enumerate(items) for _ in range(n_open if it.open else n_samples)]
-    greedy_rows = list(range(len(items)))
-
-    def decode(ids: List[int]) -> str:
-        return tokenizer.decode(ids, skip_special_tokens=True)
-
-    def run_all(group: Sequence[ChatStrategy]) -> List[Tuple[Dict[str, Any], List[Generated]]]:
-        """Every (strategy, seed) of ``group`` as a segment, packed into batches of at most
-        ``max_batch`` rows; greedy (deterministic) once, one sample per item."""
-        jobs = []  # (strategy index, seed, rows)
-        for k, st in enumerate(group):
-            deterministic = st.kind == "static" and st.temperature < 1e-6
-            for seed in (seeds[:1] if deterministic else seeds):
-                jobs.append((k, seed, greedy_rows if deterministic else sampled_rows))
-        results: Dict[Tuple[int, int], Generated] = {}
-        choosers = {k: chooser(st, heads) for k, st in enumerate(group)}
-        batch: List[Tuple[int, int, List[int]]] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            ts = time.perf_counter()
-            segs = [Segment(tuple(rows_), choosers[k], seed) for k, seed, rows_ in batch]
-            for (k, seed, _), g in zip(batch, generate_rows(model, pre, segs, eos_ids=eos_ids, max_new_tokens=max_new_tokens)):
-                results[(k, seed)] = g
-            names = sorted({group[k].name for k, _, _ in batch}, key=[st.name for st in group].index)
-            say(f"batch of {sum(len(r) for _, _, r in batch)} rows ({len(batch)} strategy x seed runs: "
-                f"{', '.join(names)}) in {time.perf_counter() - ts:.0f} s")
-            batch.clear()
-
-        for job in jobs:
-            if batch and sum(len(r) for _, _, r in batch) + len(job[2]) > max_batch:
-                flush()
-            batch.append(job)
-        flush()
-        out = []
-        for k, st in enumerate(group):
-            deterministic = st.kind == "static" and st.temperature < 1e-6
-            rows_ = greedy_rows if deterministic else sampled_rows
-            gens = [results[(k, seed)] for seed in (seeds[:1] if deterministic else seeds)]
-            per_seed = [_seed_metrics(items, rows_, [decode(t) for t in g.token_ids], n_open, checker) for g in gens]
-            per_seed += [per_seed[0]] * (len(seeds) - len(per_seed))
-            flat = lambda key: [v for g in gens for row in getattr(g, key) for v in row]  # noqa: E731
-            row = {"name": st.name, "kind": st.kind, "group": st.group,
-                   "params": (dict(st.baseline.params, rule=st.baseline.kind) if st.baseline else
-                              {"T": st.temperature, "P": st.top_p}),
-                   "T_mean": _nanmean(flat("T")), "P_mean": _nanmean(flat("P")),
-                   "samples_per_item": {"closed": 1 if deterministic else n_samples, "open": 1 if deterministic else n_open},
-                   **_aggregate(per_seed),
-                   "open_answers_seed0": per_seed[0]["answers"]}
-            c, d = row["closed_accuracy"], row["distinct"]
-            say(f"{st.name:<34} closed acc {c['mean']:.3f}  distinct {d['mean']:.2f}")
-            out.append((row, gens))
-        return out
-
-    rows: List[Dict[str, Any]] = []
-    examples: Dict[str, Any] = {}
-    ad_row = None
-    if heads is not None:
-        ((ad_row, ad_gens),) = run_all([ChatStrategy("autodeco", "autodeco", "autodeco")])
-        T_mean = _nanmean([v for g in ad_gens for row in g.T_pred for v in row])
-        P_mean = _nanmean([v for g in ad_gens for row in g.P_pred for v in row])
-        strategies = strategies + [ChatStrategy(f"mean-static T={T_mean:.3f} P={P_mean:.3f}", "static", "mean_static",
-                                                T_mean, P_mean)]
-        first = ad_gens[0]
-        seen: set = set()
-        examples["autodeco"] = []
-        for r, i in enumerate(sampled_rows):
-            if items[i].family not in seen:
-                seen.add(items[i].family)
-                examples["autodeco"].append({"family": items[i].family, "question": items[i].question,
-                                             "answer": decode(first.token_ids[r]), "T": first.T[r], "P": first.P[r]})
-    rows += [row for row, _ in run_all(strategies)]
-    if ad_row is not None:
-        rows.append(ad_row)
-
-    grid_like = [r for r in rows if r["group"] in ("grid", "default")]
-    oracle = max(grid_like, key=lambda r: (r["score"]["mean"], r["closed_accuracy"]["mean"])) if grid_like else None
-    for r in rows:
-        r["oracle"] = r is oracle
-        if r["group"] not in STATIC_GROUPS:
-            r["position"] = frontier_position(rows, r)
+    run = _ChatRun(model, tokenizer, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
+                   max_new_tokens=max_new_tokens, eos_ids=eos_ids, max_batch=max_batch, say=progress or (lambda s: None))
+    rows, examples = _run_strategies(run, strategies)
+    best = _position_rows(rows)
     families = sorted({it.family for it in items}, key=[it.family for it in items].index)
     report = {
         "families": families,
@@ -475,35 +359,15 @@ def evaluate_items(
         "settings": {"n_samples": n_samples, "n_open": n_open, "seeds": seeds, "max_new_tokens": max_new_tokens,
                      "eos_ids": eos_ids, "max_batch": max_batch},
         "strategies": rows,
-        "oracle": oracle["name"] if oracle else None,
+        "oracle": best["name"] if best else None,
         "static_frontier": static_frontier(rows),
         "examples": examples,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    if ad_row is not None:
-        report["autodeco_position"] = ad_row["position"]
-        mean_row = next(r for r in rows if r["group"] == "mean_static")
-        report["mean_static"] = {"name": mean_row["name"], "T": mean_row["params"]["T"], "P": mean_row["params"]["P"]}
-        report["autodeco_vs_oracle"] = _paired(ad_row, oracle) if oracle else None
-        report["autodeco_vs_mean_static"] = _paired(ad_row, mean_row)
+    if heads is not None:
+        report.update(_autodeco_summary(rows, best))
         report["verdict"] = verdict(report)
     return report
-
-
-def _nanmean(values: Sequence[float]) -> Optional[float]:
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[~np.isnan(arr)] if arr.size else arr
-    return float(arr.mean()) if arr.size else None
-
-
-def _paired(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
-    """Per-seed paired differences ``a - b`` of score, closed accuracy and distinct (mean, SE)."""
-    out = {}
-    for key in ("score", "closed_accuracy", "distinct"):
-        diffs = [x - y for x, y in zip(a[key]["per_seed"], b[key]["per_seed"])]
-        m, se = mean_and_se(diffs)
-        out[key] = {"mean": m, "se": se}
-    return out
 
 
 def verdict(report: Dict[str, Any]) -> str:
@@ -525,107 +389,67 @@ def verdict(report: Dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- presentation
 
 
-def _row_labels(r: Dict[str, Any], front, bold: str = "") -> Tuple[List[str], str, str]:
-    """One strategy row's notes (oracle, frontier, its position; ``bold`` wraps "beyond
-    frontier") and its mean used T and P as text (empty when not recorded)."""
+def _notes(report: Dict[str, Any], r: Dict[str, Any], bold: str = "") -> str:
+    """A row's notes: oracle, frontier, its position (``bold`` wraps "beyond frontier")."""
     note = []
     if r.get("oracle"):
         note.append("oracle")
-    if r["name"] in front:
+    if r["name"] in report["static_frontier"]:
         note.append("frontier")
     if "position" in r:
         p = r["position"]
         note.append(f"{bold}beyond frontier{bold}" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
-    T = "" if r["T_mean"] is None else f"{r['T_mean']:.2f}"
-    P = "" if r["P_mean"] is None else f"{r['P_mean']:.2f}"
-    return note, T, P
+    return ", ".join(note)
+
+
+def _mean_used(key: str) -> Callable[[Dict[str, Any]], str]:
+    return lambda r: "" if r[key] is None else f"{r[key]:.2f}"
+
+
+def _with_se(key: str, digits: int, sep: str, width: int = 0) -> Callable[[Dict[str, Any]], str]:
+    return lambda r: f"{r[key]['mean']:{width}.{digits}f}{sep}{(r[key]['se'] or 0):.{digits}f}"
+
+
+def _family_cell(f: str, sep: str) -> Callable[[Dict[str, Any]], str]:
+    return lambda r: f"{r['families'][f]['mean']:.3f}{sep}{(r['families'][f]['se'] or 0):.3f}"
 
 
 def format_table(report: Dict[str, Any]) -> str:
     """Fixed-width table: per family accuracy (mean ± SE over seeds), closed accuracy,
     distinct valid answers per open item, score, and notes (oracle, frontier, position)."""
-    fams = report["families"]
-    front = set(report["static_frontier"])
-    head = f"{'strategy':<32} {'T':>5} {'P':>5} " + " ".join(f"{f:>12}" for f in fams)
-    head += f" {'closed acc':>13} {'distinct':>11} {'score':>6}  note"
-    lines = [head]
-    for r in report["strategies"]:
-        cells = []
-        for f in fams:
-            s = r["families"][f]
-            cells.append(f"{s['mean']:.3f}±{(s['se'] or 0):.3f}".rjust(12))
-        c, d = r["closed_accuracy"], r["distinct"]
-        note, T, P = _row_labels(r, front)
-        lines.append(f"{r['name']:<32} {T:>5} {P:>5} " + " ".join(cells)
-                     + f" {c['mean']:.3f}±{(c['se'] or 0):.3f} {d['mean']:5.2f}±{(d['se'] or 0):.2f}"
-                     + f" {r['score']['mean']:6.3f}  {', '.join(note)}")
+    columns = ([rep.Column("strategy", lambda r: r["name"], 32, left=True), rep.Column("T", _mean_used("T_mean"), 5),
+                rep.Column("P", _mean_used("P_mean"), 5)]
+               + [rep.Column(f, _family_cell(f, "±"), 12) for f in report["families"]]
+               + [rep.Column("closed acc", _with_se("closed_accuracy", 3, "±"), 13),
+                  rep.Column("distinct", _with_se("distinct", 2, "±", 5), 11),
+                  rep.Column("score", lambda r: f"{r['score']['mean']:6.3f}", 6)])
     s = report["settings"]
-    lines.append(f"(mean ± SE over {len(s['seeds'])} seed(s); {s['n_samples']} samples per closed item, {s['n_open']} per "
-                 f"open item, greedy 1; distinct = distinct valid answers per open item; closed acc = mean of the closed "
-                 f"families; score = closed acc x distinct / {s['n_open']}; T, P = mean used)")
-    return "\n".join(lines)
+    footer = (f"(mean ± SE over {len(s['seeds'])} seed(s); {s['n_samples']} samples per closed item, {s['n_open']} per "
+              f"open item, greedy 1; distinct = distinct valid answers per open item; closed acc = mean of the closed "
+              f"families; score = closed acc x distinct / {s['n_open']}; T, P = mean used)")
+    return rep.fixed_width_table(report["strategies"], columns, lambda r: _notes(report, r), footer)
 
 
 def format_markdown(report: Dict[str, Any]) -> str:
     """The table of :func:`format_table` as Markdown (for docs): per family accuracy and the
     frontier axes as ``mean ± SE`` over seeds, and each row's position."""
-    fams = report["families"]
-    front = set(report["static_frontier"])
-    head = "| strategy | T | P | " + " | ".join(fams) + " | closed acc | distinct | position |"
-    lines = [head, "|" + "---|" * (len(fams) + 6)]
-    for r in report["strategies"]:
-        note, T, P = _row_labels(r, front, bold="**")
-        cells = [f"{r['families'][f]['mean']:.3f} ± {(r['families'][f]['se'] or 0):.3f}" for f in fams]
-        c, d = r["closed_accuracy"], r["distinct"]
-        name = f"**{r['name']}**" if r["group"] == "autodeco" else r["name"]
-        lines.append(f"| {name} | {T} | {P} | " + " | ".join(cells)
-                     + f" | {c['mean']:.3f} ± {(c['se'] or 0):.3f} | {d['mean']:.2f} ± {(d['se'] or 0):.2f} | {', '.join(note)} |")
-    return "\n".join(lines)
+    columns = ([rep.Column("strategy", lambda r: f"**{r['name']}**" if r["group"] == "autodeco" else r["name"]),
+                rep.Column("T", _mean_used("T_mean")), rep.Column("P", _mean_used("P_mean"))]
+               + [rep.Column(f, _family_cell(f, " ± ")) for f in report["families"]]
+               + [rep.Column("closed acc", _with_se("closed_accuracy", 3, " ± ")),
+                  rep.Column("distinct", _with_se("distinct", 2, " ± ")),
+                  rep.Column("position", lambda r: _notes(report, r, bold="**"))])
+    return rep.markdown_table(report["strategies"], columns)
 
 
 def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str = "") -> Path:
     """PNG: closed-task accuracy against distinct valid answers per open item, every strategy;
-    the static grid coloured by T, the static frontier dashed, baselines and AutoDeco marked."""
-    from autodeco_samplers.research.evaluation.toy import load_pyplot, save_figure
-
-    plt = load_pyplot()
-    rows = report["strategies"]
-    by_name = {r["name"]: r for r in rows}
-    x = lambda r: r["distinct"]["mean"]  # noqa: E731
-    y = lambda r: r["closed_accuracy"]["mean"]  # noqa: E731
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=110)
-    grid = [r for r in rows if r["group"] in ("grid", "default")]
-    sc = ax.scatter([x(r) for r in grid], [y(r) for r in grid], c=[r["params"]["T"] for r in grid], cmap="viridis", s=30,
-                    label="static (T, P) grid")
-    fig.colorbar(sc, ax=ax, label="static T")
-    front = [by_name[n] for n in report["static_frontier"]]
-    ax.plot([x(r) for r in front], [y(r) for r in front], "k--", lw=1, label="static frontier")
-    markers = {"greedy": ("s", "tab:gray"), "mean_static": ("^", "tab:orange"), "autodeco": ("*", "tab:red")}
-    base_markers = ["o", "v", "P", "X", "D", "h", "<", ">"]
-    base_colours = ["tab:blue", "tab:cyan", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "black"]
-    k = 0
-    for r in rows:
-        if r["group"] in markers:
-            m, colour = markers[r["group"]]
-        elif r["group"] == "baseline":
-            m, colour = base_markers[k % len(base_markers)], base_colours[k % len(base_colours)]
-            k += 1
-        else:
-            continue
-        ax.errorbar([x(r)], [y(r)], xerr=[r["distinct"]["se"] or 0], yerr=[r["closed_accuracy"]["se"] or 0], fmt=m,
-                    ms=14 if r["group"] == "autodeco" else 8, color=colour, mec="k", zorder=5, label=r["name"])
-    if report.get("oracle"):
-        o = by_name[report["oracle"]]
-        ax.annotate("oracle", (x(o), y(o)), textcoords="offset points", xytext=(6, -12), fontsize=8)
-    ax.set_xlabel(f"distinct valid answers per open item ({report['settings']['n_open']} samples)")
-    ax.set_ylabel("accuracy on the closed task families")
-    ax.set_title(title or "static (T, P), baselines and AutoDeco", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return save_figure(plt, fig, path)
-
-
-def report_paths(report: Dict[str, Any], **paths: Union[str, Path, None]) -> Dict[str, Any]:
-    """Record ``paths`` in the report as :func:`evaluation.portable_path` strings."""
-    report.update({k: (portable_path(v) if v is not None else None) for k, v in paths.items()})
-    return report
+    the static grid coloured by T, the static frontier dashed, baselines and AutoDeco marked,
+    with their SEs over seeds as error bars (:func:`report.plot_frontier`)."""
+    style = rep.FrontierPlot(
+        xlabel=f"distinct valid answers per open item ({report['settings']['n_open']} samples)",
+        ylabel="accuracy on the closed task families", title=title or "static (T, P), baselines and AutoDeco",
+        grid_label="static (T, P) grid", grid_T=lambda r: r["params"]["T"], colorbar="static T",
+        marks={"greedy": ("s", "tab:gray"), "mean_static": ("^", "tab:orange"), "autodeco": ("*", "tab:red")},
+        errors=lambda r: (r["distinct"]["se"] or 0, r["closed_accuracy"]["se"] or 0))
+    return rep.plot_frontier(report, path, AXES, style)

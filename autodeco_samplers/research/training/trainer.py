@@ -200,6 +200,113 @@ def compute_losses(logits, T, P, labels, cfg: TrainConfig, generator: Optional[t
     return losses
 
 
+def _frozen(model, device: torch.device):
+    """``model`` on ``device`` in eval mode with every parameter frozen."""
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _checkpoint_extra(cfg: TrainConfig, step: int) -> Dict[str, Any]:
+    """The ``autodeco_training`` block a heads config records: the step and the recipe (no device)."""
+    return {"autodeco_training": {"step": step, **{k: v for k, v in asdict(cfg).items() if k != "device"}}}
+
+
+def _initial_state(out: Optional[Path], resume: bool, cfg: TrainConfig, model, base_name: Optional[str]):
+    """``(heads, start_step, history, checkpoint or None)``: the latest checkpoint in ``out``
+    when resuming from one, else fresh heads seeded by ``cfg.seed``."""
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+
+    ckpt = latest_checkpoint(out) if (out is not None and resume) else None
+    if ckpt is not None:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        return AutoDecoHeadsModule.from_pretrained(ckpt), int(state["step"]), list(state.get("history", [])), ckpt
+    heads = AutoDecoHeadsModule.create(
+        model.get_output_embeddings().weight.shape[1],
+        width=cfg.width,
+        use_enhanced_features=cfg.use_enhanced_features,
+        enable_temperature_head=cfg.train_temperature,
+        enable_top_p_head=cfg.train_top_p,
+        base_model_name_or_path=base_name,
+        base_model_type=getattr(model.config, "model_type", None),
+        seed=cfg.seed,
+    )
+    return heads, 0, [], None
+
+
+def _micro_batches(cfg: TrainConfig, model, examples, pad_id: int, device: torch.device, start_step: int):
+    """The stream of micro-batches from a generator seeded with ``cfg.seed``, replayed up to
+    ``start_step``: padded token batches, or with ``cache_hidden`` ``(hidden, labels)`` from
+    one backbone pass over the data."""
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.cache_hidden:
+        from autodeco_samplers.research.training.cache import cache_hidden_states, cached_batches
+
+        stream = cached_batches(cache_hidden_states(model, examples, pad_id, cfg.batch_size, device), cfg.batch_size, data_gen)
+    else:
+        stream = batches(examples, cfg.batch_size, pad_id, data_gen)
+    for _ in range(start_step * cfg.grad_accum):  # replay the data order up to the resumed step
+        next(stream)
+    return stream
+
+
+def _micro_losses(model, heads, micro_batch, cfg: TrainConfig, generator: torch.Generator,
+                  device: torch.device) -> Dict[str, torch.Tensor]:
+    """The losses of one micro-batch of :func:`_micro_batches`."""
+    if cfg.cache_hidden:
+        from autodeco_samplers.research.training.cache import cached_logits
+
+        hidden, labels = (t.to(device) for t in micro_batch)
+        logits = cached_logits(model, hidden)
+        T, P = heads(hidden, logits)
+        return compute_losses(logits, T, P, labels, cfg, generator, shifted=True)
+    batch = {name: v.to(device) for name, v in micro_batch.items()}
+    logits, T, P = heads_forward(model, heads, batch)
+    return compute_losses(logits, T, P, batch["labels"], cfg, generator)
+
+
+def _optimizer_step(step: int, model, heads, optimizer, stream, cfg: TrainConfig, device: torch.device) -> Dict[str, float]:
+    """One optimisation step (module docstring): the learning rate of ``step`` (linear warmup
+    over ``warmup_steps``, then constant), ``grad_accum`` micro-batches, each with its
+    easy-token generator seeded ``seed * 1_000_003 + k``, gradient clipping; returns the
+    losses averaged over the micro-batches."""
+    optimizer.zero_grad(set_to_none=True)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
+    totals: Dict[str, float] = {}
+    for micro in range(cfg.grad_accum):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * cfg.grad_accum + micro)
+        losses = _micro_losses(model, heads, next(stream), cfg, gen, device)
+        (losses["total"] / cfg.grad_accum).backward()
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.grad_accum
+    if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(heads.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return totals
+
+
+def _save_checkpoint(folder: Path, heads, optimizer, cfg: TrainConfig, step: int, history: List[Dict[str, float]]) -> None:
+    """``folder``: the heads (official layout), the optimizer state and ``trainer_state.json``."""
+    heads.save_pretrained(folder, extra_config=_checkpoint_extra(cfg, step))
+    save_optimizer(optimizer, folder / OPTIMIZER_FILE)
+    state = {"step": step, "config": asdict(cfg), "history": history, "saved_at": time.time()}
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def _save_final(out: Path, heads, optimizer, cfg: TrainConfig, step: int, history: List[Dict[str, float]]) -> None:
+    """The last checkpoint, and the final heads with their state in ``out`` itself."""
+    _save_checkpoint(out / f"checkpoint-{step}", heads, optimizer, cfg, step, history)
+    heads.save_pretrained(out, extra_config=_checkpoint_extra(cfg, step))
+    (out / STATE_FILE).write_text(json.dumps({"step": step, "config": asdict(cfg), "history": history}, indent=2) + "\n")
+
+
+def _loss_labels(totals: Dict[str, float]) -> Dict[str, str]:
+    """The progress bar's postfix: ``L_T``, ``L_P`` and the total ``L``."""
+    return {("L_T" if n == "temperature" else "L_P" if n == "top_p" else "L"): f"{v:.4f}" for n, v in totals.items()}
+
+
 def train_heads(
     base,
     data,
@@ -222,95 +329,30 @@ def train_heads(
         on_step: called as ``on_step(step, heads)`` after every optimizer step (for probes;
             the heads are in train mode and must not be modified).
     """
-    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
-
     cfg = config or TrainConfig()
     device = resolve_device(cfg.device)
     model, tokenizer, base_name = _load_base(base)
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = _frozen(model, device)
     records = read_jsonl(data) if isinstance(data, (str, Path)) else list(data)
     examples = encode_examples(tokenizer, records, max_length=cfg.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    hidden_size = model.get_output_embeddings().weight.shape[1]
     out = Path(out_dir) if out_dir is not None else None
 
-    start_step, history = 0, []
-    ckpt = latest_checkpoint(out) if (out is not None and resume) else None
-    if ckpt is not None:
-        heads = AutoDecoHeadsModule.from_pretrained(ckpt)
-        state = json.loads((ckpt / STATE_FILE).read_text())
-        start_step, history = int(state["step"]), list(state.get("history", []))
-    else:
-        heads = AutoDecoHeadsModule.create(
-            hidden_size,
-            width=cfg.width,
-            use_enhanced_features=cfg.use_enhanced_features,
-            enable_temperature_head=cfg.train_temperature,
-            enable_top_p_head=cfg.train_top_p,
-            base_model_name_or_path=base_name,
-            base_model_type=getattr(model.config, "model_type", None),
-            seed=cfg.seed,
-        )
+    heads, start_step, history, ckpt = _initial_state(out, resume, cfg, model, base_name)
     heads.to(device).train()
     optimizer = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if ckpt is not None:
         load_optimizer(optimizer, ckpt / OPTIMIZER_FILE)
-
-    def lr_at(s: int) -> float:  # linear warmup over ``warmup_steps``, then constant
-        return cfg.lr * (min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
-
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    if cfg.cache_hidden:  # one backbone pass over the data; steps then read the cache
-        from autodeco_samplers.research.training.cache import cache_hidden_states, cached_batches
-
-        cache = cache_hidden_states(model, examples, pad_id, cfg.batch_size, device)
-        stream = cached_batches(cache, cfg.batch_size, data_gen)
-    else:
-        stream = batches(examples, cfg.batch_size, pad_id, data_gen)
-    for _ in range(start_step * cfg.grad_accum):  # replay the data order up to the resumed step
-        next(stream)
+    stream = _micro_batches(cfg, model, examples, pad_id, device, start_step)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start_step, desc="autodeco train", unit="step")
-
-    def save(step: int, folder: Path) -> None:
-        extra = {"autodeco_training": {"step": step, **{k: v for k, v in asdict(cfg).items() if k != "device"}}}
-        heads.save_pretrained(folder, extra_config=extra)
-        save_optimizer(optimizer, folder / OPTIMIZER_FILE)
-        state = {"step": step, "config": asdict(cfg), "history": history, "saved_at": time.time()}
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-
     step = start_step
     while step < cfg.steps:
-        optimizer.zero_grad(set_to_none=True)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        totals: Dict[str, float] = {}
-        for micro in range(cfg.grad_accum):
-            k = step * cfg.grad_accum + micro
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
-            if cfg.cache_hidden:
-                from autodeco_samplers.research.training.cache import cached_logits
-
-                hidden, labels = (t.to(device) for t in next(stream))
-                logits = cached_logits(model, hidden)
-                T, P = heads(hidden, logits)
-                losses = compute_losses(logits, T, P, labels, cfg, gen, shifted=True)
-            else:
-                batch = {k: v.to(device) for k, v in next(stream).items()}
-                logits, T, P = heads_forward(model, heads, batch)
-                losses = compute_losses(logits, T, P, batch["labels"], cfg, gen)
-            (losses["total"] / cfg.grad_accum).backward()
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.grad_accum
-        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(heads.parameters(), cfg.max_grad_norm)
-        optimizer.step()
+        totals = _optimizer_step(step, model, heads, optimizer, stream, cfg, device)
         step += 1
         if not all(math.isfinite(v) for v in totals.values()):
             raise AutoDecoError(f"non-finite loss at step {step}: {totals}")
@@ -319,14 +361,12 @@ def train_heads(
             on_step(step, heads)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({("L_T" if n == "temperature" else "L_P" if n == "top_p" else "L"): f"{v:.4f}" for n, v in totals.items()})
+            bar.set_postfix(_loss_labels(totals))
         if out is not None and cfg.save_every > 0 and step % cfg.save_every == 0 and step < cfg.steps:
-            save(step, out / f"checkpoint-{step}")
+            _save_checkpoint(out / f"checkpoint-{step}", heads, optimizer, cfg, step, history)
     if bar is not None:
         bar.close()
     if out is not None and start_step < cfg.steps:
-        save(step, out / f"checkpoint-{step}")
-        heads.save_pretrained(out, extra_config={"autodeco_training": {"step": step, **{k: v for k, v in asdict(cfg).items() if k != "device"}}})
-        (out / STATE_FILE).write_text(json.dumps({"step": step, "config": asdict(cfg), "history": history}, indent=2) + "\n")
+        _save_final(out, heads, optimizer, cfg, step, history)
     heads.eval()
     return TrainResult(heads=heads, step=step, history=history, out_dir=out)
