@@ -76,14 +76,14 @@ def test_regular_install_maps_folders_into_the_root(tmp_path):
     for warning in ("SetuptoolsDeprecationWarning", "Package would be ignored", "License classifiers are deprecated",
                     "project.license` as a TOML table is deprecated"):
         assert warning not in log, warning
-    assert (target / "autodeco_samplers" / "schemas" / "generation.schema.json").is_file()
+    assert (target / "autodeco_samplers" / "core" / "schemas" / "generation.schema.json").is_file()
     assert not (target / "heads").exists() and not (target / "adapters").exists()
     env = dict(os.environ, PYTHONPATH=str(target))
     res = run_python(
         """
         import autodeco_samplers, autodeco_samplers.heads, autodeco_samplers.adapters, autodeco_samplers.conformance
         import autodeco_samplers.adapters.sglang, autodeco_samplers.research.training
-        from autodeco_samplers import default_model
+        from autodeco_samplers.models import default_model
         assert autodeco_samplers.adapters.sglang.__file__.startswith(autodeco_samplers.__path__[0])
         assert (default_model.base_path() / "config.json").exists(), default_model.base_path()
         assert list(default_model.heads_path().glob("*.safetensors"))

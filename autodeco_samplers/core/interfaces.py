@@ -4,7 +4,7 @@ Every adapter reports its generations as a :class:`GenerationResult`; its ``to_d
 the one JSON schema every ``autodeco generate --json`` prints, whatever the engine:
 ``{"engine", "prompt_ids", "token_ids", "text", "finish_reason", "steps": [{"token_id",
 "T_pred", "P_pred", "T", "P"}]}``. The machine-readable form is the JSON Schema file
-``autodeco_samplers/frontends/schemas/generation.schema.json`` (:func:`generation_schema`); the
+``autodeco_samplers/core/schemas/generation.schema.json`` (:func:`generation_schema`); the
 fields are documented in docs/design.md section 3.
 """
 

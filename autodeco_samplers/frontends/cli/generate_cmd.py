@@ -6,7 +6,7 @@ Each engine (see ``ENGINES``: its adapter module and extra) runs through
 ``pieces`` (decoded text of each token) for the human view. The request is validated once,
 here, before any engine is imported (:func:`autodeco_samplers.frontends.validation.check_generate_request`),
 so every engine answers the same bad input with the same message. ``--json`` prints
-``GenerationResult.to_dict()``, the schema in ``autodeco_samplers/frontends/schemas/generation.schema.json``.
+``GenerationResult.to_dict()``, the schema in ``autodeco_samplers/core/schemas/generation.schema.json``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Files (all safetensors / JSON, a few hundred kB): ``base/`` (model, tokenizer),
 ``build_info.json`` (how it was built). Rebuild with ``python scripts/build_default_model.py``.
 Its GGUF is made on demand by :mod:`autodeco_samplers.models.gguf_convert` (see :func:`gguf_path`).
 
->>> from autodeco_samplers import default_model
+>>> from autodeco_samplers.models import default_model
 >>> (default_model.base_path() / "config.json").is_file()
 True
 """
