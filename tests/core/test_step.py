@@ -373,20 +373,54 @@ def test_no_host_synchronisation_off_the_cpu():
             torch_step_logits(hidden, logits, heads, sync=True)
 
 
-def test_sync_free_step_compiles_to_one_graph():
-    """``torch.compile(fullgraph=True)`` refuses any data-dependent host read or shape: the
-    ``sync=False`` step (what SGLang/vLLM capture in CUDA graphs) is one static graph."""
+def _spread_heads(seed: int, hidden_size: int = 48, **kwargs):
+    """Seeded torch heads whose last layers are widened so T and P spread over their range."""
+    from autodeco_samplers.heads.model.init import init_heads
+    from autodeco_samplers.heads.model.numpy_heads import AutoDecoHeads
     from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
-    heads = AutoDecoHeadsModule.create(32, width=8, seed=0).requires_grad_(False)
+    config, tensors = init_heads(hidden_size, width=32, seed=seed, **kwargs)
+    tensors = {k: (v * 6.0).astype(np.float32) if k.endswith("mlp.2.weight") else v for k, v in tensors.items()}
+    return AutoDecoHeadsModule.from_numpy(AutoDecoHeads(config, tensors)).requires_grad_(False)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [DecodingPolicy(), DecodingPolicy(top_p=1.5), DecodingPolicy(temperature=0.0),
+     DecodingPolicy(temperature=0.7, top_p=0.9, min_temperature=0.2, max_temperature=1.5, fixed_top_p=0.8)],
+    ids=["default", "top-p-multiplier", "greedy", "all-knobs"],
+)
+@pytest.mark.parametrize("enhanced", [True, False])
+@pytest.mark.parametrize("V", [160, 5000])
+def test_sync_free_step_compiles_to_one_graph(policy, enhanced, V):
+    """``torch.compile(fullgraph=True, dynamic=False)`` refuses any graph break: a ``.item()``,
+    ``.tolist()``, data-dependent Python branch or data-dependent output shape (``nonzero``,
+    boolean indexing) would raise. That is the set of operations a CUDA-graph capture cannot
+    replay, so this CPU test guards the ``sync=False`` step SGLang's logits processor runs
+    inside captured graphs: one static graph, the eager step's values exactly."""
+    heads = _spread_heads(1, use_enhanced_features=enhanced)
 
     def step(logits, hidden):
-        return torch_step_logits(hidden, logits, heads, DecodingPolicy(top_p=1.5), sync=False).logits
+        out = torch_step_logits(hidden, logits, heads, policy, sync=False)
+        return out.logits, out.T_pred, out.P_pred, out.T, out.P
 
     compiled = torch.compile(step, fullgraph=True, backend="eager", dynamic=False)
     g = torch.Generator().manual_seed(0)
-    logits, hidden = torch.randn(3, 5000, generator=g) * 3, torch.randn(3, 32, generator=g)
-    torch.testing.assert_close(compiled(logits, hidden), step(logits, hidden), rtol=0, atol=0)
+    logits, hidden = torch.randn(4, V, generator=g) * 3, torch.randn(4, 48, generator=g)
+    for got, want in zip(compiled(logits, hidden), step(logits, hidden)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    z = step(logits, hidden)[0]
+    assert torch.isfinite(z).all() and (z == OUTSIDE_NUCLEUS).any()
+
+
+def test_bfloat16_logits_and_hidden_are_upcast():
+    heads = _spread_heads(2)
+    g = torch.Generator().manual_seed(1)
+    logits, hidden = torch.randn(3, 160, generator=g) * 3, torch.randn(3, 48, generator=g)
+    low = torch_step_logits(hidden.bfloat16(), logits.bfloat16(), heads, sync=False)
+    assert low.logits.dtype == torch.float32 and low.T.dtype == torch.float32
+    ref = torch_step_logits(hidden.bfloat16().float(), logits.bfloat16().float(), heads, sync=False)
+    torch.testing.assert_close(low.logits, ref.logits, rtol=0, atol=0)
 
 
 @pytest.mark.slow

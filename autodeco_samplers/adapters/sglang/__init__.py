@@ -10,8 +10,8 @@ How it works (details and the launch command in ``docs/sglang.md``):
   classes, byte for byte.
 * With the block, the model's ``LogitsProcessor`` becomes :class:`AutoDecoSGLangProcessor`:
   it forces LAST hidden-state capture, runs the heads on the post-norm rows aligned with the
-  logits to sample, and replaces those logits by
-  :func:`autodeco_samplers.core.torch_ops.torch_rule_logits` (``(l - max l) / T`` inside the
+  logits to sample, and replaces those logits by the core step's
+  (:func:`autodeco_samplers.core.step.torch_step_logits`: ``(l - max l) / T`` inside the
   nucleus, ``-1e30`` outside), so SGLang's stock sampler at temperature 1 / top-p 1 draws
   exactly the canonical distribution of docs/design.md section 3.
 * ``autodeco prepare-sglang`` (:func:`prepare_sglang_checkpoint`) writes a folder SGLang
@@ -31,7 +31,6 @@ __all__ = [
     "EXTERNAL_MODEL_PACKAGE",
     "AutoDecoSGLangProcessor",
     "SGLangModeError",
-    "autodeco_logits",
     "autodeco_model_class",
     "prepare_sglang_checkpoint",
     "route_weights",
@@ -39,7 +38,6 @@ __all__ = [
 
 _LAZY = {
     "SGLangModeError": "config",
-    "autodeco_logits": "transform",
     "AutoDecoSGLangProcessor": "processor",
     "autodeco_model_class": "model_mixin",
     "route_weights": "model_mixin",

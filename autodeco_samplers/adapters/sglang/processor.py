@@ -12,9 +12,11 @@ What ``forward`` does, in order:
    because the heads must read exactly the post-norm state ``lm_head`` reads.
 2. Runs the stock forward with hidden capture forced to ``LAST``: the output's
    ``hidden_states`` are then the post-norm rows aligned with ``next_token_logits``.
-3. Writes :func:`~.transform.autodeco_logits` into ``next_token_logits`` *in place* (same
-   tensor, same graph buffer) and restores ``hidden_states`` to what the stock forward would
-   have returned (``None`` when capture was ``NULL``).
+3. Writes the logits of the core step :func:`autodeco_samplers.core.step.torch_step_logits`
+   (heads -> policy -> canonical nucleus: ``(l - max l) / T`` inside, ``fill`` outside) into
+   ``next_token_logits`` *in place* (same tensor, same graph buffer) and restores
+   ``hidden_states`` to what the stock forward would have returned (``None`` when capture was
+   ``NULL``).
 
 Everything in step 3 is static-shaped device work with no host sync, so CUDA graphs capture
 it. The TP all-gather has already happened, so every rank holds the full vocabulary row and
@@ -36,9 +38,7 @@ from autodeco_samplers.core.policy import DecodingPolicy
 
 from autodeco_samplers.adapters.sglang.config import SGLangModeError
 from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS
-from autodeco_samplers.core.step import TorchStep
-
-from autodeco_samplers.adapters.sglang.transform import autodeco_logits
+from autodeco_samplers.core.step import TorchStep, torch_step_logits
 
 _UNSUPPORTED_MODES = {
     "TARGET_VERIFY": "speculative decoding (target verify)",
@@ -150,8 +150,10 @@ class AutoDecoSGLangProcessor(LogitsProcessor):
                 got = None if out.hidden_states is None else tuple(out.hidden_states.shape)
                 raise self._refuse(f"a batch whose captured hidden rows {got} do not match the logits {tuple(logits.shape)}")
             with torch.no_grad():
-                step = autodeco_logits(
-                    out.hidden_states, logits, self.heads, self.policy, fill=self.fill, compiled=self.compiled
+                # sync=False: no host read on any device (this runs inside captured CUDA graphs)
+                step = torch_step_logits(
+                    out.hidden_states, logits, self.heads, self.policy, fill=self.fill, sync=False,
+                    compiled=self.compiled,
                 )
                 logits.copy_(step.logits)
             self.last_step = replace(step, logits=logits)  # the engine's own (now rewritten) tensor

@@ -38,7 +38,8 @@ How it is wired (no algorithm of its own; each step is one call of the core step
   Without an AutoDeco processor the call goes to transformers unchanged.
 * At each step the processor predicts ``(T_pred, P_pred)`` from the captured hidden state
   and the ``scores`` it receives, applies the policy, and returns logits
-  (:func:`~autodeco_samplers.core.step.torch_step_logits`) whose plain softmax is exactly the canonical
+  (:func:`~autodeco_samplers.core.step.torch_step_logits`, through
+  :meth:`AutoDecoAttachment.step`) whose plain softmax is exactly the canonical
   distribution, which transformers then samples (softmax + multinomial). With
   ``do_sample=False`` it returns the scores unchanged (greedy stays greedy, ties to the lowest
   id) and records ``T = 0``. A request temperature of 0 is greedy as well.
@@ -56,13 +57,16 @@ import inspect
 import json
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from autodeco_samplers.core.errors import AutoDecoError, CheckpointError, InvalidParameterError, ShapeError
 from autodeco_samplers.heads.io.detect import is_merged_checkpoint
 from autodeco_samplers.core.policy import DecodingPolicy
 
 from autodeco_samplers.adapters.transformers.trace import AutoDecoTrace, build_trace
+
+if TYPE_CHECKING:
+    from autodeco_samplers.core.step import TorchStep
 
 __all__ = [
     "AutoDecoAttachment",
@@ -205,6 +209,45 @@ class AutoDecoAttachment:
                 self.heads.to(device)
         return self.heads
 
+    def step(
+        self, hidden: Any, scores: Any, *, lm_out: Any = None, policy: Optional[DecodingPolicy] = None,
+        greedy: bool = False,
+    ) -> "TorchStep":
+        """One AutoDeco step of this model, as its processor runs it inside ``generate``: the
+        core step :func:`autodeco_samplers.core.step.torch_step_logits` with the heads on
+        ``hidden``'s device.
+
+        Args:
+            hidden: ``[B, H]`` the hidden rows ``lm_head`` read for these scores.
+            scores: ``[B, V]`` the logits the canonical rule is applied to (what the processor
+                receives, after the processors before it).
+            lm_out: ``[B, V]`` ``lm_head``'s output for the same rows; the heads read it with
+                the model's final logit transform (softcapping, ``logit_scale``,
+                ``logits_scaling``). ``None``: the heads read ``scores``.
+            policy: default: the attachment's.
+            greedy: ``do_sample=False``: the step runs with temperature 0 (``T = 0`` recorded).
+
+        Returns:
+            the :class:`~autodeco_samplers.core.step.TorchStep`; its ``logits`` have the
+            canonical distribution as their plain softmax.
+
+        Raises:
+            ShapeError: ``hidden`` and ``scores`` have different numbers of rows.
+        """
+        import torch
+
+        from autodeco_samplers.core.step import torch_step_logits
+
+        if hidden.shape[0] != scores.shape[0]:
+            raise ShapeError(f"batch mismatch: captured hidden states have {hidden.shape[0]} rows, scores {scores.shape[0]}")
+        heads = self._heads_on(hidden.device)
+        with torch.no_grad():
+            zero = torch.zeros(scores.shape[0], device=scores.device) if greedy else None
+            return torch_step_logits(
+                hidden, scores, heads, policy if policy is not None else self.policy, temperature=zero,
+                head_logits=self._model_logits(lm_out, scores), compiled=self.compiled,
+            )
+
     def _model_logits(self, lm_out: Any, scores: Any) -> Any:
         """The model's own logits of this step for the heads' statistics: ``lm_head``'s output
         with the model's final logit transform (softcapping, ``logit_scale``,
@@ -226,15 +269,38 @@ class AutoDecoAttachment:
 
     # -- generate wrapper -----------------------------------------------------------------
     def _generate(self, signature: inspect.Signature, *args: Any, **kwargs: Any) -> Any:
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+        """``model.generate``. With an :class:`AutoDecoLogitsProcessor` of this model in
+        ``logits_processor``: the request's config made AutoDeco-safe, the processor replaced
+        by a per-call :class:`_CallState`, the per-row stopping criteria recorded, and the
+        trace stored on the processor afterwards. Any other call goes to transformers as is."""
+        from transformers import LogitsProcessorList
 
-        bound = signature.bind(*args, **kwargs)
-        arguments = dict(bound.arguments)
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
         extra = dict(arguments.pop("kwargs", {}) or {})
         processors = list(arguments.get("logits_processor") or [])
+        proc = self._our_processor(processors)
+        if proc is None:
+            return self._original_generate(*args, **kwargs)
+        gc, multipliers, model_kwargs = self._request_config(arguments.pop("generation_config", None), extra)
+        merged = self._with_model_defaults(gc)
+        assisted = self._check_mode(merged, arguments, model_kwargs)
+        policy = proc.policy.for_request(multipliers["temperature"], multipliers["top_p"])
+        call = _CallState(self, policy, merged.do_sample is not True, proc.on_step, assisted=assisted)
+        criteria = list(arguments.get("stopping_criteria") or [])
+        arguments["logits_processor"] = LogitsProcessorList([call if p is proc else p for p in processors])
+        arguments["stopping_criteria"] = self._recording_criteria(call, criteria, merged, gc, model_kwargs)
+        arguments["generation_config"] = gc
+        out = self._original_generate(**arguments, **model_kwargs)
+        proc.trace = self._call_trace(out, arguments, model_kwargs, merged, call, criteria, assisted)
+        proc.policy_used = policy
+        return out
+
+    def _our_processor(self, processors: List[Any]) -> Optional["AutoDecoLogitsProcessor"]:
+        """The call's :class:`AutoDecoLogitsProcessor` (``None`` when it has none), checked: at
+        most one, made for this model, and the last processor of the list."""
         ours = [p for p in processors if isinstance(p, AutoDecoLogitsProcessor)]
         if not ours:
-            return self._original_generate(*args, **kwargs)
+            return None
         if len(ours) > 1:
             raise AutoDecoError("pass at most one AutoDecoLogitsProcessor to generate()")
         proc = ours[0]
@@ -248,9 +314,16 @@ class AutoDecoAttachment:
                 "the AutoDecoLogitsProcessor must be the last logits processor: processors after it would "
                 "change the distribution it computed"
             )
+        return proc
 
-        # 1. the request's generation config; sampling multipliers out, warpers neutral.
-        passed = arguments.pop("generation_config", None)
+    def _request_config(self, passed: Any, extra: Dict[str, Any]) -> Tuple[Any, Dict[str, float], Dict[str, Any]]:
+        """``(config, multipliers, model_kwargs)`` of one call: a copy of the passed generation
+        config (or a new one) updated with the call's keyword arguments (``extra``, consumed),
+        with ``temperature`` / ``top_p`` taken out as multipliers (1 when unset) and every
+        warper neutral (:meth:`_neutralise_warpers`). An explicit truncating warper (top-k,
+        min-p, top-h, typical-p, epsilon, eta) raises :class:`InvalidParameterError`."""
+        from transformers import GenerationConfig
+
         gc = copy.deepcopy(passed) if passed is not None else GenerationConfig()
         multipliers = {}
         for key in ("temperature", "top_p"):
@@ -269,6 +342,13 @@ class AutoDecoAttachment:
                     f"{key}={value!r} would re-truncate the AutoDeco distribution; the heads choose T and P per "
                     f"token (use temperature/top_p as multipliers, or leave {key} unset)"
                 )
+        self._neutralise_warpers(gc)
+        return gc, multipliers, model_kwargs
+
+    def _neutralise_warpers(self, gc: Any) -> None:
+        """Set every transformers warper of ``gc`` to the value that leaves the processor's
+        output untouched, also against the model's own ``generation_config`` defaults (a
+        ``min_p`` there is overridden by 0; a ``top_h`` there cannot be, and raises)."""
         defaults = self.model.generation_config
         for key, value in _NEUTRAL.items():
             setattr(gc, key, value)
@@ -279,8 +359,19 @@ class AutoDecoAttachment:
                 "the model's generation_config sets top_h, which cannot be neutralised; set "
                 "model.generation_config.top_h = None to sample with AutoDeco"
             )
+
+    def _with_model_defaults(self, gc: Any) -> Any:
+        """A copy of ``gc`` with the model's ``generation_config`` filling what ``gc`` leaves
+        unset: the settings transformers will actually use (mode, EOS ids, stop strings)."""
         merged = copy.deepcopy(gc)
+        defaults = self.model.generation_config
         merged.update(**{k: v for k, v in defaults.to_dict().items() if hasattr(merged, k)}, defaults_only=True)
+        return merged
+
+    def _check_mode(self, merged: Any, arguments: Dict[str, Any], model_kwargs: Dict[str, Any]) -> bool:
+        """Refuse every generation mode but sampling, greedy search and assisted decoding (and
+        custom generate methods); returns whether the call is assisted (then checked further by
+        :meth:`_check_assisted`)."""
         mode = merged.get_generation_mode(arguments.get("assistant_model"))
         mode = getattr(mode, "value", str(mode))
         if mode not in _ALLOWED_MODES or arguments.get("custom_generate") is not None:
@@ -293,31 +384,35 @@ class AutoDecoAttachment:
         assisted = mode == _ASSISTED
         if assisted:
             self._check_assisted(merged, arguments, model_kwargs)
-        greedy = merged.do_sample is not True
-        policy = proc.policy.for_request(multipliers["temperature"], multipliers["top_p"])
+        return assisted
 
-        # 2. the per-call processor and the recording of per-row stopping criteria.
-        call = _CallState(self, policy, greedy, proc.on_step, assisted=assisted)
-        arguments["logits_processor"] = LogitsProcessorList([call if p is proc else p for p in processors])
-        criteria = arguments.get("stopping_criteria")
-        stop_strings = merged.stop_strings
-        wrapped = _RecordingCriteria(call, list(criteria or []))
-        if stop_strings is not None:
+    @staticmethod
+    def _recording_criteria(
+        call: "_CallState", criteria: List[Any], merged: Any, gc: Any, model_kwargs: Dict[str, Any]
+    ) -> Any:
+        """The call's stopping criteria with the per-row ones (``stop_strings`` included, then
+        removed from ``gc``) run inside one :class:`_RecordingCriteria`, so the trace knows where
+        each row stopped; transformers' max-length and max-time criteria stay outside it."""
+        from transformers import StoppingCriteriaList
+
+        wrapped = _RecordingCriteria(call, list(criteria))
+        if merged.stop_strings is not None:
             from transformers import StopStringCriteria
 
             tokenizer = model_kwargs.get("tokenizer")
             if tokenizer is None:
                 raise AutoDecoError("stop_strings needs tokenizer=... passed to generate() (as in transformers)")
-            wrapped.inner.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+            wrapped.inner.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=merged.stop_strings))
             gc.stop_strings = None
-        keep = [c for c in (criteria or []) if type(c).__name__ in ("MaxLengthCriteria", "MaxTimeCriteria")]
+        keep = [c for c in criteria if type(c).__name__ in ("MaxLengthCriteria", "MaxTimeCriteria")]
         wrapped.inner = [c for c in wrapped.inner if c not in keep]
-        arguments["stopping_criteria"] = StoppingCriteriaList(keep + ([wrapped] if wrapped.inner else []))
-        arguments["generation_config"] = gc
+        return StoppingCriteriaList(keep + ([wrapped] if wrapped.inner else []))
 
-        out = self._original_generate(**arguments, **model_kwargs)
-
-        # 3. the trace.
+    def _call_trace(
+        self, out: Any, arguments: Dict[str, Any], model_kwargs: Dict[str, Any], merged: Any, call: "_CallState",
+        criteria: List[Any], assisted: bool,
+    ) -> AutoDecoTrace:
+        """The :class:`AutoDecoTrace` of a finished call, aligned with its returned sequences."""
         sequences = out if hasattr(out, "shape") else out.sequences
         input_ids = arguments.get("inputs")
         if input_ids is None:
@@ -329,25 +424,16 @@ class AutoDecoAttachment:
         eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         prompt_ids = None
         if prompt_len:
-            mask = model_kwargs.get("attention_mask")
-            rows = input_ids.detach().cpu()
-            expand = sequences.shape[0] // max(rows.shape[0], 1)
-            m = mask.detach().cpu().bool() if mask is not None else None
-            prompt_ids = []
-            for b in range(rows.shape[0]):
-                ids = rows[b][m[b]] if m is not None else rows[b]
-                prompt_ids.extend([ids.tolist()] * expand)
+            prompt_ids = _prompt_rows(input_ids, model_kwargs.get("attention_mask"), int(sequences.shape[0]))
         # transformers pads finished rows only when some criterion has an ``eos_token_id``
-        padded = bool(eos_ids) or any(hasattr(c, "eos_token_id") for c in (criteria or []))
+        padded = bool(eos_ids) or any(hasattr(c, "eos_token_id") for c in criteria)
         records = [call.records[n] for n in sorted(call.records)]
         stop_flags = call.stop_flags
         if assisted and stop_flags:
             # one verdict per verification round, not per token; batch 1 ends only at its last token
             n_new = int(sequences.shape[1]) - prompt_len
             stop_flags = [stop_flags[-1] & False] * max(n_new - 1, 0) + [stop_flags[-1]]
-        proc.trace = build_trace(sequences, prompt_len, records, stop_flags, eos_ids, prompt_ids, padded=padded)
-        proc.policy_used = policy
-        return out
+        return build_trace(sequences, prompt_len, records, stop_flags, eos_ids, prompt_ids, padded=padded)
 
     def _check_assisted(self, gc: Any, arguments: Dict[str, Any], model_kwargs: Dict[str, Any]) -> None:
         """Assisted decoding keeps AutoDeco exact when the drafts come from prompt lookup or from a
@@ -375,6 +461,19 @@ class AutoDecoAttachment:
                     f"assisted decoding with AutoDeco heads supports prompt lookup (prompt_lookup_num_tokens=) and a "
                     f"separate assistant_model with the same tokenizer; not {what}"
                 )
+
+
+def _prompt_rows(input_ids: Any, attention_mask: Any, n_sequences: int) -> List[List[int]]:
+    """The prompt token ids of every returned sequence (padding dropped by ``attention_mask``;
+    each input row repeated for its ``num_return_sequences`` outputs)."""
+    rows = input_ids.detach().cpu()
+    expand = n_sequences // max(rows.shape[0], 1)
+    mask = attention_mask.detach().cpu().bool() if attention_mask is not None else None
+    prompt_ids = []
+    for b in range(rows.shape[0]):
+        ids = rows[b][mask[b]] if mask is not None else rows[b]
+        prompt_ids.extend([ids.tolist()] * expand)
+    return prompt_ids
 
 
 class _CallState:
@@ -452,25 +551,15 @@ class _CallState:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        from autodeco_samplers.core.step import torch_step_logits
-
         row = self._take_row(input_ids)
         if row is None:
             return scores
         hidden, lm_out = row
-        if hidden.shape[0] != scores.shape[0]:
-            raise ShapeError(f"batch mismatch: captured hidden states have {hidden.shape[0]} rows, scores {scores.shape[0]}")
-        heads = self.attachment._heads_on(hidden.device)
-        with torch.no_grad():
-            raw = self.attachment._model_logits(lm_out, scores)
-            zero = torch.zeros(scores.shape[0], device=scores.device) if self.greedy else None
-            st = torch_step_logits(hidden, scores, heads, self.policy, temperature=zero, head_logits=raw,
-                                   compiled=self.attachment.compiled)
-            out = scores if self.greedy else st.logits
+        st = self.attachment.step(hidden, scores, lm_out=lm_out, policy=self.policy, greedy=self.greedy)
         self.records[int(input_ids.shape[1])] = torch.stack([st.T_pred, st.P_pred, st.T, st.P])
         if self.on_step is not None:
             self.on_step(scores, st)
-        return out
+        return scores if self.greedy else st.logits
 
 
 class _RecordingCriteria:
@@ -707,6 +796,3 @@ def load_tokenizer(path: Union[str, Path]) -> Any:
 
             return PreTrainedTokenizerFast(tokenizer_file=str(p / "tokenizer.json"))
         raise
-
-
-# --------------------------------------------------------------------------- CLI

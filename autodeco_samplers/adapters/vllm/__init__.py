@@ -8,8 +8,9 @@ How it works (details, commands and limits in ``docs/vllm.md``):
   ``Qwen3MoeForCausalLM`` and ``GptOssForCausalLM`` under the same names. Without an
   ``autodeco`` block in ``config.json`` they are the stock classes.
 * With the block, ``compute_logits`` (which vLLM's runner calls with the post-norm hidden row
-  of each request it samples) returns :func:`.transform.autodeco_step`'s logits: ``(l - max l)
-  / T`` inside the nucleus, a large negative constant outside. vLLM's own sampler at
+  of each request it samples) returns the logits of the core step
+  :func:`autodeco_samplers.core.step.torch_step_logits`: ``(l - max l) / T`` inside the
+  nucleus, a large negative constant outside. vLLM's own sampler at
   temperature 1 / top-p 1 then draws the canonical AutoDeco distribution, and vLLM's returned
   logprobs (``raw_logprobs``, its default) are its log-probabilities.
 * ``autodeco prepare-vllm`` (:func:`prepare_vllm_checkpoint`) writes the folder to serve.
@@ -24,14 +25,12 @@ from typing import Any
 __all__ = [
     "AutoDecoModelMixin",
     "autodeco_model_class",
-    "autodeco_step",
     "prepare_vllm_checkpoint",
 ]
 
 _LAZY = {
     "AutoDecoModelMixin": "model_mixin",
     "autodeco_model_class": "model_mixin",
-    "autodeco_step": "transform",
     "prepare_vllm_checkpoint": "prepare",
 }
 

@@ -11,14 +11,14 @@ straight through to it. With the block it
   tensor loses a leading ``llm.`` and goes to the stock loader. Loading fails with
   :class:`~autodeco_samplers.core.errors.CheckpointError` naming each missing head tensor, or
   :class:`~autodeco_samplers.core.errors.ShapeError` naming a mis-shaped one;
-* returns from ``compute_logits`` the logits of :func:`.transform.autodeco_step`: vLLM's
-  runner passes the post-norm hidden rows it samples from (one per request per step; under
-  speculative decoding one per verified position plus the bonus one, :mod:`.speculative`),
-  so the heads read exactly what ``lm_head`` read, and vLLM's sampler (or its rejection
-  sampler) at temperature 1 / top-p 1 draws from the canonical AutoDeco distribution
-  (``docs/design.md`` section 3). Requests that set ``autodeco_temperature`` /
-  ``autodeco_top_p`` in ``extra_args`` get those multipliers for all their rows
-  (:mod:`.knobs`).
+* returns from ``compute_logits`` the logits of the core step
+  :func:`autodeco_samplers.core.step.torch_step_logits`: vLLM's runner passes the post-norm
+  hidden rows it samples from (one per request per step; under speculative decoding one per
+  verified position plus the bonus one, :mod:`.speculative`), so the heads read exactly what
+  ``lm_head`` read, and vLLM's sampler (or its rejection sampler) at temperature 1 / top-p 1
+  draws from the canonical AutoDeco distribution (``docs/design.md`` section 3). Requests
+  that set ``autodeco_temperature`` / ``autodeco_top_p`` in ``extra_args`` get those
+  multipliers for all their rows (:mod:`.knobs`).
 
 Trace (debugging and the conformance suite's end-to-end level): when the environment
 variable :data:`TRACE_ENV` names a folder, every ``compute_logits`` call of an AutoDeco model
@@ -37,9 +37,7 @@ import torch
 
 from autodeco_samplers.heads.io.served import autodeco_block_of, compiled_step_of, parse_autodeco_block
 from autodeco_samplers.heads.io.engine_weights import HeadWeightsMixin, Weights
-from autodeco_samplers.core.step import TorchStep
-
-from autodeco_samplers.adapters.vllm.transform import autodeco_step
+from autodeco_samplers.core.step import TorchStep, torch_step_logits
 
 HEADS_ATTR = "autodeco_heads"
 TRACE_ENV = "AUTODECO_VLLM_TRACE_DIR"
@@ -93,10 +91,11 @@ class AutoDecoModelMixin(HeadWeightsMixin):
             return logits
         from autodeco_samplers.adapters.vllm.knobs import row_multipliers
 
-        policy = self.autodeco_policy
         t, p = row_multipliers(logits.shape[0], logits.device)
-        step = autodeco_step(hidden_states, logits, getattr(self, HEADS_ATTR), policy, t, p,
-                             compiled=self.autodeco_compiled)
+        # vLLM computes logits outside its captured CUDA graphs, so the step's default sync
+        # applies (one boolean read per step on the CPU, none on a GPU)
+        step = torch_step_logits(hidden_states, logits, getattr(self, HEADS_ATTR), self.autodeco_policy,
+                                 temperature=t, top_p=p, compiled=self.autodeco_compiled)
         if self._autodeco_trace:
             self._write_trace(logits, hidden_states, step)
         return step.logits

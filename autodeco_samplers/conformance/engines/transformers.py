@@ -2,9 +2,9 @@
 
 Levels (see :mod:`autodeco_samplers.conformance.engines`):
 
-* ``kernel``: the adapter's per-step code (heads on the captured hidden state, policy,
-  canonical nucleus returned as logits) fed the given hidden states and logits; the
-  distribution is the softmax transformers' sampler takes of the returned logits.
+* ``kernel``: the adapter's per-step code, :meth:`AutoDecoAttachment.step` (heads on the
+  hidden state, policy, canonical nucleus returned as logits), fed the given hidden states and
+  logits; the distribution is the softmax transformers' sampler takes of the returned logits.
 * ``sampling``: draws by transformers' own rule (softmax + ``torch.multinomial``) from those
   logits, seeded.
 * ``end-to-end``: tiny seeded models of every architecture a released AutoDeco checkpoint
@@ -51,27 +51,21 @@ class TransformersEngine(ConformanceEngine):
     def _logits(self, hidden, logits, heads, policy):
         import torch
 
-        from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
-
-        from autodeco_samplers.adapters.transformers import AutoDecoAttachment, _CallState
-
         from transformers import PretrainedConfig
+
+        from autodeco_samplers.adapters.transformers import AutoDecoAttachment
+        from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
         class _Model:  # what the attachment reads of a model at a step: its config
             config = PretrainedConfig()  # no logit transform: the given logits are the model's own
 
         att = AutoDecoAttachment(_Model(), AutoDecoHeadsModule.from_numpy(heads), policy)
-        call = _CallState(att, policy, greedy=False)
         h = torch.from_numpy(np.asarray(hidden, np.float32))
         lg = torch.from_numpy(np.asarray(logits, np.float32))
-        # exactly what the lm_head hooks store for one forward; the step then runs the real
-        # _model_logits on the stored lm_head output
-        att._pre_hook(None, (h[:, None, :],))
-        att._post_hook(None, (h[:, None, :],), lg[:, None, :])
-        prefix = torch.zeros(lg.shape[0], 1, dtype=torch.long)  # only its length is read: the record's key
-        out = call(prefix, lg.clone())
-        T_pred, P_pred, T, P = call.records[1]
-        return out, (T_pred, P_pred, T, P)
+        # the adapter's step as its processor runs it: lm_head's output (here the logits
+        # themselves) read by the heads through the model's final logit transform
+        step = att.step(h, lg.clone(), lm_out=lg)
+        return step.logits, (step.T_pred, step.P_pred, step.T, step.P)
 
     def kernel(self, hidden, logits, heads, policy):
         import torch

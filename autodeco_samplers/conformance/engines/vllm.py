@@ -2,16 +2,18 @@
 
 Levels (see :mod:`autodeco_samplers.conformance.engines`):
 
-* ``kernel``: :func:`.transform.autodeco_step` (what the model's ``compute_logits`` returns)
-  fed the given hidden states and logits; the distribution is the exponential of vLLM's own
+* ``kernel``: the core step :func:`autodeco_samplers.core.step.torch_step_logits` called as
+  the model's ``compute_logits`` calls it (default ``sync`` and ``fill``) on the given hidden
+  states and logits; the distribution is the exponential of vLLM's own
   ``Sampler.compute_logprobs`` of it, i.e. what vLLM's sampler draws from at temperature 1,
   top-p 1 and what it returns as logprobs.
 * ``end-to-end``: a real vLLM engine (in a child process) on a tiny seeded Llama (hidden 128,
-  4 attention heads) with random heads, prepared by :func:`.prepare.prepare_vllm_checkpoint`;
-  one seeded request with full-vocabulary logprobs. Per step: the raw logits and predicted /
-  used T, P from the model's trace (:data:`.model_mixin.TRACE_ENV`), the distribution from
-  vLLM's returned logprobs, and, as reference for the heads, NumPy heads on a transformers
-  teacher-forced forward of the same weights.
+  4 attention heads) with random heads, prepared by
+  :func:`autodeco_samplers.adapters.vllm.prepare.prepare_vllm_checkpoint`; one seeded request
+  with full-vocabulary logprobs. Per step: the raw logits and predicted / used T, P from the
+  model's trace (:data:`autodeco_samplers.adapters.vllm.model_mixin.TRACE_ENV`), the
+  distribution from vLLM's returned logprobs, and, as reference for the heads, NumPy heads on
+  a transformers teacher-forced forward of the same weights.
 
 Register with ``ENGINE_MODULES["vllm"] = ("autodeco_samplers.conformance.engines.vllm",
 "VLLMEngine")``. Run this module as a script to execute one end-to-end job.
@@ -51,14 +53,13 @@ class VLLMEngine(ConformanceEngine):
         import torch
         from vllm.v1.sample.sampler import Sampler
 
+        from autodeco_samplers.core.step import torch_step_logits
         from autodeco_samplers.heads import AutoDecoHeadsModule
-
-        from autodeco_samplers.adapters.vllm.transform import autodeco_step
 
         module = AutoDecoHeadsModule.from_numpy(heads)
         with torch.no_grad():
-            step = autodeco_step(torch.from_numpy(np.asarray(hidden, np.float32)),
-                                 torch.from_numpy(np.asarray(logits, np.float32)), module, policy)
+            step = torch_step_logits(torch.from_numpy(np.asarray(hidden, np.float32)),
+                                     torch.from_numpy(np.asarray(logits, np.float32)), module, policy)
             probs = Sampler.compute_logprobs(step.logits).exp()
         return NumpyStep(step.T_pred.numpy(), step.P_pred.numpy(), step.T.numpy(), step.P.numpy(), probs=probs.numpy())
 

@@ -567,6 +567,37 @@ def test_step_logits_large_vocab_match_reference():
         assert_same_distribution(got[b], ref, x[b].double().numpy(), float(T[b]), float(P[b]), atol=1e-6)
 
 
+def test_attachment_step_reads_the_transformed_model_logits(tok, heads_dir):
+    """``AutoDecoAttachment.step`` (what the processor runs each step, and the conformance
+    engine's kernel): the heads read ``lm_head``'s output through the model's final logit
+    transform (Gemma2's softcap), the rule applies to ``scores``; ``greedy`` uses T = 0; rows
+    that do not match raise."""
+    model = _model("gemma2", tok, heads_dir)
+    att = get_attachment(model)
+    cap = float(model.config.final_logit_softcapping)
+    heads = load_heads(heads_dir)
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3, HIDDEN, generator=g)
+    lm_out = torch.randn(3, VOCAB, generator=g) * 4 * cap  # far into the softcap's bend
+    scores = torch.randn(3, VOCAB, generator=g) * 3
+    st = att.step(hidden, scores, lm_out=lm_out)
+    T_pred, P_pred = heads.predict(hidden.numpy(), (torch.tanh(lm_out / cap) * cap).numpy())
+    np.testing.assert_allclose(st.T_pred.numpy(), T_pred, atol=1e-4)
+    np.testing.assert_allclose(st.P_pred.numpy(), P_pred, atol=1e-4)
+    _, raw_P = heads.predict(hidden.numpy(), lm_out.numpy())
+    assert np.abs(raw_P - P_pred).max() > 1e-3  # the transform matters for these rows
+    probs = torch.softmax(st.logits.double(), dim=-1).numpy()
+    for b in range(3):
+        ref = next_token_distribution(scores[b].double().numpy(), float(st.T[b]), float(st.P[b]))
+        assert_same_distribution(probs[b], ref, scores[b].double().numpy(), float(st.T[b]), float(st.P[b]))
+    greedy = att.step(hidden, scores, greedy=True)
+    assert greedy.T.tolist() == [0.0, 0.0, 0.0]
+    assert greedy.logits.argmax(-1).tolist() == scores.argmax(-1).tolist()
+    with pytest.raises(ShapeError, match="batch mismatch"):
+        att.step(hidden[:2], scores)
+    detach(model)
+
+
 def test_conformance_suite_passes_for_the_transformers_engine():
     from autodeco_samplers.conformance.engines.transformers import TransformersEngine
     from autodeco_samplers.conformance.runner import run_engine

@@ -81,8 +81,9 @@ def test_kernel_conformance():
 
 @pytest.mark.parametrize("vocab", [32000, 152064])
 def test_step_at_real_vocabulary_sizes(vocab):
-    """``autodeco_step`` + vLLM's own logprob function give the reference distribution at
-    real vocabulary sizes (a peaked row, a flat row, a greedy row)."""
+    """The step ``compute_logits`` runs (``torch_step_logits``) + vLLM's own logprob function
+    give the reference distribution at real vocabulary sizes (a peaked row, a flat row, a
+    greedy row)."""
     import torch
     from vllm.v1.sample.sampler import Sampler
 
@@ -90,7 +91,7 @@ def test_step_at_real_vocabulary_sizes(vocab):
     from autodeco_samplers.heads import AutoDecoHeadsModule
     from autodeco_samplers.heads.model.init import init_heads
     from autodeco_samplers.heads.model.numpy_heads import AutoDecoHeads
-    from autodeco_samplers.adapters.vllm.transform import autodeco_step
+    from autodeco_samplers.core.step import torch_step_logits
     from autodeco_samplers.core.policy import DecodingPolicy
 
     rng = np.random.default_rng(vocab)
@@ -101,8 +102,8 @@ def test_step_at_real_vocabulary_sizes(vocab):
     logits = np.stack([rng.normal(0, 4, vocab), rng.normal(0, 0.3, vocab), rng.normal(0, 2, vocab)]).astype(np.float32)
     policy = DecodingPolicy()
     with torch.no_grad():
-        step = autodeco_step(torch.from_numpy(hidden), torch.from_numpy(logits), AutoDecoHeadsModule.from_numpy(heads),
-                             policy, temperature=torch.tensor([1.0, 1.0, 0.0]), top_p=torch.tensor([1.0, 1.0, 1.0]))
+        step = torch_step_logits(torch.from_numpy(hidden), torch.from_numpy(logits), AutoDecoHeadsModule.from_numpy(heads),
+                                 policy, temperature=torch.tensor([1.0, 1.0, 0.0]), top_p=torch.tensor([1.0, 1.0, 1.0]))
         probs = Sampler.compute_logprobs(step.logits).exp().double().numpy()
     T_pred, P_pred = heads.predict(hidden, logits)
     T, P = policy.apply(T_pred.astype(np.float64), P_pred.astype(np.float64), np.array([1.0, 1.0, 0.0]), np.ones(3))

@@ -24,8 +24,8 @@ def compiled_folder(folders, tmp_path_factory):
     return out
 
 
-def test_transform_compiled_equals_eager(heads, policy):
-    from autodeco_samplers.adapters.vllm.transform import autodeco_step
+def test_step_compiled_equals_eager(heads, policy):
+    from autodeco_samplers.core.step import torch_step_logits
     from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
 
     module = AutoDecoHeadsModule.from_numpy(heads).requires_grad_(False)
@@ -33,8 +33,8 @@ def test_transform_compiled_equals_eager(heads, policy):
     hidden = torch.randn(3, heads.hidden_size, generator=g)
     logits = torch.randn(3, 4000, generator=g) * torch.tensor([8.0, 1.0, 3.0])[:, None]
     with torch.no_grad():
-        got = autodeco_step(hidden, logits, module, policy, compiled=True)
-        want = autodeco_step(hidden, logits, module, policy)
+        got = torch_step_logits(hidden, logits, module, policy, compiled=True)
+        want = torch_step_logits(hidden, logits, module, policy)
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.T, want.T)
 
