@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Union
@@ -48,7 +47,6 @@ __all__ = [
     "ModelInfo",
     "check_generate_request",
     "check_heads_fit",
-    "deprecation_note",
     "engine_list",
     "inspect_model",
     "install_command",
@@ -102,12 +100,6 @@ def missing_dependency(exc: ImportError) -> Optional[MissingDependencyError]:
     if name in OWN_ENVIRONMENT:
         return MissingDependencyError(f"{name!r} is not installed here; {OWN_ENVIRONMENT[name]}", package=name)
     return None
-
-
-def deprecation_note(command: str, old: str, new: str) -> None:
-    """One line on stderr: an old spelling still works for this release."""
-    print(f"autodeco {command}: note: {old} is deprecated and will be removed in the next release; use {new}",
-          file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- flag types

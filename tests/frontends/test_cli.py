@@ -1,5 +1,5 @@
 """The ``autodeco`` command line: inspect and init-heads, console script and ``-m``, the shared
-flag vocabulary, old spellings, exit codes. (The newcomer's end-to-end run is test_newcomer.py.)"""
+flag vocabulary, exit codes. (The newcomer's end-to-end run is test_newcomer.py.)"""
 
 import json
 import subprocess
@@ -10,6 +10,14 @@ import numpy as np
 
 import autodeco_samplers as ad
 from autodeco_samplers.frontends.cli import main
+
+
+def exit_code(argv):
+    """``main``'s exit status, including argparse's usage errors (raised as SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
 
 
 def test_init_heads_then_inspect(tmp_path, capsys):
@@ -29,11 +37,26 @@ def test_init_heads_then_inspect(tmp_path, capsys):
 
 
 def test_init_heads_variants(tmp_path, capsys):
-    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--no-enhanced-features", "--no-temperature-head"]) == 0
+    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--width", "6",
+                 "--no-enhanced-features", "--no-temperature-head"]) == 0
     heads = ad.load_heads(tmp_path / "p")
     assert not heads.config.enable_temperature_head and not heads.config.use_enhanced_features
-    T, P = heads.predict(np.ones((1, 8), np.float32))
+    # only the top-p head is written, and it reads [h, T]: 8 + 1 inputs
+    assert {k: v.shape for k, v in heads.tensors.items()} == {
+        "top_p_head.mlp.0.weight": (6, 9), "top_p_head.mlp.0.bias": (6,),
+        "top_p_head.mlp.2.weight": (1, 6), "top_p_head.mlp.2.bias": (1,),
+    }
+    h = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    T, P = heads.predict(h)
     assert T[0] == 1.0 and 0 < P[0] < 1
+    assert (T == 1.0).all()  # the fallback T of a missing temperature head
+    # P is the top-p MLP on [h, T = 1], worked out here from the written tensors
+    t = {k: v.astype(np.float64) for k, v in heads.tensors.items()}
+    x = np.concatenate([h, np.ones((3, 1))], axis=1)
+    z = np.maximum(x @ t["top_p_head.mlp.0.weight"].T + t["top_p_head.mlp.0.bias"], 0.0)
+    z = z @ t["top_p_head.mlp.2.weight"].T + t["top_p_head.mlp.2.bias"]
+    np.testing.assert_allclose(P, 1.0 / (1.0 + np.exp(-z[:, 0])), rtol=1e-5)
+    assert len(set(P.round(6).tolist())) == 3  # P depends on the hidden state
 
 
 def test_python_dash_m_and_console_script(tmp_path):
@@ -93,23 +116,32 @@ def test_generate_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys)
     assert "no config.json" in capsys.readouterr().err
 
 
-def test_old_spellings_still_work_with_a_note(tmp_path, capsys):
-    assert main(["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"]) == 0
-    captured = capsys.readouterr()
-    assert not ad.load_heads(tmp_path / "p").config.use_enhanced_features
-    assert captured.err.strip() == (
-        "autodeco init-heads: note: --plain-features is deprecated and will be removed in the next release; "
-        "use --no-enhanced-features"
-    )
-    # conformance: space-separated engines
-    assert main(["conformance", "--engines", "numpy", "torch-cpu", "--levels", "kernel", "--examples", "3", "--json"]) == 0
+def test_removed_spellings_are_usage_errors(tmp_path, capsys):
+    """The pre-release spellings are gone: each is a one-line usage error (exit 2) naming it."""
+    for argv, needle in (
+        (["init-heads", "--out", str(tmp_path / "p"), "--hidden-size", "8", "--plain-features"], "--plain-features"),
+        (["init-heads", str(tmp_path / "b"), "--hidden-size", "4"], "required: --out"),
+        (["init-heads", str(tmp_path / "b"), "--out", str(tmp_path / "c"), "--hidden-size", "4"], str(tmp_path / "b")),
+        (["conformance", "--engines", "numpy", "torch-cpu", "--levels", "kernel"], "unrecognized arguments: torch-cpu"),
+        (["conformance", "--levels", "kernel", "sampling"], "unrecognized arguments: sampling"),
+        (["demo", "--demo-tokens", "4", "--no-eval"], "--demo-tokens"),
+        (["train", "--base", "m", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path)], "--base"),
+        (["train", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "top-p"], "--heads"),
+        (["train", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path), "--plain-features"], "--plain-features"),
+    ):
+        assert exit_code(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    # the comma-separated form runs the engines in the order given
+    assert main(["conformance", "--engines", "numpy,torch-cpu", "--levels", "kernel", "--examples", "3", "--json"]) == 0
     captured = capsys.readouterr()
     assert [r["engine"] for r in json.loads(captured.out)["results"]] == ["numpy", "torch-cpu"]
-    assert "use --engines numpy,torch-cpu" in captured.err
+    assert captured.err == ""
 
 
-def test_train_old_spellings_are_translated(monkeypatch, tmp_path, capsys):
-    """--base and train's old --heads meaning reach the trainer as --model / --train-heads."""
+def test_train_flags_reach_the_trainer(monkeypatch, tmp_path, capsys):
+    """--model and --train-heads reach the trainer; --model is required."""
     import pytest
 
     pytest.importorskip("torch")
@@ -127,17 +159,13 @@ def test_train_old_spellings_are_translated(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(training, "train_heads", fake_train)
     base = str(default_model.base_path())
-    try:
-        main(["train", "--base", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "top-p"])
-    except Stop:
-        pass
-    err = capsys.readouterr().err
+    assert main(["train", "--model", base, "--data", "d.jsonl", "--out", str(tmp_path), "--train-heads", "top-p"]) == 1
+    assert "unexpected Stop" in capsys.readouterr().err  # the fake trainer stopped the run
     assert seen == {"model": base, "temperature": False, "top_p": True, "device": "auto"}
-    assert "--base is deprecated" in err and "use --model" in err and "use --train-heads top-p" in err
     # --heads with a path in train is not silently taken as a head choice
-    assert main(["train", "--model", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "some/ckpt"]) == 2
-    assert "--train-heads" in capsys.readouterr().err
-    assert main(["train", "--data", "d.jsonl", "--out", str(tmp_path)]) == 2
+    assert exit_code(["train", "--model", base, "--data", "d.jsonl", "--out", str(tmp_path), "--heads", "some/ckpt"]) == 2
+    assert "unrecognized arguments: --heads some/ckpt" in capsys.readouterr().err
+    assert exit_code(["train", "--data", "d.jsonl", "--out", str(tmp_path)]) == 2
     assert "required: --model" in capsys.readouterr().err
 
 
@@ -162,7 +190,7 @@ def test_every_command_has_json_and_the_shared_flags():
 def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
 
     for argv, needle in (
-        (["init-heads", str(tmp_path / "x"), "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),
+        (["init-heads", "--out", str(tmp_path / "x"), "--hidden-size", "0"], "--hidden-size: must be at least 1, got 0"),
         (["conformance", "--engines", "numpy,bogus"], "unknown engine 'bogus'"),
         (["conformance", "--levels", "kernel,everything"], "unknown level 'everything'"),
         (["demo", "--engines", "vllm-fork", "--no-eval"], "unknown engine 'vllm-fork'"),
@@ -179,17 +207,15 @@ def test_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("autodeco inspect: error: ") and "no such file" in err[0]
 
 
-def test_out_is_an_option_everywhere_and_the_old_positional_still_works(tmp_path, capsys):
-    from autodeco_samplers.frontends.cli import main
+def test_out_is_a_required_option_everywhere(tmp_path, capsys):
+    from autodeco_samplers.frontends.cli import build_parser
 
     assert main(["init-heads", "--out", str(tmp_path / "a"), "--hidden-size", "4", "--width", "2"]) == 0
     assert (tmp_path / "a" / "config.json").is_file()
     capsys.readouterr()
-    assert main(["init-heads", str(tmp_path / "b"), "--hidden-size", "4", "--width", "2"]) == 0
-    assert (tmp_path / "b" / "config.json").is_file()
-    err = capsys.readouterr().err
-    assert "a positional OUT is deprecated" in err and "use --out OUT" in err
-    assert main(["init-heads", "--hidden-size", "4"]) == 2
+    assert exit_code(["init-heads", "--hidden-size", "4"]) == 2
     assert "required: --out" in capsys.readouterr().err
-    assert main(["init-heads", str(tmp_path / "c"), "--out", str(tmp_path / "d"), "--hidden-size", "4"]) == 2
-    assert "give the output once" in capsys.readouterr().err
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("init-heads", "export-heads", "convert-gguf", "train", "prepare-sglang", "prepare-vllm"):
+        out = next(a for a in sub.choices[name]._actions if "--out" in a.option_strings)
+        assert out.required, name

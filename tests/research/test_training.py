@@ -380,7 +380,7 @@ def test_cli_train(tmp_path, records):
     heads = load_heads(tmp_path / "h")
     assert heads.config.enable_top_p_head and not heads.config.enable_temperature_head
     # the named recipe options reach the trainer (recorded in the checkpoint's config)
-    rc = main(["train", "--base", str(default_model.base_path()), "--data", str(data), "--out", str(tmp_path / "h2"),
+    rc = main(["train", "--model", str(default_model.base_path()), "--data", str(data), "--out", str(tmp_path / "h2"),
                "--steps", "2", "--batch-size", "8", "--width", "8", "--quiet", "--save-every", "0",
                "--soft-top-p-prefix", "exclusive", "--temperature-loss-weight", "0"])
     assert rc == 0

@@ -10,61 +10,23 @@
 * ``--out PATH``: what a command writes (always an option);
 * ``--max-new-tokens N``: how many tokens a command generates;
 * ``--json``: one JSON object on stdout instead of the human view.
-
-Old spellings (``--base``, ``--plain-features``, space-separated ``--engines``, train's
-``--heads both|temperature|top-p``, a positional OUT of ``init-heads`` / ``prepare-*``, demo's
-``--demo-tokens``) still work for one release, with a note on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from autodeco_samplers.core.errors import UsageError
-from autodeco_samplers.frontends.validation import deprecation_note, positive_int
+from autodeco_samplers.frontends.validation import positive_int
 
 DEVICE_HELP = "auto (default: CUDA when torch sees one, else cpu), cpu, cuda, cuda:1 ..."
 THREADS_HELP = "CPU threads (default auto: 1 for the embedded default model, else the engine's own choice)"
 
 
-class DeprecatedAlias(argparse.Action):
-    """An old option spelling: stores into the new option's ``dest`` and prints a note."""
-
-    def __init__(self, option_strings, dest, new: str = "", **kwargs: Any) -> None:
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        command = parser.prog.split()[-1]
-        deprecation_note(command, option_string, self.new)
-        setattr(namespace, self.dest, True if self.nargs == 0 else values)
-
-
-def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: bool = False, **kwargs: Any) -> None:
-    """Accept ``old`` as an alias of ``new`` (hidden from --help)."""
-    if flag:
-        kwargs.setdefault("nargs", 0)
-    p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)
-
-
 def add_out(p: argparse.ArgumentParser, help: str) -> None:
-    """``--out PATH`` (required), plus the old positional OUT (hidden; :func:`resolve_out`)."""
-    p.add_argument("--out", default=None, help=help + " (required)")
-    p.add_argument("old_out", nargs="?", default=None, help=argparse.SUPPRESS)
-
-
-def resolve_out(args: argparse.Namespace, command: str) -> str:
-    """``--out``, or the old positional OUT with a deprecation note; a usage error when both or
-    neither are given."""
-    if args.out is not None and args.old_out is not None:
-        raise UsageError(f"give the output once: --out {args.out} (a positional OUT {args.old_out!r} was also given)")
-    if args.out is None and args.old_out is None:
-        raise UsageError("the following argument is required: --out")
-    if args.out is None:
-        deprecation_note(command, "a positional OUT", "--out OUT")
-        args.out = args.old_out
-    return args.out
+    """``--out PATH``, required."""
+    p.add_argument("--out", required=True, help=help)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -80,14 +42,6 @@ def threads_type(text: str):
     if text == "auto":
         return text
     return positive_int(text)
-
-
-def require(args: argparse.Namespace, dest: str, flag: str) -> Any:
-    """A flag that is required but may come through an old spelling (argparse cannot tell)."""
-    value = getattr(args, dest, None)
-    if value is None:
-        raise UsageError(f"the following argument is required: {flag}")
-    return value
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -119,13 +73,13 @@ def set_torch_threads(threads: Optional[int]) -> Optional[int]:
     return previous
 
 
-def names_arg(values, flag: str, allowed, command: str):
-    """Comma-separated names (``a,b``); the old space-separated form (``a b``) still works."""
-    if values is None:
+def names_arg(value: Optional[str], flag: str, allowed) -> Optional[List[str]]:
+    """The comma-separated names of ``flag`` (``a,b``), each checked against ``allowed`` (a
+    list, or a callable returning one); ``None`` when the flag was not given. An empty list
+    or an unknown name is a :class:`UsageError` naming the choices."""
+    if value is None:
         return None
-    if len(values) > 1:
-        deprecation_note(command, f"space-separated {flag} ({' '.join(values)})", f"{flag} {','.join(values)}")
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    names = [n.strip() for n in value.split(",") if n.strip()]
     choices = list(allowed() if callable(allowed) else allowed)
     if not names:
         raise UsageError(f"{flag} is empty; choose from: {', '.join(choices)}")

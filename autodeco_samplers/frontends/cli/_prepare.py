@@ -11,12 +11,11 @@ import argparse
 import json
 from typing import Callable
 
-from autodeco_samplers.frontends.cli._common import add_json, add_out, resolve_out
+from autodeco_samplers.frontends.cli._common import add_json, add_out
 
 
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     """SRC, ``--out``, ``--heads``, ``--copy``, ``--base-model-type``, ``--json`` and the policy flags."""
-    p.set_defaults(prog_name=p.prog.split()[-1])
     p.add_argument("src", help="merged AutoDeco checkpoint folder, or a base model folder with --heads")
     add_out(p, "output folder (weights are symlinked unless --copy)")
     p.add_argument("--heads", default=None, help="heads checkpoint to merge with a base model SRC")
@@ -40,8 +39,6 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace, prepare: Callable, serve_command: Callable[[str], str]) -> int:
     """Build the policy from the flags, call ``prepare`` and print where OUT is and how to serve it."""
     from autodeco_samplers.core.policy import DecodingPolicy
-
-    resolve_out(args, args.prog_name)
 
     policy = DecodingPolicy(
         temperature=args.temperature,

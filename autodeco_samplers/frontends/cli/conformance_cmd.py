@@ -27,8 +27,8 @@ def _known_engines():
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("conformance", help="check that engines yield the canonical AutoDeco distribution")
-    p.add_argument("--engines", nargs="+", default=None, metavar="A,B", help="comma-separated engine names (default: all known)")
-    p.add_argument("--levels", nargs="+", default=None, metavar="L1,L2", help=f"comma-separated levels from {', '.join(LEVEL_NAMES)} (default: all)")
+    p.add_argument("--engines", default=None, metavar="A,B", help="comma-separated engine names (default: all known)")
+    p.add_argument("--levels", default=None, metavar="L1,L2", help=f"comma-separated levels from {', '.join(LEVEL_NAMES)} (default: all)")
     p.add_argument("--examples", type=positive_int, default=100, help="Hypothesis examples per engine at kernel level")
     p.add_argument("--seed", type=int, default=None,
                    help="Hypothesis seed of the kernel level, to replay a run (default: $AUTODECO_CONFORMANCE_SEED, else fresh)")
@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.conformance.engines import WrongRuleEngine
     from autodeco_samplers.conformance.runner import LEVELS, format_table, run_engine
 
-    names = names_arg(args.engines, "--engines", _known_engines, "conformance") or _known_engines()
-    levels = tuple(names_arg(args.levels, "--levels", LEVELS, "conformance") or LEVELS)
+    names = names_arg(args.engines, "--engines", _known_engines) or _known_engines()
+    levels = tuple(names_arg(args.levels, "--levels", LEVELS) or LEVELS)
     if args.native_report:
         from autodeco_samplers.conformance.native import native_report
 

@@ -21,9 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from autodeco_samplers.frontends.validation import positive_int
-
-from autodeco_samplers.frontends.cli._common import add_deprecated, add_json, names_arg, resolve_threads
+from autodeco_samplers.frontends.cli._common import add_json, names_arg, resolve_threads
 
 # engine name -> (adapter module, python package the engine needs, install hint)
 ENGINES: Dict[str, tuple] = {
@@ -37,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="generate with the embedded default model on every engine and print the evaluation summary")
     p.add_argument("--prompt", default=None, help="prompt text (default: the first held-out task prompt)")
-    p.add_argument("--engines", nargs="+", default=None, metavar="A,B",
+    p.add_argument("--engines", default=None, metavar="A,B",
                    help=f"comma-separated engines to run (default: {','.join(ENGINES)})")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation summary")
     p.add_argument("--model", dest="demo_model", choices=("default", "smollm2"), default="default",
@@ -45,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a chat answer with T and P per token and a PNG (docs/real_model.md)")
     p.add_argument("--plot", default="autodeco_demo_smollm2.png", help="--model smollm2: where the T/P plot goes")
     add_eval_arguments(p, with_model=False)  # its --max-new-tokens also bounds the demo generation
-    add_deprecated(p, "--demo-tokens", "--max-new-tokens", "max_new_tokens", type=positive_int)
     p.set_defaults(samples=12)
     add_json(p)
     p.set_defaults(func=run)
@@ -154,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         prompt = args.prompt
     out = sys.stdout
-    names = names_arg(args.engines, "--engines", list(ENGINES), "demo") or list(ENGINES)
+    names = names_arg(args.engines, "--engines", list(ENGINES)) or list(ENGINES)
     options = prompt_options(prompt)
     engines = []
     if not args.json:
@@ -203,7 +200,7 @@ def run_smollm2(args: argparse.Namespace) -> int:
     model.gguf_path()  # one-line error naming the install command when the package is missing
     question = args.prompt or DEFAULT_QUESTION
     prompt = tasks.chat_prompt(question)
-    names = names_arg(args.engines, "--engines", list(ENGINES), "demo") or list(ENGINES)
+    names = names_arg(args.engines, "--engines", list(ENGINES)) or list(ENGINES)
     out = sys.stdout
     threads = resolve_threads(args.threads, default_model=False)
     if not args.json:

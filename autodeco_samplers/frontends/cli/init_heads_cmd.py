@@ -1,4 +1,4 @@
-"""``autodeco init-heads OUT``: write freshly initialised heads (official layout)."""
+"""``autodeco init-heads --out OUT``: write freshly initialised heads (official layout)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from autodeco_samplers.frontends.validation import positive_int
 
-from autodeco_samplers.frontends.cli._common import add_deprecated, add_json, add_out, resolve_out
+from autodeco_samplers.frontends.cli._common import add_json, add_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden-size", type=positive_int, required=True)
     p.add_argument("--width", type=positive_int, default=256, help="MLP hidden width (official: 256)")
     p.add_argument("--no-enhanced-features", action="store_true", help="top-p head reads [h, T] only")
-    add_deprecated(p, "--plain-features", "--no-enhanced-features", "no_enhanced_features", flag=True)
     p.add_argument("--no-temperature-head", action="store_true")
     p.add_argument("--no-top-p-head", action="store_true")
     p.add_argument("--base-model", default=None, help="base_model_name_or_path to record")
@@ -31,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.heads.model.init import init_heads
     from autodeco_samplers.heads.io.writer import save_heads
-
-    resolve_out(args, "init-heads")
 
     config, tensors = init_heads(
         args.hidden_size,

@@ -1,4 +1,4 @@
-"""``autodeco prepare-sglang SRC OUT``: write a folder SGLang serves with AutoDeco.
+"""``autodeco prepare-sglang SRC --out OUT``: write a folder SGLang serves with AutoDeco.
 
 SRC is an official merged AutoDeco checkpoint, or a plain base model folder with
 ``--heads``. Serve OUT with

@@ -1,4 +1,4 @@
-"""``autodeco prepare-vllm SRC OUT``: write a folder vLLM serves with AutoDeco.
+"""``autodeco prepare-vllm SRC --out OUT``: write a folder vLLM serves with AutoDeco.
 
 SRC is an official merged AutoDeco checkpoint, or a plain base model folder with
 ``--heads``. The folder is the one ``prepare-sglang`` writes (one shared preparation

@@ -1,8 +1,7 @@
 """``autodeco train``: train AutoDeco heads on a frozen backbone (docs/design.md section 5).
 
 Flags follow the shared vocabulary (``--model``, ``--device``, ``--threads``, ``--json``);
-``--train-heads`` picks which head(s) to train. Old spellings (``--base``, ``--heads
-both|temperature|top-p``, ``--plain-features``) work for one release with a note.
+``--train-heads`` picks which head(s) to train.
 """
 
 from __future__ import annotations
@@ -10,23 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from autodeco_samplers.core.errors import UsageError
-from autodeco_samplers.frontends.validation import deprecation_note, positive_int
+from autodeco_samplers.frontends.validation import positive_int
 
-from autodeco_samplers.frontends.cli._common import add_deprecated, add_device_threads, add_json, require, resolve_threads, set_torch_threads
+from autodeco_samplers.frontends.cli._common import add_device_threads, add_json, resolve_threads, set_torch_threads
 
 TRAIN_HEADS = ("both", "temperature", "top-p")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train AutoDeco heads (frozen backbone, heads only) on prompt/completion JSONL")
-    p.add_argument("--model", default=None, help="local transformers model folder (the frozen backbone); required")
-    add_deprecated(p, "--base", "--model", "model")
+    p.add_argument("--model", required=True, help="local transformers model folder (the frozen backbone)")
     p.add_argument("--data", required=True, help='JSONL, one {"prompt": ..., "completion": ...} per line; loss on the completion')
     p.add_argument("--out", required=True, help="output folder: final heads + checkpoint-STEP/ folders (official layout)")
     p.add_argument("--train-heads", choices=TRAIN_HEADS, default="both", help="which head(s) to train (default both)")
-    # old meaning of --heads in this command (elsewhere --heads is a checkpoint path)
-    p.add_argument("--heads", dest="old_heads", default=None, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=positive_int, default=400, help="optimizer steps (default 400)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
@@ -42,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature-loss-weight", type=float, default=1.0,
                    help="weight of the temperature loss in the total (official: 1.0; 0 trains T only through the top-p loss)")
     p.add_argument("--no-enhanced-features", action="store_true", help="top-p head reads [h, T] only")
-    add_deprecated(p, "--plain-features", "--no-enhanced-features", "no_enhanced_features", flag=True)
     p.add_argument("--width", type=positive_int, default=256, help="hidden width of each head MLP")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps (0: only at the end)")
@@ -60,15 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.frontends.validation import inspect_model
 
-    model = require(args, "model", "--model")
-    if args.old_heads is not None:
-        if args.old_heads not in TRAIN_HEADS:
-            raise UsageError(
-                f"train --heads {args.old_heads!r}: in train, choose the heads to train with --train-heads "
-                f"{{{','.join(TRAIN_HEADS)}}}"
-            )
-        deprecation_note("train", f"--heads {args.old_heads}", f"--train-heads {args.old_heads}")
-        args.train_heads = args.old_heads
+    model = args.model
     from autodeco_samplers.research.training import TrainConfig, train_heads
 
     inspect_model("transformers", model)  # refuse a missing folder or pickle-only weights before loading torch

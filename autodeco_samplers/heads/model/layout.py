@@ -27,10 +27,6 @@ def head_key(head: str, suffix: str) -> str:
     return f"{head}.{suffix}"
 
 
-def all_head_keys() -> Tuple[str, ...]:
-    return tuple(head_key(h, s) for h in HEAD_NAMES for s in PARAM_SUFFIXES)
-
-
 def canonical_head_key(key: str) -> Optional[str]:
     """Map a stored tensor name to ``temp_head.*`` / ``top_p_head.*``, or None if not a head key.
 
