@@ -65,8 +65,15 @@ def test_the_seed_is_reported_and_replays_a_failure():
 
 
 def test_the_seed_comes_from_the_environment(monkeypatch):
+    """$AUTODECO_CONFORMANCE_SEED picks the kernel level's cases: a wrong rule's failure under it
+    is the one ``seed=77`` replays, and an engine other than the reference passes under it."""
+    engine = WrongRuleEngine("drop_crossing")
+    replay = run_kernel(engine, 50, seed=77)
     monkeypatch.setenv("AUTODECO_CONFORMANCE_SEED", "77")
-    (result,) = run_engine("numpy", ("kernel",), 5)
+    (from_env,) = run_engine(engine, ("kernel",), 50)
+    assert from_env.seed == 77 and from_env.verdict == replay.verdict == "FAIL"
+    assert from_env.reason == replay.reason and "Hypothesis seed 77" in from_env.reason  # the same shrunk case
+    (result,) = run_engine("torch-cpu", ("kernel",), 5)
     assert result.seed == 77 and result.verdict == "pass" and result.cases == 5 + len(real_size_cases())
 
 
@@ -136,6 +143,7 @@ def test_cli_exit_code_is_1_when_an_engine_fails(monkeypatch, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # pytest in a subprocess
 def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "--pyargs", "autodeco_samplers.conformance", "-q", "-rs", "-p", "no:cacheprovider",
@@ -146,6 +154,7 @@ def test_pytest_pyargs_runs_the_shipped_suite(tmp_path):
     assert "2 passed" in res.stdout and "torch-cuda: no CUDA device" in res.stdout
 
 
+@pytest.mark.slow  # pytest in a subprocess
 def test_pytest_plugin_takes_comma_separated_engines_and_names_unknown_ones(tmp_path):
     base = [sys.executable, "-m", "pytest", "--pyargs", "autodeco_samplers.conformance", "-v", "-p", "no:cacheprovider",
             "--autodeco-examples", "5"]
@@ -175,6 +184,7 @@ def test_the_expected_levels_name_every_registered_engine():
     assert sorted(EXPECTED_LEVELS) == sorted(engine_names())
 
 
+@pytest.mark.slow  # KERNEL_EXAMPLES cases per engine
 @pytest.mark.parametrize("name", engine_names())
 def test_every_registered_engine_passes_every_level_it_implements(name):
     """CI runs the suite over every engine present (``KERNEL_EXAMPLES`` kernel cases each, plus

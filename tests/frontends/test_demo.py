@@ -34,12 +34,35 @@ def test_default_model_ships_small_and_complete():
     assert not list(root.rglob("*.bin")) and not list(root.rglob("*.pt"))
 
 
+def _heads_on_the_same_context(result):
+    """``(T_pred, P_pred)`` per generated step, recomputed independently of the engines: a
+    teacher-forced transformers forward over prompt + generated ids, the NumPy heads on its
+    final hidden state and logits at the position before each token."""
+    from transformers import AutoModelForCausalLM
+
+    from _hf_util import teacher_forced
+    from autodeco_samplers.heads import load_heads
+
+    model = AutoModelForCausalLM.from_pretrained(default_model.base_path()).eval()
+    ids = torch.tensor([list(result["prompt_ids"]) + list(result["token_ids"])])
+    hidden, logits = teacher_forced(model, ids, torch.ones_like(ids))
+    rows = [len(result["prompt_ids"]) - 1 + s for s in range(len(result["steps"]))]
+    return load_heads(default_model.heads_path()).predict(hidden[0, rows].astype("float32"), logits[0, rows].astype("float32"))
+
+
 def _check_engine(rep, prompt):
     assert rep["status"] == "ok", rep.get("reason")
     steps = rep["result"]["steps"]
     assert steps and len(steps) == len(rep["result"]["token_ids"])
     for s in steps:
         assert 0 < s["T"] < 2 and 0 < s["P"] <= 1 and s["T"] == pytest.approx(s["T_pred"])
+        assert s["P"] == pytest.approx(s["P_pred"])  # the demo's policy is the identity
+    # the T and P shown are the heads' predictions from the hidden state that chose each token
+    # (the f32 GGUF agrees with transformers to ~2e-5)
+    T_ref, P_ref = _heads_on_the_same_context(rep["result"])
+    assert [s["T_pred"] for s in steps] == pytest.approx(T_ref.tolist(), abs=1e-4)
+    assert [s["P_pred"] for s in steps] == pytest.approx(P_ref.tolist(), abs=1e-4)
+    assert len({round(s["T_pred"], 4) for s in steps}) > 1  # T follows the context
     opts = eval_prompts(default_model.task_spec(), 1)[0][1]
     return score_completion(rep["result"]["text"], opts)
 
@@ -84,6 +107,7 @@ def test_demo_cli_json_and_text(capsys):
     assert rc == 0 and "T_pred" in text and "engine transformers: ok" in text
 
 
+@pytest.mark.slow  # a fresh process: imports and the evaluation again
 def test_demo_runs_in_a_fresh_process_without_network(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "AUTODECO_CACHE": str(tmp_path / "cache")}

@@ -153,7 +153,6 @@ def test_readme_lists_the_commands_this_test_runs():
             "eval", "conformance"} <= seen, seen
 
 
-@pytest.mark.slow
 def run_server_until_healthy(args, cwd) -> None:
     """``autodeco serve ...`` (README's port replaced by a free one): it answers /health, then
     stops cleanly (exit 0) on SIGTERM."""
@@ -186,6 +185,7 @@ def run_server_until_healthy(args, cwd) -> None:
             proc.kill()
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs(files):
     """A few minutes on 2 cores: each README command, in README order, exits 0 (the server
     command: answers /health, then exits 0 on SIGTERM)."""

