@@ -8,6 +8,7 @@ also print ``@reproduce_failure`` blobs.
 
 import os
 import random
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -75,14 +76,30 @@ def _private_cache(tmp_path_factory):
         os.environ["AUTODECO_CACHE"] = previous
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo_caches():
-    """Each test starts with torch.compile's caches as a fresh process has them: the compiled
-    step's graphs are keyed on the heads module and policy a test uses, and many tests in one
-    process would otherwise add up to Dynamo's recompile limit (a hard error with fullgraph)."""
-    yield
-    import sys
+def _dynamo_compiles() -> int:
+    """How often torch.compile (Dynamo) has compiled in this process: graphs made plus frames
+    tried (``fullgraph=True`` counts only the former); cache hits count neither. 0 while
+    ``torch._dynamo`` is not imported."""
+    if "torch._dynamo" not in sys.modules:
+        return 0
+    from torch._dynamo.utils import counters
 
-    dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None:
-        dynamo.reset()
+    return counters["stats"]["unique_graphs"] + counters["frames"]["total"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo_caches_after_compiling():
+    """Every test starts with torch.compile's caches as a fresh process has them.
+
+    Why: Dynamo keeps one cache entry per variant of a compiled function (input shapes, the
+    heads module and policy the compiled step reads), and past
+    ``torch._dynamo.config.recompile_limit`` (8) variants of one function it stops compiling,
+    a hard error with ``fullgraph=True``. The compiled-step tests of many shapes and policies
+    would add up to that limit in one process. So after a test that compiled something new,
+    the caches are reset (``torch._dynamo.reset()``); tests that compile nothing leave the
+    (then empty) caches alone and pay nothing.
+    """
+    before = _dynamo_compiles()
+    yield
+    if _dynamo_compiles() != before:
+        sys.modules["torch._dynamo"].reset()

@@ -96,6 +96,7 @@ weights = st.lists(st.sampled_from([0.0, 0.0, 0.05, 0.2, 0.5, 1.0, 3.0]), min_si
 matrix = st.lists(weights, min_size=V, max_size=V)
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(k=st.integers(1, 3), P=matrix, Q=st.one_of(st.none(), matrix), seed=st.integers(0, 10))
 def test_emitted_tokens_follow_the_targets(k, P, Q, seed):

@@ -129,6 +129,7 @@ def test_candidates_prove_only_what_the_reference_keeps(batch, ranked_by):
     assert bool(cand.proven[-1]), "the peaked row must be proven"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", ["probabilities", "logits"])
 def test_candidates_prove_many_rows_exactly(rank):
     """A fixed sweep where proofs are frequent and the chunk floor decides them: tiny chunks
@@ -279,6 +280,7 @@ class _TorchFixedHeads(torch.nn.Module):
         return torch.full((B,), self.T), torch.full((B,), self.P)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("V,T,P,seed", [(50, 0.8, 0.9, 0), (3000, 0.5, 0.8, 1), (3000, 1.0, 0.95, 4), (300, 1.5, 1.0, 2), (40, 1.0, 0.5, 3)])
 def test_torch_draw_follows_the_canonical_distribution(V, T, P, seed):
     """G-test (fixed seeds) of 20,000 draws against the reference distribution; V = 3000 goes
@@ -298,6 +300,7 @@ def test_torch_draw_follows_the_canonical_distribution(V, T, P, seed):
     assert torch.equal(tokens, tokens2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T,P,seed", [(0.8, 0.9, 0), (1.2, 1.0, 1)])
 def test_numpy_draw_follows_the_canonical_distribution(T, P, seed):
     rng = np.random.default_rng(seed)

@@ -136,6 +136,7 @@ def test_completion_fields(engine, request):
         assert s["T"] == pytest.approx(s["T_pred"], rel=1e-6) and s["P"] == pytest.approx(s["P_pred"], rel=1e-6)
 
 
+@pytest.mark.slow  # `autodeco generate` in subprocesses
 @pytest.mark.parametrize("engine", ["llama", "hf"])
 def test_trace_equals_generate_json(engine, request, assets):
     """Same seed, same multipliers: the server's tokens, text and per-token T/P are what

@@ -80,6 +80,7 @@ def test_unknown_family_is_named():
         tasks.all_items("nope")
 
 
+@pytest.mark.slow  # reads the 100 MB GGUF's metadata
 def test_chat_prompt_matches_the_gguf_template():
     from autodeco_samplers.models import smollm2
 

@@ -144,6 +144,7 @@ def _lm_like_logits(rng: np.random.Generator, B: int, V: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("V", [49152, 152064])
 def test_min_p_matches_transformers_warper_at_real_vocab_sizes(V):
     pytest.importorskip("transformers")
@@ -324,6 +325,7 @@ def test_torch_twins_equal_numpy_small(logits, baseline):
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("V", [49152, 152064])
 def test_torch_twins_equal_numpy_at_real_vocab_sizes(V):
     rng = np.random.default_rng(V + 1)

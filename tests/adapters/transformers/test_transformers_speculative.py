@@ -114,6 +114,7 @@ def lookup_case(model, tok, heads_dir):
     raise AssertionError("test setup: no prompt with a plausible draft and a joint support of 6 pairs")
 
 
+@pytest.mark.slow
 def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(model, lookup_case):
     prompt, draft, p_draft, joint = lookup_case
     pairs = _sample_pairs(model, prompt, N_RUNS, prompt_lookup_num_tokens=2)
@@ -123,6 +124,7 @@ def test_prompt_lookup_sampling_follows_the_canonical_joint_distribution(model, 
     assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
+@pytest.mark.slow
 def test_assistant_model_sampling_follows_the_canonical_joint_distribution(model, assistant, lookup_case, monkeypatch):
     from transformers.generation import utils
 
@@ -142,6 +144,7 @@ def test_assistant_model_sampling_follows_the_canonical_joint_distribution(model
     assert joint_g_pvalue(pairs, joint) > 1e-3
 
 
+@pytest.mark.slow
 def test_a_wrong_acceptance_rule_fails_the_same_test(model, assistant, lookup_case, monkeypatch):
     """Accept every draft (the draft's own tokens, whatever the target says): the G test above
     must reject it, so it can tell an exact rule from a wrong one."""
