@@ -8,6 +8,10 @@ names AutoDeco's own knobs in ``SamplingParams.extra_args`` (OpenAI server:
 * ``autodeco_temperature`` (float >= 0): ``T_used = T_base * autodeco_temperature``; 0 is greedy;
 * ``autodeco_top_p`` (float >= 0): ``P_used = clamp(P_base * autodeco_top_p, 0, 1)``.
 
+Any other ``autodeco_*`` key (a misspelling such as ``autodeco_tempreature``) is refused with
+a ``ValueError`` naming the known keys (a 400 through vLLM's server), never silently ignored;
+keys without the ``autodeco_`` prefix belong to other plugins and are left alone.
+
 Each multiplies the server-wide multiplier of the folder's policy for that request, the one
 request-knob rule of every engine (:meth:`DecodingPolicy.for_request`; other policy fields,
 min/max/fixed, still apply). How they reach the model: vLLM builds
@@ -36,6 +40,8 @@ from autodeco_samplers.core.policy import check_knob
 
 EXTRA_TEMPERATURE = "autodeco_temperature"
 EXTRA_TOP_P = "autodeco_top_p"
+KNOWN_KEYS = (EXTRA_TEMPERATURE, EXTRA_TOP_P)
+PREFIX = "autodeco_"
 
 #: The batch-row table of this process: ``{row: (temperature, top_p)}`` with ``None`` for
 #: "use the server's multiplier", plus the current batch size. One runner per process.
@@ -52,9 +58,22 @@ def _value(extra: Any, key: str) -> Optional[float]:
     return check_knob(key, extra[key])  # InvalidParameterError is a ValueError, as vLLM expects
 
 
+def check_extra_keys(extra: Any) -> None:
+    """Refuse an ``autodeco_*`` key of ``extra_args`` that is not one of :data:`KNOWN_KEYS`
+    (``ValueError`` naming it and the known keys)."""
+    if not extra:
+        return
+    unknown = sorted(str(k) for k in extra if str(k).startswith(PREFIX) and k not in KNOWN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown AutoDeco request key{'s' if len(unknown) > 1 else ''} in vllm_xargs: "
+                         f"{', '.join(unknown)}; the known keys are {', '.join(KNOWN_KEYS)}")
+
+
 def request_multipliers(params: Any) -> Optional[Tuple[Optional[float], Optional[float]]]:
-    """``(temperature, top_p)`` multipliers a request asks for in ``extra_args``, or None."""
+    """``(temperature, top_p)`` multipliers a request asks for in ``extra_args``, or None;
+    ``ValueError`` for an unknown ``autodeco_*`` key (:func:`check_extra_keys`) or a bad value."""
     extra = getattr(params, "extra_args", None)
+    check_extra_keys(extra)
     t, p = _value(extra, EXTRA_TEMPERATURE), _value(extra, EXTRA_TOP_P)
     return None if t is None and p is None else (t, p)
 

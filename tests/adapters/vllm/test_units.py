@@ -124,6 +124,23 @@ def test_request_knobs_are_validated_with_their_name():
             AutoDecoRequestKnobs.validate_params(SamplingParams(extra_args=bad))
 
 
+@pytest.mark.parametrize("extra", [{"autodeco_tempreature": 0.5}, {"autodeco_temperature": 0.5, "autodeco_topp": 1.0},
+                                   {"autodeco_": 1}])
+def test_unknown_autodeco_keys_are_refused_naming_the_known_ones(extra):
+    from vllm import SamplingParams
+
+    from autodeco_samplers.adapters.vllm.knobs import AutoDecoRequestKnobs, request_multipliers
+
+    bad = next(k for k in extra if k not in ("autodeco_temperature", "autodeco_top_p"))
+    with pytest.raises(ValueError, match=rf"unknown AutoDeco request key.*{bad}.*known keys are "
+                                         r"autodeco_temperature, autodeco_top_p"):
+        AutoDecoRequestKnobs.validate_params(SamplingParams(extra_args=extra))
+    # other plugins' keys pass untouched, and the known ones still work beside them
+    params = SamplingParams(extra_args={"autodeco_top_p": 0.5, "other_plugin_key": "x"})
+    AutoDecoRequestKnobs.validate_params(params)
+    assert request_multipliers(params) == (None, 0.5)
+
+
 def test_conformance_end_to_end_on_a_real_engine(tmp_path):
     """``autodeco conformance --engines vllm --levels end-to-end``: a real engine's trace (raw
     logits, predicted / used T and P) and returned logprobs, checked against the reference."""
