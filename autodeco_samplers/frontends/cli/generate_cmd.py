@@ -7,6 +7,9 @@ Each engine (see ``ENGINES``: its adapter module and extra) runs through
 here, before any engine is imported (:func:`autodeco_samplers.frontends.validation.check_generate_request`),
 so every engine answers the same bad input with the same message. ``--json`` prints
 ``GenerationResult.to_dict()``, the schema in ``autodeco_samplers/core/schemas/generation.schema.json``.
+
+``--model smollm2`` names the real model instead of a path (:mod:`autodeco_samplers.frontends.cli._models`;
+engine ``llama-cpp`` unless ``--engine`` says otherwise); ``--engine`` is required with a path.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ ENGINES = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate with AutoDeco heads on an engine, showing each token's T and P")
-    p.add_argument("--engine", choices=sorted(ENGINES), required=True)
-    p.add_argument("--model", required=True, help="model folder (transformers) or .gguf file (llama-cpp)")
-    p.add_argument("--heads", default=None, help="heads checkpoint (default: the model's own, if merged)")
+    p.add_argument("--engine", choices=sorted(ENGINES), default=None,
+                   help="required with a model path; --model smollm2 defaults to llama-cpp")
+    p.add_argument("--model", required=True,
+                   help="model folder (transformers), .gguf file (llama-cpp), or smollm2 (the real model, by name)")
+    p.add_argument("--heads", default=None, help="heads checkpoint (default: the model's own, if merged, or the named model's)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-ids", type=token_ids, help="prompt token ids, e.g. 1,2,3")
@@ -68,6 +73,21 @@ def render_steps(result, pieces=None, stream=None) -> None:
         print(f"text: {result.text!r}", file=stream)
 
 
+def resolve_model_args(args: argparse.Namespace) -> None:
+    """Fill ``args.engine``, ``args.model`` and ``args.heads`` in place: a named model
+    (``--model smollm2``) becomes its paths on the engine (default ``llama-cpp``); a path needs
+    ``--engine``. ``serve`` calls the same function."""
+    from autodeco_samplers.frontends.cli._models import DEFAULT_ENGINE, NAMED_MODELS, is_named_model, named_model_paths
+
+    if is_named_model(args.model):
+        args.engine = args.engine or DEFAULT_ENGINE
+        model, heads = named_model_paths(args.model, args.engine)
+        args.model, args.heads = model, args.heads or heads
+    elif args.engine is None:
+        raise UsageError(f"--engine is required with a model path (choose from: {', '.join(sorted(ENGINES))}); "
+                         f"or name a model: --model {' | '.join(NAMED_MODELS)}")
+
+
 def check_engine_flags(args: argparse.Namespace) -> None:
     """Flags that only one engine understands are usage errors with the other."""
     if args.engine != "llama-cpp" and args.n_ctx is not None:
@@ -94,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.core.policy import DecodingPolicy
     from autodeco_samplers.frontends.validation import check_generate_request, install_command, missing_dependency
 
+    resolve_model_args(args)
     check_engine_flags(args)
     args.threads = resolve_threads(args.threads, default_model=is_default_model(args.model))
     check_generate_request(args.engine, args.model, args.heads, prompt=args.prompt, prompt_ids=args.prompt_ids,

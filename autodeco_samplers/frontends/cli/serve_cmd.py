@@ -1,10 +1,15 @@
 """``autodeco serve``: a local OpenAI-compatible server with per-token T and P (docs/server.md).
 
-``autodeco serve --engine llama-cpp --model X.gguf --heads H.gguf`` or
-``--engine transformers --model FOLDER [--heads H]``; listens on 127.0.0.1:8000 by default.
+``autodeco serve --engine llama-cpp --model X.gguf --heads H.gguf``,
+``--engine transformers --model FOLDER [--heads H]`` or ``--model smollm2`` (the real model by
+name, llama-cpp unless ``--engine`` says otherwise; the model id is then ``smollm2``);
+listens on 127.0.0.1:8000 by default.
 The model and heads are checked before anything is loaded (the same checks and messages as
 ``autodeco generate``); the server starts listening only once the engine is loaded, then
-prints ``listening on http://HOST:PORT`` on stderr (``--json``: one JSON object on stdout).
+prints ``listening on http://HOST:PORT`` on stderr (``--json``: one JSON object on stdout),
+once the socket listens. Security defaults (docs/server.md): Host and Origin are checked
+(``--allowed-host``, ``--cors-origin`` widen them) and chat message text is plain text
+(``--parse-special-in-messages`` parses special tokens in it).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ def _port(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="an OpenAI-compatible server (llama.cpp or transformers) with per-token T and P")
-    p.add_argument("--engine", choices=ENGINES, required=True)
-    p.add_argument("--model", required=True, help="model folder (transformers) or .gguf file (llama-cpp)")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="required with a model path; --model smollm2 defaults to llama-cpp")
+    p.add_argument("--model", required=True,
+                   help="model folder (transformers), .gguf file (llama-cpp), or smollm2 (the real model, by name)")
     p.add_argument("--heads", default=None, help="heads checkpoint (llama-cpp: required; transformers: default the model's own, if merged)")
     p.add_argument("--model-name", default=None, help="the model id clients send (default: the model's file or folder name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -54,6 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--f32-kv-cache", action="store_true", help="llama-cpp only: keep the KV cache in float32")
     p.add_argument("--shutdown-timeout", type=non_negative_float, default=10.0,
                    help="after SIGTERM, seconds requests in flight may run on before they are ended (default 10)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable; '*': any). Default: the --host "
+                        "address, localhost and IP addresses only (a DNS-rebinding page is refused)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages of ORIGIN (e.g. http://localhost:3000; repeatable; '*': any) call the server, "
+                        "with CORS headers and preflight answers. Default: cross-origin browser requests get 403")
+    p.add_argument("--parse-special-in-messages", action="store_true",
+                   help="parse special-token text (e.g. <|im_end|>) inside chat messages as special tokens; default: "
+                        "message text is plain text, so a message cannot forge conversation turns")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
                    help="uvicorn's log level (default warning)")
     add_device_threads(p)
@@ -62,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Flags one engine does not understand are usage errors with the other."""
+    """Flags one engine does not understand are usage errors with the other (``args.engine``
+    is resolved first: :func:`~autodeco_samplers.frontends.cli.generate_cmd.resolve_model_args`)."""
     if args.engine != "llama-cpp":
         if args.f32_kv_cache:
             raise UsageError("--f32-kv-cache applies to --engine llama-cpp only")
@@ -127,8 +144,12 @@ def run(args: argparse.Namespace) -> int:
     from autodeco_samplers.core.policy import DecodingPolicy
     from autodeco_samplers.frontends.server import serve
 
-    from autodeco_samplers.frontends.cli.generate_cmd import is_default_model
+    from autodeco_samplers.frontends.cli._models import is_named_model
+    from autodeco_samplers.frontends.cli.generate_cmd import is_default_model, resolve_model_args
 
+    if is_named_model(args.model) and args.model_name is None:
+        args.model_name = args.model
+    resolve_model_args(args)
     check_flags(args)
     _server_deps()
     threads = resolve_threads(args.threads, default_model=is_default_model(args.model))
@@ -144,5 +165,7 @@ def run(args: argparse.Namespace) -> int:
               f"context {engine.n_ctx}); Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
 
     serve(engine, host=args.host, port=args.port, policy=policy, max_queue=args.max_queue,
-          shutdown_timeout=args.shutdown_timeout, log_level=args.log_level, on_listening=listening)
+          shutdown_timeout=args.shutdown_timeout, log_level=args.log_level, on_listening=listening,
+          allowed_hosts=args.allowed_host, cors_origins=args.cors_origin,
+          parse_special_in_messages=args.parse_special_in_messages)
     return 0

