@@ -211,7 +211,7 @@ class AutoDecoAttachment:
 
     def step(
         self, hidden: Any, scores: Any, *, lm_out: Any = None, policy: Optional[DecodingPolicy] = None,
-        greedy: bool = False,
+        greedy: bool = False, temperature: Any = None, top_p: Any = None,
     ) -> "TorchStep":
         """One AutoDeco step of this model, as its processor runs it inside ``generate``: the
         core step :func:`autodeco_samplers.core.step.torch_step_logits` with the heads on
@@ -226,6 +226,9 @@ class AutoDecoAttachment:
                 ``logits_scaling``). ``None``: the heads read ``scores``.
             policy: default: the attachment's.
             greedy: ``do_sample=False``: the step runs with temperature 0 (``T = 0`` recorded).
+            temperature, top_p: optional per-row ``[B]`` request multipliers that multiply the
+                policy's (:meth:`DecodingPolicy.apply`; a batched engine's rows each carry their
+                own request's knobs). ``greedy`` overrides ``temperature``.
 
         Returns:
             the :class:`~autodeco_samplers.core.step.TorchStep`; its ``logits`` have the
@@ -242,11 +245,23 @@ class AutoDecoAttachment:
             raise ShapeError(f"batch mismatch: captured hidden states have {hidden.shape[0]} rows, scores {scores.shape[0]}")
         heads = self._heads_on(hidden.device)
         with torch.no_grad():
-            zero = torch.zeros(scores.shape[0], device=scores.device) if greedy else None
+            if greedy:
+                temperature = torch.zeros(scores.shape[0], device=scores.device)
             return torch_step_logits(
-                hidden, scores, heads, policy if policy is not None else self.policy, temperature=zero,
-                head_logits=self._model_logits(lm_out, scores), compiled=self.compiled,
+                hidden, scores, heads, policy if policy is not None else self.policy, temperature=temperature,
+                top_p=top_p, head_logits=self._model_logits(lm_out, scores), compiled=self.compiled,
             )
+
+    def last_forward(self) -> Tuple[Any, Any]:
+        """``(hidden [B, L, H], lm_out [B, L, V] or None)``: what this thread's last call of the
+        model's ``lm_head`` read and returned (the hooks of :func:`attach`; thread-local). For
+        code that runs the model's forward itself (``autodeco serve``'s batched transformers
+        decode) and then calls :meth:`step` on the rows it samples. Raises
+        :class:`AutoDecoError` when this thread has seen no forward."""
+        cap = self._capture
+        if cap.hidden is None:
+            raise AutoDecoError("no lm_head call was captured in this thread (run a forward of the attached model first)")
+        return cap.hidden, cap.logits
 
     def _model_logits(self, lm_out: Any, scores: Any) -> Any:
         """The model's own logits of this step for the heads' statistics: ``lm_head``'s output

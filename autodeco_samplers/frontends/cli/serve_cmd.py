@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", default=None, help="the model id clients send (default: the model's file or folder name)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--parallel", type=positive_int, default=4, metavar="N",
+                   help="sequence slots decoded together (continuous batching); 1 runs one sequence at a time "
+                        "(default 4)")
     p.add_argument("--max-queue", type=positive_int, default=64,
                    help="requests that may wait for the engine; one more gets 503 (default 64)")
     p.add_argument("--temperature", type=non_negative_float, default=1.0,
@@ -132,12 +135,13 @@ def build_engine(args: argparse.Namespace, threads):
         from autodeco_samplers.frontends.server.engines import LlamaCppEngine
 
         return LlamaCppEngine(args.model, heads, model_name=name, n_ctx=args.n_ctx, f32_kv_cache=args.f32_kv_cache,
-                              n_threads=threads, seed=args.seed, chat_template=template)
+                              n_threads=threads, seed=args.seed, chat_template=template,
+                              parallel=args.parallel)
     set_torch_threads(threads)
     from autodeco_samplers.frontends.server.engines import TransformersEngine
 
     return TransformersEngine(args.model, args.heads, model_name=name, device=resolve_device(args.device),
-                              seed=args.seed, chat_template=template)
+                              seed=args.seed, chat_template=template, parallel=args.parallel)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,18 @@
-"""The server's engines: one sequence at a time through an adapter's public generation API.
+"""The server's engines: sequences through an adapter, one at a time or in slots decoded together.
+
+Every engine has two ways to run sequences: :meth:`Engine.run` (one sequence to its end, the
+adapter's own generation loop) and :meth:`Engine.slots` (``n`` sequence slots decoded together,
+one step giving one token to every active sequence: continuous batching, which the server's
+scheduler :mod:`autodeco_samplers.frontends.server.worker` drives; the server always uses
+slots, ``--parallel N`` of them, default :data:`DEFAULT_PARALLEL`):
+
+* :class:`LlamaSlots`: :class:`autodeco_samplers.adapters.llama_cpp.batch.LlamaBatchDecoder`
+  (one llama.cpp context, one KV stream per slot);
+* :class:`autodeco_samplers.frontends.server.hf_batch.TransformersSlots`: a batched forward over
+  the active requests with a left-padded key-value cache.
+
+Both send each row through the core step with the request's own multipliers and generator.
+What follows describes :meth:`Engine.run`.
 
 Each engine turns a :class:`SequenceJob` into token events, in the worker thread
 (:mod:`autodeco_samplers.frontends.server.worker`), and never decides anything about sampling itself:
@@ -29,19 +43,22 @@ lower id), fewer when the nucleus is smaller. A greedy step has one token of log
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from autodeco_samplers.core.policy import DecodingPolicy
-
 from autodeco_samplers.frontends.server.errors import APIError, bad_request
+from autodeco_samplers.frontends.server.sequences import (  # noqa: F401 (FLOOR_LOGPROB re-exported)
+    FLOOR_LOGPROB, Emit, SequenceEnd, SequenceJob, Slots, StepOut, TokenOut, canonical_logprobs,
+)
 
 __all__ = [
+    "DEFAULT_PARALLEL",
     "Engine",
     "LlamaCppEngine",
+    "LlamaSlots",
+    "Slots",
     "SequenceEnd",
     "SequenceJob",
     "TokenOut",
@@ -49,72 +66,8 @@ __all__ = [
     "canonical_logprobs",
 ]
 
-FLOOR_LOGPROB = -9999.0  # stands for log(0) in JSON (a token the distribution cannot draw)
-
-
-@dataclass
-class SequenceJob:
-    """One sequence to generate: prompt ids, limits, the request's policy and options."""
-
-    prompt_ids: List[int]
-    max_tokens: int
-    stops: List[str] = field(default_factory=list)
-    seed: Optional[int] = None
-    policy: DecodingPolicy = field(default_factory=DecodingPolicy)
-    logprobs: Optional[int] = None  # None: no log-probabilities; k: the drawn token and k alternatives
-
-
-@dataclass
-class TokenOut:
-    """One generated token: its id, the text released with it, predicted and used T and P, and
-    (when asked) its canonical log-probability and the top alternatives ``[(id, logprob)]``."""
-
-    index: int
-    token_id: int
-    text: str
-    T_pred: float
-    P_pred: float
-    T: float
-    P: float
-    eog: bool = False
-    logprob: Optional[float] = None
-    top_logprobs: Optional[List[Tuple[int, float]]] = None
-
-    def step(self) -> Dict[str, Any]:
-        """The trace entry, the ``steps`` schema of ``autodeco generate --json``."""
-        return {"token_id": self.token_id, "T_pred": self.T_pred, "P_pred": self.P_pred, "T": self.T, "P": self.P}
-
-
-@dataclass
-class SequenceEnd:
-    """How a sequence ended: ``eos``, ``stop``, ``length`` or ``cancelled``; its whole text;
-    its number of tokens; and ``tail``, text released after the last token event (empty
-    unless the engine's last step could not carry it)."""
-
-    finish_reason: str
-    text: str
-    n_tokens: int
-    tail: str = ""
-
-
-def canonical_logprobs(logits: np.ndarray, T: float, P: float, token_id: int, k: int) -> Tuple[float, List[Tuple[int, float]]]:
-    """``(log p[token_id], top-k [(id, log p)])`` of the canonical distribution of one row of
-    logits under the used ``T`` and ``P`` (module docstring)."""
-    from autodeco_samplers.core.fast_nucleus import sparse_next_token_distribution
-
-    ids, probs = sparse_next_token_distribution(np.asarray(logits, dtype=np.float32), float(T), float(P))
-    with np.errstate(divide="ignore"):
-        logp = np.log(probs.astype(np.float64))
-    pos = int(np.searchsorted(ids, token_id))
-    chosen = float(logp[pos]) if pos < ids.size and int(ids[pos]) == int(token_id) else FLOOR_LOGPROB
-    top: List[Tuple[int, float]] = []
-    if k > 0:
-        order = np.lexsort((ids, -probs))[:k]
-        top = [(int(ids[i]), max(float(logp[i]), FLOOR_LOGPROB)) for i in order]
-    return max(chosen, FLOOR_LOGPROB), top
-
-
-Emit = Callable[[TokenOut], None]
+DEFAULT_PARALLEL = 4
+"""Sequence slots of ``autodeco serve`` when ``--parallel`` is not given."""
 
 
 class Engine:
@@ -147,9 +100,24 @@ class Engine:
         ``cancel`` is set."""
         raise NotImplementedError
 
+    parallel: int = DEFAULT_PARALLEL
+
+    def slots(self, n: int) -> Slots:
+        """``n`` sequence slots decoded together (:class:`Slots`)."""
+        raise NotImplementedError
+
     def describe(self) -> Dict[str, Any]:
         return {"engine": self.engine_name, "model": self.model_name, "n_ctx": self.n_ctx,
-                "chat_template": self.chat_template is not None}
+                "chat_template": self.chat_template is not None, "parallel": self.parallel}
+
+
+def check_parallel(parallel: Any) -> int:
+    """``--parallel``: an integer >= 1 (:class:`AutoDecoError` otherwise)."""
+    from autodeco_samplers.core.errors import InvalidParameterError
+
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise InvalidParameterError(f"parallel must be an integer >= 1, got {parallel!r}")
+    return parallel
 
 
 def _no_template(name: str) -> APIError:
@@ -171,9 +139,10 @@ class LlamaCppEngine(Engine):
     engine_name = "llama-cpp"
 
     def __init__(self, model: str, heads: str, *, model_name: str, n_ctx: Optional[int] = None, f32_kv_cache: bool = False, n_threads: Optional[int] = None,
-                 seed: Optional[int] = None, chat_template: Optional[str] = None) -> None:
+                 seed: Optional[int] = None, chat_template: Optional[str] = None, parallel: int = DEFAULT_PARALLEL) -> None:
         from autodeco_samplers.adapters.llama_cpp import AutoDecoLlama
 
+        self.parallel = check_parallel(parallel)
         threads = {} if n_threads is None else {"n_threads": int(n_threads)}
         self.gen = AutoDecoLlama(model, heads, seed=seed, n_ctx=n_ctx, f32_kv_cache=f32_kv_cache, **threads)
         self.model_name = model_name
@@ -233,6 +202,70 @@ class LlamaCppEngine(Engine):
         res = stream.result
         return SequenceEnd(res.finish_reason or "length", res.text or "", len(res.token_ids))
 
+    def slots(self, n: int) -> "LlamaSlots":
+        return LlamaSlots(self, n)
+
+
+class LlamaSlots(Slots):
+    """llama.cpp slots: :class:`~autodeco_samplers.adapters.llama_cpp.batch.LlamaBatchDecoder` on
+    the engine's model (a context of ``n`` slots of ``n_ctx`` tokens each), its events turned
+    into :class:`TokenOut` (canonical log-probabilities from the row's logits when asked)."""
+
+    def __init__(self, engine: LlamaCppEngine, n: int) -> None:
+        from autodeco_samplers.adapters.llama_cpp.batch import LlamaBatchDecoder
+
+        self.engine = engine
+        self.n_slots = int(n)
+        self.decoder = LlamaBatchDecoder(engine.gen, self.n_slots, n_ctx=engine.n_ctx)
+        self._jobs: Dict[int, SequenceJob] = {}
+
+    def join(self, job: SequenceJob) -> int:
+        from autodeco_samplers.core.errors import InvalidParameterError
+
+        try:
+            slot = self.decoder.start(job.prompt_ids, max_new_tokens=job.max_tokens, stop=job.stops or None,
+                                      seed=job.seed, policy=job.policy, want_logits=job.logprobs is not None)
+        except InvalidParameterError as exc:
+            raise bad_request(str(exc)) from None
+        self._jobs[slot] = job
+        return slot
+
+    def step(self) -> List[StepOut]:
+        out: List[StepOut] = []
+        for ev in self.decoder.step():
+            job = self._jobs[ev.slot]
+            if ev.error is not None:
+                self._jobs.pop(ev.slot)
+                out.append((ev.slot, None, None, bad_request(f"this request cannot be decoded: {ev.error}")))
+                continue
+            tok = ev.token
+            lp = top = None
+            if job.logprobs is not None and ev.logits is not None:
+                lp, top = canonical_logprobs(ev.logits, tok.T, tok.P, tok.token_id, job.logprobs)
+            token = TokenOut(tok.index, int(tok.token_id), tok.released, float(tok.T_pred), float(tok.P_pred),
+                             float(tok.T), float(tok.P), eog=ev.eog, logprob=lp, top_logprobs=top)
+            end = None
+            if ev.done:
+                self._jobs.pop(ev.slot)
+                res = ev.result
+                end = SequenceEnd(res.finish_reason or "length", res.text or "", len(res.token_ids))
+            out.append((ev.slot, token, end, None))
+        return out
+
+    def leave(self, slot: int) -> SequenceEnd:
+        res = self.decoder.result(slot)
+        self.decoder.release(slot)
+        self._jobs.pop(slot, None)
+        if res is None:
+            return SequenceEnd("cancelled", "", 0)
+        return SequenceEnd("cancelled", res.text or "", len(res.token_ids))
+
+    def active(self) -> int:
+        return len(self.decoder.active())
+
+    def close(self) -> None:
+        self.decoder.close()
+
 
 class TransformersEngine(Engine):
     """Hugging Face transformers through ``model.generate`` with the AutoDeco processor.
@@ -244,9 +277,11 @@ class TransformersEngine(Engine):
 
     engine_name = "transformers"
 
-    def __init__(self, model: str, heads: Optional[str], *, model_name: str, device: str = "cpu", seed: Optional[int] = None, chat_template: Optional[str] = None) -> None:
+    def __init__(self, model: str, heads: Optional[str], *, model_name: str, device: str = "cpu", seed: Optional[int] = None, chat_template: Optional[str] = None,
+                 parallel: int = DEFAULT_PARALLEL) -> None:
         import torch
 
+        self.parallel = check_parallel(parallel)
         from autodeco_samplers.adapters.transformers import from_pretrained, load_tokenizer
 
         self.torch = torch
@@ -305,7 +340,7 @@ class TransformersEngine(Engine):
         from autodeco_samplers.core.text_stream import IncrementalDetokenizer, StopTextStream
 
         torch = self.torch
-        seed = job.seed if job.seed is not None else int(self._seeds.integers(0, 2**63 - 1))
+        seed = self.request_seed(job)
         steps: List[Any] = []
         want_lp = job.logprobs is not None
 
@@ -357,3 +392,12 @@ class TransformersEngine(Engine):
         tail = text.finish(detok.flush()) if reason != "cancelled" else ""
         return SequenceEnd(reason, text.text, state["n"], tail=tail)
 
+    def request_seed(self, job: SequenceJob) -> int:
+        """The seed a sequence draws with: its own, or the next one of the server's ``--seed``
+        stream."""
+        return int(job.seed) if job.seed is not None else int(self._seeds.integers(0, 2**63 - 1))
+
+    def slots(self, n: int) -> Slots:
+        from autodeco_samplers.frontends.server.hf_batch import TransformersSlots
+
+        return TransformersSlots(self, n)
