@@ -13,6 +13,23 @@ cd "$(dirname "$0")/.."
 
 # --- block: main environment
 bash scripts/setup.sh
+# Chromium for the page's browser tests (tests/frontends/test_page.py): Debian's chromium and
+# chromium-driver, installed once where apt-get is available and we are root; elsewhere those
+# tests skip and say why. Its output goes to logs/chromium.log (named, with its last lines, on failure).
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  :  # already installed
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  LOG=logs/chromium.log
+  PREFIX=test
+  # shellcheck source=scripts/_quiet.sh
+  . scripts/_quiet.sh
+  stage "installing chromium and chromium-driver with apt-get (the page's browser tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  quietly apt-get update -q
+  quietly apt-get install -y -q chromium chromium-driver
+else
+  echo "test: no Chromium and no root apt-get to install it: the page's browser tests will skip"
+fi
 echo "test: pytest (.venv)"
 .venv/bin/python -m pytest "$@"
 

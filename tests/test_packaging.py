@@ -77,6 +77,13 @@ def test_regular_install_maps_folders_into_the_root(tmp_path):
                     "project.license` as a TOML table is deprecated"):
         assert warning not in log, warning
     assert (target / "autodeco_samplers" / "core" / "schemas" / "generation.schema.json").is_file()
+    # the page `autodeco serve` answers at GET / (frontends/server/page.py): every served file ships
+    from autodeco_samplers.frontends.server.page import FILES
+
+    static = target / "autodeco_samplers" / "frontends" / "server" / "static"
+    assert sorted(p.name for p in static.iterdir()) == sorted(FILES)
+    assert all((static / name).read_bytes() == (ROOT / "autodeco_samplers" / "frontends" / "server" / "static" / name)
+               .read_bytes() for name in FILES)
     assert not (target / "heads").exists() and not (target / "adapters").exists()
     env = dict(os.environ, PYTHONPATH=str(target))
     res = run_python(
