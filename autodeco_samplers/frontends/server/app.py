@@ -15,8 +15,13 @@ Rules of the answers:
   context for chat; a request whose prompt fills the context is refused (400
   ``context_length_exceeded``), and ``max_tokens`` beyond the context is cut to what fits;
 * ``n`` choices (and the prompts of a batch) are generated one after the other by the same
-  worker; with a ``seed``, choice ``j`` of every prompt uses ``seed + j``, so choice 0 of any
-  request equals the same request with ``n = 1``;
+  worker; with a ``seed``, choice ``j`` of every prompt uses ``(seed + j) mod 2**64``
+  (:func:`~autodeco_samplers.frontends.server.schemas.engine_seed`), so choice 0 of any request
+  equals the same request with ``n = 1``;
+* request bodies must be ``Content-Type: application/json`` (415 otherwise); chat message text
+  is tokenized as plain text unless the server runs with ``parse_special_in_messages``
+  (:mod:`autodeco_samplers.frontends.server.chat_tokens`); Host / Origin / CORS are checked in
+  front of the app (:mod:`autodeco_samplers.frontends.server.guard`, added by :func:`serve`);
 * ``"autodeco": {"trace": true}`` adds ``choices[i].autodeco = {"trace": [{"token_id",
   "T_pred", "P_pred", "T", "P"}, ...], "finish_reason"}`` (every generated token, an EOS
   included, as ``autodeco generate --json`` reports ``steps``) to the answer, and to every
@@ -41,7 +46,8 @@ from autodeco_samplers.core.policy import DecodingPolicy
 from autodeco_samplers.frontends.server.engines import Engine, SequenceEnd, SequenceJob, TokenOut
 from autodeco_samplers.frontends.server.errors import APIError, bad_request, busy, error_body
 from autodeco_samplers.frontends.server.page import add_page_routes
-from autodeco_samplers.frontends.server.schemas import ChatCompletionRequest, CompletionRequest, parse_request
+from autodeco_samplers.frontends.server.chat_tokens import encode_chat
+from autodeco_samplers.frontends.server.schemas import ChatCompletionRequest, CompletionRequest, engine_seed, parse_request
 from autodeco_samplers.frontends.server.worker import DONE, ChoiceEnd, Drain, EngineWorker, Job, JobFailed
 
 __all__ = ["create_app", "DEFAULT_COMPLETION_TOKENS"]
@@ -89,7 +95,7 @@ class _Handler:
             room = self.engine.n_ctx - len(ids)
             want = limit if limit is not None else (room if chat else DEFAULT_COMPLETION_TOKENS)
             for j in range(req.n):
-                seed = None if req.seed is None else req.seed + j
+                seed = engine_seed(req.seed, j)
                 seqs.append(SequenceJob(ids, max(1, min(want, room)), req.stops, seed, policy, self.logprobs))
         self.sequences = seqs
 
@@ -263,8 +269,9 @@ class ServerState:
     """Everything the routes share: the engine, its worker, the server policy, the drain."""
 
     def __init__(self, engine: Engine, *, policy: Optional[DecodingPolicy] = None, max_queue: int = 64,
-                 shutdown_timeout: float = 10.0) -> None:
+                 shutdown_timeout: float = 10.0, parse_special_in_messages: bool = False) -> None:
         self.engine = engine
+        self.parse_special_in_messages = bool(parse_special_in_messages)
         self.policy = policy or DecodingPolicy()
         self.worker = EngineWorker(engine, max_queue=max_queue)
         self.drain = Drain(self.worker, shutdown_timeout)
@@ -272,20 +279,22 @@ class ServerState:
 
 
 def create_app(engine: Engine, *, policy: Optional[DecodingPolicy] = None, max_queue: int = 64,
-               shutdown_timeout: float = 10.0) -> Any:
+               shutdown_timeout: float = 10.0, parse_special_in_messages: bool = False) -> Any:
     """The ASGI app serving ``engine`` (see the module docstring for the endpoints and rules).
 
     ``policy`` is the deployment's :class:`DecodingPolicy` (a request's ``temperature`` /
     ``top_p`` multiply its multipliers); ``max_queue`` bounds the waiting requests (503 past
     it); ``shutdown_timeout`` is how long requests in flight may run on after SIGTERM
-    (``app.state.autodeco.drain.begin()``) before they are ended.
+    (``app.state.autodeco.drain.begin()``) before they are ended; ``parse_special_in_messages``
+    parses special-token text in chat messages (default: plain text, module docstring).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    state = ServerState(engine, policy=policy, max_queue=max_queue, shutdown_timeout=shutdown_timeout)
+    state = ServerState(engine, policy=policy, max_queue=max_queue, shutdown_timeout=shutdown_timeout,
+                        parse_special_in_messages=parse_special_in_messages)
     app = FastAPI(title="autodeco serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.autodeco = state
     add_page_routes(app)  # GET /: the page (page.py, static/)
@@ -327,9 +336,16 @@ def create_app(engine: Engine, *, policy: Optional[DecodingPolicy] = None, max_q
         return _model_card()
 
     async def _body(request: Request) -> Any:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise APIError(415, f"Unsupported Content-Type {media or '(none)'!r}: the body must be JSON sent with "
+                           "Content-Type: application/json (curl: -H 'Content-Type: application/json')",
+                           code="unsupported_media_type")
         raw = await request.body()
         try:
             return json.loads(raw)
+        except RecursionError:
+            raise bad_request("The JSON body of your request is nested too deeply.") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise bad_request(f"We could not parse the JSON body of your request ({exc}). The body must be one JSON "
                               "object, sent with Content-Type: application/json.") from None
@@ -357,7 +373,9 @@ def create_app(engine: Engine, *, policy: Optional[DecodingPolicy] = None, max_q
         if req.model != engine.model_name:
             raise _unknown_model(req.model)
         if chat:
-            prompts = [_check_ids(await run_in_threadpool(engine.encode_chat, req.message_dicts()), "messages")]
+            ids = await run_in_threadpool(lambda: encode_chat(engine, req.message_dicts(),
+                                                              parse_special=state.parse_special_in_messages))
+            prompts = [_check_ids(ids, "messages")]
         else:
             batch = req.prompts()
             if not batch:

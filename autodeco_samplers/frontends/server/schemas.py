@@ -14,8 +14,15 @@ The rules (what a valid request is; anything else is a 400 in OpenAI's error sha
   finite number >= 0; 0 temperature is greedy; the product of P is clamped to [0, 1]), as in
   :meth:`autodeco_samplers.core.policy.DecodingPolicy.for_request`; absent means 1;
 * ``max_tokens`` >= 1 (chat also takes ``max_completion_tokens``), ``n`` in 1..16,
-  ``logprobs`` (completions) and ``top_logprobs`` (chat) in 0..20, ``seed`` any integer,
-  ``stop`` one string or up to 4;
+  ``logprobs`` (completions) and ``top_logprobs`` (chat) in 0..20, ``stop`` one string or up
+  to 4;
+* ``temperature`` and ``top_p`` are at most 1e6 (:data:`autodeco_samplers.core.policy.KNOB_MAX`), so
+  the used T stays inside float32 on every engine; a larger value is a 400 naming the limit;
+* ``seed`` is any JSON integer, of any size or sign; the engines get ``seed mod 2**64``
+  (:func:`engine_seed`; choice ``j`` gets ``(seed + j) mod 2**64``), the same on every engine,
+  so ``-1`` and ``2**64 - 1`` are one seed;
+* no string anywhere in the body may hold a lone UTF-16 surrogate (``"\\ud800"``): it is not
+  text, and is refused with a 400 naming the field;
 * ``autodeco`` is this server's extension object: ``{"trace": true}`` returns each token's
   ``token_id``, ``T_pred``, ``P_pred``, ``T``, ``P`` in the answer and in every stream chunk.
 """
@@ -34,12 +41,22 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "CompletionRequest",
+    "SEED_MODULUS",
+    "engine_seed",
     "parse_request",
 ]
 
 MAX_N = 16
 MAX_LOGPROBS = 20
 MAX_STOPS = 4
+SEED_MODULUS = 2**64
+
+
+def engine_seed(seed: Optional[int], choice: int = 0) -> Optional[int]:
+    """The seed the engine gets for choice ``choice`` of a request with ``seed``:
+    ``(seed + choice) mod 2**64``, in ``[0, 2**64)`` whatever the sign or size of ``seed``
+    (``None`` stays ``None``: the engine draws one)."""
+    return None if seed is None else (int(seed) + int(choice)) % SEED_MODULUS
 
 
 class _Strict(BaseModel):
@@ -69,8 +86,6 @@ class AutoDecoOptions(_Strict):
         """The overrides this request sets, as ``DecodingPolicy`` keyword arguments."""
         return {k: v for k, v in (("fixed_temperature", self.fixed_temperature), ("fixed_top_p", self.fixed_top_p))
                 if v is not None}
-
-
 
 
 class StreamOptions(_Strict):
@@ -265,12 +280,39 @@ def _message(errors: List[Dict[str, Any]]) -> tuple:
     return f"Invalid {what} for '{param}': {first.get('msg', 'invalid')}.", param
 
 
+def _surrogate_param(body: Any) -> Optional[str]:
+    """Where the first string (a value or a key) holding a lone surrogate is, as a ``param``
+    path (``messages[0].content``), or ``None``. Iterative: a deep body cannot overflow it."""
+    todo: List[tuple] = [("", body)]
+    while todo:
+        path, obj = todo.pop()
+        if isinstance(obj, str):
+            try:
+                obj.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "(body)"
+        elif isinstance(obj, dict):
+            for key, value in reversed(list(obj.items())):
+                sub = f"{path}.{key}" if path else str(key)
+                todo.append((sub, key))
+                todo.append((sub, value))
+        elif isinstance(obj, list):
+            todo.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(obj))))
+    return None
+
+
 def parse_request(model: type, body: Any) -> Any:
     """Validate a decoded JSON body into ``model``; raises a 400 :class:`APIError`."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
+    where = _surrogate_param(body)
+    if where is not None:
+        raise bad_request(f"Invalid value for '{where}': the string holds a lone UTF-16 surrogate (such as "
+                          "\\ud800), which is not text; send valid Unicode.", param=where)
     try:
         return model.model_validate(body)
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
     except ValidationError as exc:
         message, param = _message(exc.errors(include_url=False))
         raise bad_request(message, param=param) from None
