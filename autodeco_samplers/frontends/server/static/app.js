@@ -556,6 +556,7 @@
       else if (e instanceof ServerError) message = e.message;
       else message = `Could not reach the server (${e.message}). Is autodeco serve still running?`;
       run.error = message;
+      run.stopped = e.name === "AbortError";
       run.el.status.textContent = "";
       const p = document.createElement("p");
       p.className = "run-error";
@@ -585,6 +586,8 @@
       autodecoFinish: null, error: null }));
     runsEl.classList.toggle("compare", state.runs.length > 1);
     state.runs.forEach((r) => runsEl.appendChild(makeRunPanel(r)));
+    // one column (a phone): the answer is below the form, so bring it into view
+    if (window.matchMedia("(max-width: 52rem)").matches) $("output-h").scrollIntoView({ block: "start" });
     document.body.dataset.state = "running";
     $("send").disabled = true;
     $("stop").disabled = false;
@@ -598,7 +601,7 @@
       $("prompt").value = "";
       renderHistory();
     }
-    document.body.dataset.state = state.runs.some((r) => r.error) ? "error" : "done";
+    document.body.dataset.state = state.runs.some((r) => r.error && !r.stopped) ? "error" : "done";
   }
 
   function renderHistory() {
