@@ -8,8 +8,9 @@ user sees against what the server says:
 * one coloured token per completion token the server reported (``usage``), each coloured by its
   T on the page's viridis scale, and the page's trace equal to the server's own (non-streamed)
   answer for the same request and seed;
-* hovering a token shows that token's T_pred, T, P_pred, P and probability; the arrow keys
-  move between tokens (focus shows the same details);
+* hovering a token shows that token's T_pred, T, P_pred, P and probability; Tab reaches the
+  answer and the arrow keys move between tokens (focus shows the same details); the trace
+  downloads as the JSON the page shows;
 * the compare view: a static T/P run (every token's T and P are the chosen ones) and a greedy
   run (T = 0, the server's greedy answer), side by side; at phone width they stack and nothing
   overflows sideways;
@@ -294,6 +295,7 @@ def assert_tip_shows(driver, run: dict, k: int) -> None:
 def test_page_in_a_real_browser(browser, server, mode, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     d.set_window_size(1280, 1000)
@@ -326,8 +328,11 @@ def test_page_in_a_real_browser(browser, server, mode, tmp_path):
     k = len(spans) // 2
     ActionChains(d).move_to_element(spans[k]).perform()
     assert_tip_shows(d, auto, k)
-    # the keyboard: focus a token, move with the arrow keys; the details follow
-    d.execute_script("arguments[0].focus()", spans[0])
+    # the keyboard: Tab from the control before the answers reaches the answer's first token,
+    # the arrow keys move from token to token, and the details follow
+    d.execute_script("arguments[0].focus()", d.find_element("id", "show-values"))
+    ActionChains(d).send_keys(Keys.TAB).perform()
+    assert d.switch_to.active_element == spans[0]
     ActionChains(d).send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT).perform()
     assert d.switch_to.active_element == spans[2]
     assert_tip_shows(d, auto, 2)
@@ -350,6 +355,15 @@ def test_page_in_a_real_browser(browser, server, mode, tmp_path):
     if mode == "chat":
         history = d.find_element("id", "history")
         assert history.is_displayed() and PROMPT in history.text and auto["text"].strip() in history.text
+
+    # the trace JSON downloads as the file the page shows
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    d.find_element("id", "download").click()
+    saved = downloads / "autodeco-trace.json"
+    WebDriverWait(d, 30).until(lambda _: saved.is_file() and saved.stat().st_size > 0)
+    assert {r["kind"]: r for r in json.loads(saved.read_text(encoding="utf-8"))["runs"]} == runs
 
     # nothing was loaded from anywhere but the server
     names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
