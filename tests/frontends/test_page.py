@@ -187,6 +187,7 @@ def browser():
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument("--window-size=1280,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: script errors, CSP reports
     log = Path(profile) / "chromedriver.log"
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER, log_output=str(log)), options=options)
     driver.set_page_load_timeout(60)
@@ -299,6 +300,7 @@ def test_page_in_a_real_browser(browser, server, mode, tmp_path):
 
     d = browser
     d.set_window_size(1280, 1000)
+    d.get_log("browser")  # start with an empty console log
     open_page(d, server)
     d.find_element("css selector", f'input[name="mode"][value="{mode}"]').click()
     d.find_element("id", "prompt").send_keys(PROMPT)
@@ -368,6 +370,10 @@ def test_page_in_a_real_browser(browser, server, mode, tmp_path):
     # nothing was loaded from anywhere but the server
     names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert names and all(n.startswith(server.url + "/") for n in names), names
+
+    # no script error and no Content-Security-Policy violation on the console
+    severe = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == [], severe
 
     ActionChains(d).move_to_element(spans[k]).perform()
     shot = tmp_path / f"page_{mode}.png"
