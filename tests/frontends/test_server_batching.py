@@ -206,3 +206,49 @@ def test_parallel_one_gives_the_same_answers(assets, llama):
             assert a["ids"] == b["ids"] and a["text"] == b["text"] and a["trace"] == b["trace"]
     finally:
         assert single.stop() == 0, single.stderr()
+
+
+@pytest.mark.parametrize("engine", ["llama-cpp", "transformers"])
+def test_a_dropped_stream_leaves_and_its_neighbours_are_unchanged(engine):
+    """On a random tiny model (long generations): B runs beside A and C; A's client drops its
+    stream after a few tokens (its 3 choices leave), C finishes early. A's slot is freed (``cancelled``), and B's
+    tokens still equal B alone (the batch's cache loses rows in the middle of B's run)."""
+    from _llama_util import assets as llama_assets
+
+    a = llama_assets()
+    if engine == "llama-cpp":
+        args = ["--engine", "llama-cpp", "--model", str(a["gguf_f32"]), "--heads", str(a["heads_gguf"]), "--n-ctx", "4096"]
+    else:
+        args = ["--engine", "transformers", "--model", str(a["model_dir"]), "--heads", str(a["heads_dir"])]
+    server = Server([*args, "--model-name", "random", "--threads", "1", "--parallel", "5"])
+    try:
+        b_body = {"model": "random", "prompt": "The quick brown fox", "max_tokens": 80, "seed": 5, **TRACE}
+        alone = server.post("/v1/completions", b_body).json()["choices"][0]
+        before = server.health()
+        out = {}
+        a_client = httpx.Client(timeout=120)
+        a_resp = a_client.send(a_client.build_request("POST", server.url + "/v1/completions", json={
+            "model": "random", "prompt": "The quick brown fox", "max_tokens": 3500, "n": 3, "seed": 1, "stream": True}),
+            stream=True)  # three long choices (one of them, at least, runs until it is dropped)
+        lines = a_resp.iter_lines()
+        next(line for line in lines if line.startswith("data: "))  # A runs
+        b = threading.Thread(target=lambda: out.setdefault("b", server.post("/v1/completions", b_body).json()))
+        b.start()
+        c = server.post("/v1/completions", {"model": "random", "prompt": "x", "max_tokens": 3, "seed": 2})
+        assert c.status_code == 200
+        seen = 0
+        for line in lines:
+            seen += line.startswith("data: ")
+            if seen == 5:
+                break
+        a_resp.close()
+        a_client.close()
+        b.join(120)
+        got = out["b"]["choices"][0]
+        assert [s["token_id"] for s in got["autodeco"]["trace"]] == [s["token_id"] for s in alone["autodeco"]["trace"]]
+        assert got["text"] == alone["text"]
+        h = server.wait_idle()
+        assert h["active_sequences"] == 0 and h["cancelled"] == before["cancelled"] + 1, (str(before), str(h), seen)
+        assert h["served"] == before["served"] + 2  # B and C
+    finally:
+        assert server.stop() == 0, server.stderr()
