@@ -53,6 +53,7 @@ import numpy as np
 
 from autodeco_samplers.research.baselines.numpy_baselines import Baseline
 from autodeco_samplers.research.evaluation import report as rep
+from autodeco_samplers.research.evaluation.analysis import analyse
 from autodeco_samplers.research.evaluation.decode import Generated, Segment, generate_rows, prefill
 from autodeco_samplers.research.evaluation.strategies import (
     AUTODECO,
@@ -66,12 +67,17 @@ __all__ = [
     "DEFAULT_TEMPERATURES",
     "DEFAULT_TOP_PS",
     "DEFAULT_BASELINES",
+    "MATCHED_BASELINES",
+    "matched_strategies",
     "AXES",
     "default_strategies",
     "evaluate_items",
+    "evaluate_on_engine",
+    "TransformersEngine",
     "frontier_position",
     "static_frontier",
     "verdict",
+    "format_analysis",
     "format_table",
     "format_markdown",
     "plot_frontier",
@@ -88,6 +94,8 @@ DEFAULT_BASELINES: Tuple[Baseline, ...] = (
     Baseline("edt", {"T0": 1.0, "N": 0.8, "theta": 1.0}),
     Baseline("top_n_sigma", {"n": 1.0}),
 )
+#: run again at AutoDeco's mean T and at the oracle's T (matched temperature)
+MATCHED_BASELINES: Tuple[Baseline, ...] = (Baseline("min_p", {"min_p": 0.1}), Baseline("top_n_sigma", {"n": 1.0}))
 #: the chat report's frontier: ``closed_accuracy`` and ``distinct``; the oracle's criterion ``score``
 AXES = rep.FrontierAxes(accuracy=lambda r: r["closed_accuracy"]["mean"], diversity=lambda r: r["distinct"]["mean"],
                         score=lambda r: r["score"]["mean"])
@@ -149,8 +157,8 @@ def _seed_metrics(items, scored: Sequence[_Scored], n_open: int) -> Dict[str, An
     closed = [f for f in families if not any(items[i].open for i in range(len(items)) if items[i].family == f)]
     distinct = float(np.mean([len(answers[i]) for i in open_items])) if open_items else 0.0
     closed_acc = float(np.mean([families[f]["accuracy"] for f in closed])) if closed else 0.0
-    return {"families": families, "distinct": distinct, "closed_accuracy": closed_acc,
-            "score": closed_acc * distinct / max(n_open, 1),
+    score = (closed_acc if closed else 1.0) * (distinct / max(n_open, 1) if open_items else 1.0)
+    return {"families": families, "distinct": distinct, "closed_accuracy": closed_acc, "score": score,
             "answers": {str(items[i].key): sorted(answers[i]) for i in open_items}}
 
 
@@ -169,23 +177,70 @@ def _aggregate(per_seed: List[Dict[str, Any]]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- sampling
 
 
-class _ChatRun:
-    """The items of one evaluation, prefilled once, sampled by groups of strategies over the
-    evaluation seeds; every (strategy, seed) run is one segment of a batch of at most
-    ``max_batch`` rows (:func:`generate_rows`)."""
+class TransformersEngine:
+    """Sampling on a transformers model: the prompts prefilled once, every (strategy, seed)
+    run one segment of a batch of at most ``max_batch`` rows (:func:`generate_rows`)."""
 
-    def __init__(self, model, tokenizer, heads, items, *, checker, n_samples: int, n_open: int, seeds: List[int],
-                 max_new_tokens: int, eos_ids: List[int], max_batch: int, say: Callable[[str], None]) -> None:
-        self.model, self.tokenizer, self.heads, self.items, self.checker = model, tokenizer, heads, items, checker
-        self.n_samples, self.n_open, self.seeds = n_samples, n_open, seeds
-        self.max_new_tokens, self.eos_ids, self.max_batch, self.say = max_new_tokens, eos_ids, max_batch, say
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, items, *, eos_ids: List[int], max_batch: int = 512,
+                 say: Callable[[str], None] = lambda s: None) -> None:
+        self.model, self.tokenizer, self.eos_ids, self.max_batch, self.say = model, tokenizer, eos_ids, max_batch, say
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-        prompt_ids = [tokenizer(it.prompt, add_special_tokens=False)["input_ids"] for it in items]
+        prompt_ids = [list(it.prompt_ids) if getattr(it, "prompt_ids", None) is not None else
+                      tokenizer(it.prompt, add_special_tokens=False)["input_ids"] for it in items]
         tp = time.perf_counter()
         self.pre = prefill(model, prompt_ids, pad)
         say(f"prefill: {len(items)} prompts in {time.perf_counter() - tp:.1f} s")
+
+    def texts(self, gen: Generated) -> List[str]:
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in gen.answer_ids()]
+
+    def _packed(self, run: "_ChatRun", group: Sequence[Strategy]) -> List[List[Tuple[int, int]]]:
+        """Every (strategy index, seed) run of ``group``, in order, packed into batches of at
+        most ``max_batch`` rows (a run larger than that is a batch of its own)."""
+        batches: List[List[Tuple[int, int]]] = [[]]
+        size = 0
+        for k, st in enumerate(group):
+            n = len(run.rows_of(st))
+            for seed in run.seeds_of(st):
+                if batches[-1] and size + n > self.max_batch:
+                    batches.append([])
+                    size = 0
+                batches[-1].append((k, seed))
+                size += n
+        return [b for b in batches if b]
+
+    def generate(self, run: "_ChatRun", group: Sequence[Strategy], max_new_tokens: int) -> Dict[Tuple[int, int], Generated]:
+        """Every run of ``group``: ``(strategy index, seed) -> Generated``."""
+        choosers = [st.chooser(run.heads) for st in group]
+        results: Dict[Tuple[int, int], Generated] = {}
+        for batch in self._packed(run, group):
+            ts = time.perf_counter()
+            segs = [Segment(tuple(run.rows_of(group[k])), choosers[k], seed) for k, seed in batch]
+            gens = generate_rows(self.model, self.pre, segs, eos_ids=self.eos_ids, max_new_tokens=max_new_tokens)
+            results.update(zip(batch, gens))
+            names = sorted({group[k].name for k, _ in batch}, key=[st.name for st in group].index)
+            self.say(f"batch of {sum(len(s.row_prompt) for s in segs)} rows ({len(batch)} strategy x seed runs: "
+                     f"{', '.join(names)}) in {time.perf_counter() - ts:.0f} s")
+        return results
+
+
+class _ChatRun:
+    """The items of one evaluation, sampled by groups of strategies over the evaluation seeds
+    on an ``engine`` (:class:`TransformersEngine`, or the llama.cpp engine of
+    :mod:`.llama_engine`: ``generate(run, group, max_new_tokens)`` and ``texts(gen)``), and
+    scored the one way of this module."""
+
+    def __init__(self, engine, heads, items, *, checker, n_samples: int, n_open: int, seeds: List[int],
+                 max_new_tokens: int, say: Callable[[str], None]) -> None:
+        self.engine, self.heads, self.items, self.checker = engine, heads, items, checker
+        self.n_samples, self.n_open, self.seeds = n_samples, n_open, seeds
+        self.max_new_tokens, self.say = max_new_tokens, say
         self.sampled_rows = [i for i, it in enumerate(items) for _ in range(n_open if it.open else n_samples)]
         self.greedy_rows = list(range(len(items)))
+        self.all_records: List[Dict[str, Any]] = []
+        self.matrices: Dict[str, np.ndarray] = {}
 
     def rows_of(self, st: Strategy) -> List[int]:
         """Greedy (deterministic) answers once per item, the others per sample."""
@@ -196,42 +251,49 @@ class _ChatRun:
         return self.seeds[:1] if st.deterministic else self.seeds
 
     def texts(self, gen: Generated) -> List[str]:
-        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in gen.answer_ids()]
-
-    def _packed(self, group: Sequence[Strategy]) -> List[List[Tuple[int, int]]]:
-        """Every (strategy index, seed) run of ``group``, in order, packed into batches of at
-        most ``max_batch`` rows (a run larger than that is a batch of its own)."""
-        batches: List[List[Tuple[int, int]]] = [[]]
-        size = 0
-        for k, st in enumerate(group):
-            n = len(self.rows_of(st))
-            for seed in self.seeds_of(st):
-                if batches[-1] and size + n > self.max_batch:
-                    batches.append([])
-                    size = 0
-                batches[-1].append((k, seed))
-                size += n
-        return [b for b in batches if b]
+        return gen.texts if gen.texts is not None else self.engine.texts(gen)
 
     def generate(self, group: Sequence[Strategy]) -> Dict[Tuple[int, int], Generated]:
         """Every run of ``group``: ``(strategy index, seed) -> Generated``."""
-        choosers = [st.chooser(self.heads) for st in group]
-        results: Dict[Tuple[int, int], Generated] = {}
-        for batch in self._packed(group):
-            ts = time.perf_counter()
-            segs = [Segment(tuple(self.rows_of(group[k])), choosers[k], seed) for k, seed in batch]
-            gens = generate_rows(self.model, self.pre, segs, eos_ids=self.eos_ids, max_new_tokens=self.max_new_tokens)
-            results.update(zip(batch, gens))
-            names = sorted({group[k].name for k, _ in batch}, key=[st.name for st in group].index)
-            self.say(f"batch of {sum(len(s.row_prompt) for s in segs)} rows ({len(batch)} strategy x seed runs: "
-                     f"{', '.join(names)}) in {time.perf_counter() - ts:.0f} s")
-        return results
+        return self.engine.generate(self, group, self.max_new_tokens)
+
+    def records(self, st: Strategy, gens: List[Generated], scored: List[List[_Scored]]) -> List[Dict[str, Any]]:
+        """One record per generated answer (docs/evaluation.md, "Per-item records")."""
+        out = []
+        for seed, g, sc in zip(self.seeds_of(st), gens, scored):
+            count: Dict[int, int] = {}
+            for text, s in zip(self.texts(g), sc):
+                it = self.items[s.item]
+                count[s.item] = count.get(s.item, -1) + 1
+                rec = {"item": str(it.key), "item_index": s.item, "family": it.family, "strategy": st.name,
+                       "seed": seed, "sample": count[s.item], "answer": text, "correct": s.ok}
+                if it.open:
+                    rec["valid_answer"] = s.answer
+                out.append(rec)
+        return out
+
+    def matrix(self, scored: List[List[_Scored]]) -> np.ndarray:
+        """``[n_items, n_seeds]``: a closed item's accuracy over its samples, an open item's
+        number of distinct valid answers, per seed (one run stands for every seed)."""
+        M = np.zeros((len(self.items), len(scored)))
+        for j, sc in enumerate(scored):
+            ok: Dict[int, List[bool]] = {}
+            valid: Dict[int, set] = {}
+            for s in sc:
+                ok.setdefault(s.item, []).append(s.ok)
+                if s.answer is not None:
+                    valid.setdefault(s.item, set()).add(s.answer)
+            for i, it in enumerate(self.items):
+                M[i, j] = len(valid.get(i, ())) if it.open else float(np.mean(ok[i]))
+        return np.repeat(M, len(self.seeds), axis=1) if len(scored) == 1 and len(self.seeds) > 1 else M
 
     def row(self, st: Strategy, gens: List[Generated]) -> Dict[str, Any]:
         """The report row of ``st`` from its runs (one per seed; greedy's one run stands for every seed)."""
         rows_ = self.rows_of(st)
-        per_seed = [_seed_metrics(self.items, _score_rows(self.items, rows_, self.texts(g), self.checker), self.n_open)
-                    for g in gens]
+        scored = [_score_rows(self.items, rows_, self.texts(g), self.checker) for g in gens]
+        self.all_records += self.records(st, gens, scored)
+        self.matrices[st.name] = self.matrix(scored)
+        per_seed = [_seed_metrics(self.items, sc, self.n_open) for sc in scored]
         per_seed += [per_seed[0]] * (len(self.seeds) - len(per_seed))
         flat = lambda key: [v for g in gens for row in getattr(g, key) for v in row]  # noqa: E731
         once = st.deterministic
@@ -279,16 +341,46 @@ def _check_settings(seeds: Sequence[int], n_samples: int, n_open: int) -> List[i
     return seeds
 
 
-def _run_strategies(run: _ChatRun, strategies: List[Strategy]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+def matched_strategies(baselines: Sequence[Baseline], temperatures: Dict[str, float],
+                       taken: Sequence[str] = ()) -> List[Strategy]:
+    """Every baseline at every matched temperature (``temperatures``: what it matches ->
+    ``T``, rounded to 3 decimals), skipping names already ``taken`` (a baseline at ``T = 1``
+    is the usual baseline row)."""
+    out: List[Strategy] = []
+    for b in baselines:
+        for label, T in temperatures.items():
+            mb = Baseline(b.kind, {**b.params, "T": round(float(T), 3)})
+            if mb.name not in taken and mb.name not in [s.name for s in out]:
+                out.append(Strategy(mb.name, "baseline", group="baseline", baseline=mb))
+    return out
+
+
+def _run_strategies(run: _ChatRun, strategies: List[Strategy],
+                    matched: Sequence[Baseline]) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Dict[str, Any]]:
     """AutoDeco first when there are heads (mean-static needs its predictions), then
-    ``strategies`` and mean-static; the rows in report order (AutoDeco last) and the examples."""
+    ``strategies`` and mean-static, then the ``matched`` baselines at AutoDeco's mean T and
+    the in-sample oracle's T; the rows in report order (AutoDeco last), the examples and the
+    matched temperatures."""
+    temps: Dict[str, float] = {}
     if run.heads is None:
-        return [row for row, _ in run.run(strategies)], {}
-    ((ad_row, ad_gens),) = run.run([AUTODECO])
-    T_mean = rep.nanmean([v for g in ad_gens for row in g.T_pred for v in row])
-    P_mean = rep.nanmean([v for g in ad_gens for row in g.P_pred for v in row])
-    rows = [row for row, _ in run.run(strategies + [mean_static_strategy(T_mean, P_mean)])]
-    return rows + [ad_row], {"autodeco": run.examples(ad_gens[0])}
+        rows = [row for row, _ in run.run(strategies)]
+        ad_rows, examples = [], {}
+    else:
+        ((ad_row, ad_gens),) = run.run([AUTODECO])
+        T_mean = rep.nanmean([v for g in ad_gens for row in g.T_pred for v in row])
+        P_mean = rep.nanmean([v for g in ad_gens for row in g.P_pred for v in row])
+        rows = [row for row, _ in run.run(strategies + [mean_static_strategy(T_mean, P_mean)])]
+        ad_rows, examples = [ad_row], {"autodeco": run.examples(ad_gens[0])}
+        if T_mean is not None:
+            temps["autodeco_mean_T"] = T_mean
+    best = rep.oracle(rows, AXES)
+    if best is not None:
+        temps["oracle_T"] = best["params"]["T"]
+    extra = matched_strategies(matched, {k: v for k, v in temps.items() if v > 0}, [r["name"] for r in rows])
+    if extra:
+        rows += [row for row, _ in run.run(extra)]
+    info = {"temperatures": temps, "strategies": [s.name for s in extra]}
+    return rows + ad_rows, examples, info
 
 
 def _position_rows(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -335,6 +427,12 @@ def evaluate_items(
     eos_ids: Optional[Sequence[int]] = None,
     max_batch: int = 512,
     progress: Optional[Callable[[str], None]] = None,
+    matched_baselines: Sequence[Baseline] = MATCHED_BASELINES,
+    records: bool = True,
+    n_boot: int = 2000,
+    boot_seed: int = 0,
+    gap: float = 0.03,
+    power: float = 0.8,
 ) -> Dict[str, Any]:
     """Run every strategy on ``items`` (objects with ``prompt``, ``family``, ``key``, ``open``);
     returns the JSON-ready report (module docstring). ``checker = (check, canonical_answer)``
@@ -342,28 +440,88 @@ def evaluate_items(
     Closed items get ``n_samples`` samples, open items ``n_open``; greedy gets one per item.
     ``heads``: an :class:`AutoDecoHeadsModule` (the autodeco and mean-static rows need it).
     Every (strategy, seed) run is one segment of a batch of at most ``max_batch`` rows
-    (:func:`generate_rows`)."""
+    (:func:`generate_rows`).
+
+    ``matched_baselines`` also run at AutoDeco's mean T and at the in-sample oracle's T.
+    The report's ``analysis`` is :func:`analysis.analyse` (bootstrap with ``n_boot`` draws
+    and seed ``boot_seed``, items needed for ``gap`` at ``power``); ``records`` (one per
+    generated answer) is in the report unless ``records=False``. An item may carry
+    ``heldout_family`` (bool) and ``prompt_ids`` (token ids used instead of ``prompt``)."""
+    t0 = time.perf_counter()
+    _check_settings(seeds, n_samples, n_open)
+    eos_ids = list(eos_ids) if eos_ids is not None else [tokenizer.eos_token_id]
+    say = progress or (lambda s: None)
+    engine = TransformersEngine(model, tokenizer, items, eos_ids=eos_ids, max_batch=max_batch, say=say)
+    report = evaluate_on_engine(engine, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
+                                max_new_tokens=max_new_tokens, strategies=strategies, progress=progress,
+                                matched_baselines=matched_baselines, records=records, n_boot=n_boot,
+                                boot_seed=boot_seed, gap=gap, power=power)
+    report["settings"].update(eos_ids=eos_ids, max_batch=max_batch)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def evaluate_on_engine(
+    engine,
+    heads,
+    items: Sequence[Any],
+    *,
+    checker: Tuple[Callable[[Any, str], bool], Callable[[Any, str], Optional[str]]],
+    n_samples: int = 4,
+    n_open: int = 12,
+    seeds: Sequence[int] = (0, 1, 2),
+    max_new_tokens: int = 16,
+    strategies: Optional[Sequence[Strategy]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+    matched_baselines: Sequence[Baseline] = MATCHED_BASELINES,
+    records: bool = True,
+    n_boot: int = 2000,
+    boot_seed: int = 0,
+    gap: float = 0.03,
+    power: float = 0.8,
+) -> Dict[str, Any]:
+    """:func:`evaluate_items` on any sampling ``engine`` (:class:`TransformersEngine`, or
+    :class:`~autodeco_samplers.research.evaluation.llama_engine.LlamaCppEngine`): the same
+    strategies, scoring, records, analysis and report. ``heads``: anything true when the
+    engine has heads (the autodeco and mean-static rows); the engine draws with them."""
     t0 = time.perf_counter()
     seeds = _check_settings(seeds, n_samples, n_open)
     strategies = list(strategies) if strategies is not None else default_strategies()
-    eos_ids = list(eos_ids) if eos_ids is not None else [tokenizer.eos_token_id]
-    run = _ChatRun(model, tokenizer, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
-                   max_new_tokens=max_new_tokens, eos_ids=eos_ids, max_batch=max_batch, say=progress or (lambda s: None))
-    rows, examples = _run_strategies(run, strategies)
+    supports = getattr(engine, "supports", None)
+    left_out = {}
+    if supports is not None:
+        left_out = {st.name: supports(st) for st in strategies if supports(st) is not None}
+        strategies = [st for st in strategies if st.name not in left_out]
+        matched_left = [b for b in matched_baselines if supports(Strategy(b.name, "baseline", baseline=b)) is not None]
+        left_out.update({f"{b.name} at matched T": supports(Strategy(b.name, "baseline", baseline=b)) for b in matched_left})
+        matched_baselines = [b for b in matched_baselines if b not in matched_left]
+    run = _ChatRun(engine, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
+                   max_new_tokens=max_new_tokens, say=progress or (lambda s: None))
+    rows, examples, matched_info = _run_strategies(run, strategies, matched_baselines)
     best = _position_rows(rows)
+    analysis = analyse(rows, run.matrices, [it.family for it in items], [bool(it.open) for it in items],
+                       [getattr(it, "heldout_family", None) for it in items], n_open=n_open, n_boot=n_boot,
+                       boot_seed=boot_seed, gap=gap, power=power)
     families = sorted({it.family for it in items}, key=[it.family for it in items].index)
     report = {
         "families": families,
         "open_families": sorted({it.family for it in items if it.open}),
         "n_items": {f: sum(1 for it in items if it.family == f) for f in families},
-        "settings": {"n_samples": n_samples, "n_open": n_open, "seeds": seeds, "max_new_tokens": max_new_tokens,
-                     "eos_ids": eos_ids, "max_batch": max_batch},
+        "settings": {"engine": engine.name, "n_samples": n_samples, "n_open": n_open, "seeds": seeds,
+                     "max_new_tokens": max_new_tokens},
         "strategies": rows,
         "oracle": best["name"] if best else None,
         "static_frontier": static_frontier(rows),
         "examples": examples,
+        "matched_temperature": matched_info,
+        "left_out": left_out,
+        "analysis": analysis,
+        "items": [{"item": str(it.key), "family": it.family, "open": bool(it.open),
+                   "heldout_family": getattr(it, "heldout_family", None)} for it in items],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if records:
+        report["records"] = run.all_records
     if heads is not None:
         report.update(_autodeco_summary(rows, best))
         report["verdict"] = verdict(report)
@@ -376,6 +534,12 @@ def verdict(report: Dict[str, Any]) -> str:
     ad = next(r for r in report["strategies"] if r["group"] == "autodeco")
     head = (f"AutoDeco: closed-task accuracy {ad['closed_accuracy']['mean']:.3f}, "
             f"{ad['distinct']['mean']:.2f} distinct valid answers per open item")
+    label = report.get("analysis", {}).get("all", {}).get("frontier", {}).get(ad["name"])
+    if label is not None and label["label"] != "dominated":
+        if label["label"] == "beyond the frontier":
+            return head + ": beyond the static frontier (no static (T, P) is both as accurate and as diverse)"
+        return head + (": on the static frontier within noise (static points with higher means: "
+                       f"{', '.join(label['within_noise_of'])}; no paired CI excludes zero)")
     if pos["beyond_frontier"]:
         return head + ": beyond the static frontier (no static (T, P) is both as accurate and as diverse)"
     gaps = []
@@ -383,7 +547,8 @@ def verdict(report: Dict[str, Any]) -> str:
         gaps.append(f"{-pos['accuracy_gap']:.3f} accuracy below the best static point at least as diverse")
     if pos["distinct_gap"] is not None:
         gaps.append(f"{-pos['distinct_gap']:.2f} distinct answers below the best static point at least as accurate")
-    return head + f": dominated by {len(pos['dominated_by'])} static point(s); " + "; ".join(gaps)
+    n_dom = len(label["dominated_by"]) if label is not None else len(pos["dominated_by"])
+    return head + f": dominated by {n_dom} static point(s)" + (" (paired CI)" if label is not None else "") + "; " + "; ".join(gaps)
 
 
 # ----------------------------------------------------------------------------- presentation
@@ -396,10 +561,64 @@ def _notes(report: Dict[str, Any], r: Dict[str, Any], bold: str = "") -> str:
         note.append("oracle")
     if r["name"] in report["static_frontier"]:
         note.append("frontier")
-    if "position" in r:
+    label = report.get("analysis", {}).get("all", {}).get("frontier", {}).get(r["name"])
+    if label is not None:  # decided with the CIs (analysis.py)
+        if label["label"] == "beyond the frontier":
+            note.append(f"{bold}beyond frontier{bold}")
+        elif label["label"] == "dominated":
+            note.append(f"dominated by {len(label['dominated_by'])} (CI)")
+        else:
+            note.append(f"on the frontier within noise ({len(label['within_noise_of'])})")
+    elif "position" in r:
         p = r["position"]
         note.append(f"{bold}beyond frontier{bold}" if p["beyond_frontier"] else f"dominated by {len(p['dominated_by'])}")
     return ", ".join(note)
+
+
+def _ci(d: Optional[Dict[str, Any]], digits: int) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    lo, hi = d["ci"]
+    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+SUBSET_TITLES = {"all": "all items", "heldout_families": "held-out families (the heads never trained on them)",
+                 "trained_families": "held-out items of trained families"}
+
+
+def format_analysis(report: Dict[str, Any]) -> str:
+    """The item-paired analysis as text, per subset: the oracles, AutoDeco minus every
+    strategy (paired bootstrap CIs; the items a gap needs), each strategy's frontier label."""
+    out = []
+    for name, a in report["analysis"].items():
+        n = a["n_items"]
+        b = a["bootstrap"]
+        out.append(f"== {SUBSET_TITLES.get(name, name)}: {n['closed']} closed, {n['open']} open items "
+                   f"({b['level']:.0%} CIs: bootstrap over items within family and seeds, {b['draws']} draws, seed {b['seed']})")
+        if "oracle_in_sample" in a:
+            cf = a["oracle_cross_fit"]
+            out.append(f"oracle in sample: {a['oracle_in_sample']}; cross-fitted: {cf['chosen_on_fold_1']} (chosen on fold 1, "
+                       f"scored on fold 2) / {cf['chosen_on_fold_2']} (chosen on fold 2, scored on fold 1)")
+        vs = a.get("autodeco_vs")
+        if vs:
+            keys = [k for k in ("closed_accuracy", "distinct", "score") if k in next(iter(vs.values()))]
+            pw = next(iter(vs.values()))["power"]
+            cols = [rep.Column("AutoDeco minus", lambda r: r["name"], 34, left=True)]
+            cols += [rep.Column(k.replace("_", " "), (lambda k: lambda r: _ci(r[k], 3 if k != "distinct" else 2))(k), 26)
+                     for k in keys]
+            cols.append(rep.Column(f"items for {pw['gap']:g}", lambda r: str(r["power"]["items_needed"] or "-"), 14))
+            rows = [{"name": nm, **d} for nm, d in vs.items()]
+            sd = lambda r: "" if r["power"]["paired_sd"] is None else f"paired SD {r['power']['paired_sd']:.3f}"  # noqa: E731
+            resolves = [d["power"]["resolvable_gap"] for d in vs.values() if d["power"]["resolvable_gap"]]
+            out.append(rep.fixed_width_table(rows, cols, sd, footer=(
+                f"(items for a gap: paired n = ((z_a + z_b) sd / gap)^2, alpha {pw['alpha']:g} two-sided, "
+                f"power {pw['power']:g}, on closed accuracy ({'distinct answers x n_open' if not n['closed'] else 'per item'}); "
+                + (f"these {pw['n_items']} items resolve gaps of {min(resolves):.3f} to {max(resolves):.3f})" if resolves
+                   else "no variation seen)"))))
+        for t, lab in a["frontier"].items():
+            extra = lab["dominated_by"] or lab["within_noise_of"]
+            out.append(f"  {t}: {lab['label']}" + (f" ({', '.join(extra)})" if extra else ""))
+    return "\n".join(out)
 
 
 def _mean_used(key: str) -> Callable[[Dict[str, Any]], str]:
@@ -445,11 +664,21 @@ def format_markdown(report: Dict[str, Any]) -> str:
 def plot_frontier(report: Dict[str, Any], path: Union[str, Path], *, title: str = "") -> Path:
     """PNG: closed-task accuracy against distinct valid answers per open item, every strategy;
     the static grid coloured by T, the static frontier dashed, baselines and AutoDeco marked,
-    with their SEs over seeds as error bars (:func:`report.plot_frontier`)."""
+    with their bootstrap SEs (over items and seeds; over seeds without an analysis) as error
+    bars (:func:`report.plot_frontier`)."""
     style = rep.FrontierPlot(
         xlabel=f"distinct valid answers per open item ({report['settings']['n_open']} samples)",
         ylabel="accuracy on the closed task families", title=title or "static (T, P), baselines and AutoDeco",
         grid_label="static (T, P) grid", grid_T=lambda r: r["params"]["T"], colorbar="static T",
         marks={"greedy": ("s", "tab:gray"), "mean_static": ("^", "tab:orange"), "autodeco": ("*", "tab:red")},
-        errors=lambda r: (r["distinct"]["se"] or 0, r["closed_accuracy"]["se"] or 0))
+        errors=lambda r: _error_bars(report, r))
     return rep.plot_frontier(report, path, AXES, style)
+
+
+def _error_bars(report: Dict[str, Any], r: Dict[str, Any]) -> Tuple[float, float]:
+    """A row's (distinct, closed accuracy) error bars: the bootstrap SE over items and seeds
+    of the analysis when the report has one, else the SE over seeds."""
+    a = report.get("analysis", {}).get("all", {}).get("strategies", {}).get(r["name"])
+    if a is not None:
+        return tuple((a.get(k) or {}).get("se") or 0.0 for k in ("distinct", "closed_accuracy"))
+    return r["distinct"]["se"] or 0, r["closed_accuracy"]["se"] or 0

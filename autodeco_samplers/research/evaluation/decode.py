@@ -122,6 +122,7 @@ class Generated:
     P: List[List[float]]
     T_pred: List[List[float]]
     P_pred: List[List[float]]
+    texts: Optional[List[str]] = None  # per row the engine's own decoded answer, when it gives one
 
     def answer_ids(self) -> List[List[int]]:
         """Per row the generated ids without the end-of-sequence token."""

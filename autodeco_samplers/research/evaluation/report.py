@@ -14,6 +14,12 @@ strictly higher. The static frontier is the static points no other static point 
 strategy is *beyond the frontier* when no static point dominates it (:func:`frontier_position`).
 The *oracle* is the grid point (default included) with the best score, ties to the higher
 accuracy (:func:`oracle`): the best static setting chosen on the evaluation prompts themselves.
+
+Item-level statistics (the item-paired analysis, :mod:`.analysis`): bootstrap draws over items
+within their family and over seeds inside each item (:class:`Resampler`), percentile intervals
+(:func:`interval`), paired differences on shared draws (:func:`paired_interval`), the items a
+gap needs (:func:`items_needed`), two-fold cross-fitting (:func:`halves`, :func:`cross_fit`)
+and frontier membership decided with CIs (:func:`ci_dominates`); the rules are stated in each.
 """
 
 from __future__ import annotations
@@ -45,6 +51,18 @@ __all__ = [
     "plot_frontier",
     "load_pyplot",
     "save_figure",
+    "ItemMetric",
+    "Resampler",
+    "interval",
+    "metric_interval",
+    "paired_interval",
+    "excludes_zero",
+    "items_needed",
+    "resolvable_gap",
+    "paired_item_sd",
+    "halves",
+    "cross_fit",
+    "ci_dominates",
 ]
 
 Row = Dict[str, Any]
@@ -262,3 +280,162 @@ def plot_frontier(report: Mapping[str, Any], path: Union[str, Path], axes: Front
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc=style.legend_loc)
     return save_figure(plt, fig, path)
+
+
+# ----------------------------------------------------------------------------- item-level statistics
+#
+# The rules below are the statistics of an item-paired evaluation (docs/evaluation.md, "The
+# statistics"). A strategy's results are a matrix ``M [n_items, n_seeds]``: item ``i``'s value
+# under evaluation seed ``j`` (its accuracy over the samples of a closed item, its number of
+# distinct valid answers on an open item). A *metric* maps the per-item values (the mean over
+# seeds, or one bootstrap draw of them) to one number: the mean over its *strata* (the task
+# families it counts) of the mean over the stratum's items (:class:`ItemMetric`).
+
+
+@dataclass(frozen=True)
+class ItemMetric:
+    """A metric over item positions: the mean over ``strata`` (each a tuple of item
+    positions, in practice one task family) of the mean of the values at its positions."""
+
+    strata: Tuple[Tuple[int, ...], ...]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """``values [..., n_items]`` -> ``[...]`` (NaN when the metric has no stratum)."""
+        if not self.strata:
+            return np.full(values.shape[:-1], np.nan)
+        return np.mean([values[..., list(s)].mean(-1) for s in self.strata], axis=0)
+
+
+class Resampler:
+    """A fixed set of bootstrap draws over items and, inside each drawn item, over seeds.
+
+    Draw ``b``, position ``p``: an item drawn uniformly with replacement from the items of
+    ``p``'s stratum (so every stratum keeps its size: ``strata`` are the task families, and a
+    metric's equal family weights stay fixed), then ``n_seeds`` seed indices drawn uniformly
+    with replacement; the value at ``p`` is the mean of that item's values at those seeds. The
+    same draws serve every strategy, so a difference between two strategies is *paired* (same
+    items, same seeds). ``numpy.random.default_rng(seed)`` makes the draws reproducible."""
+
+    def __init__(self, strata: Sequence[Any], n_seeds: int, *, n_boot: int = 2000, seed: int = 0) -> None:
+        if n_boot < 1 or n_seeds < 1:
+            raise ValueError("Resampler needs n_boot >= 1 and n_seeds >= 1")
+        labels = list(strata)
+        rng = np.random.default_rng(seed)
+        self.n_items, self.n_seeds, self.n_boot, self.seed = len(labels), n_seeds, n_boot, seed
+        self.items = np.empty((n_boot, len(labels)), dtype=np.int64)
+        for lab in dict.fromkeys(labels):
+            pos = np.array([i for i, x in enumerate(labels) if x == lab])
+            self.items[:, pos] = pos[rng.integers(0, pos.size, size=(n_boot, pos.size))]
+        self.seeds = rng.integers(0, n_seeds, size=(n_boot, len(labels), n_seeds))
+
+    def resample(self, M: np.ndarray) -> np.ndarray:
+        """``M [n_items, n_seeds]`` -> ``[n_boot, n_items]`` per-position values of every draw."""
+        M = np.asarray(M, dtype=np.float64)
+        if M.shape != (self.n_items, self.n_seeds):
+            raise ValueError(f"expected a [{self.n_items}, {self.n_seeds}] matrix, got {list(M.shape)}")
+        return M[self.items[..., None], self.seeds].mean(-1)
+
+
+def interval(point: float, draws: np.ndarray, level: float = 0.95) -> Dict[str, Any]:
+    """``{"mean": point, "ci": [lo, hi], "se"}``: the percentile interval of the bootstrap
+    ``draws`` (the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles) and their SD."""
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[~np.isnan(draws)]
+    if not draws.size or point is None or math.isnan(point):
+        return {"mean": None, "ci": None, "se": None}
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(point), "ci": [float(lo), float(hi)], "se": float(draws.std(ddof=1)) if draws.size > 1 else 0.0}
+
+
+def metric_interval(M: np.ndarray, metric: ItemMetric, rs: Resampler, level: float = 0.95) -> Dict[str, Any]:
+    """A strategy's metric (point: on the per-item means over seeds) with its bootstrap CI."""
+    return interval(float(metric(np.asarray(M, dtype=np.float64).mean(1))), metric(rs.resample(M)), level)
+
+
+def paired_interval(A: np.ndarray, B: np.ndarray, metric: Callable[[np.ndarray], np.ndarray], rs: Resampler,
+                    level: float = 0.95) -> Dict[str, Any]:
+    """``metric(A) - metric(B)`` with the bootstrap CI of the paired difference (both
+    strategies on the same draws of items and seeds). ``metric`` may be any function of the
+    per-position values (:class:`ItemMetric`, or a product of metrics such as a score)."""
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    point = float(metric(A.mean(1)) - metric(B.mean(1)))
+    return interval(point, metric(rs.resample(A)) - metric(rs.resample(B)), level)
+
+
+def excludes_zero(ci: Optional[Dict[str, Any]]) -> int:
+    """+1 when the interval lies above zero, -1 below, 0 when it contains zero (or is missing)."""
+    if not ci or ci.get("ci") is None:
+        return 0
+    lo, hi = ci["ci"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def items_needed(sd: float, gap: float, *, alpha: float = 0.05, power: float = 0.8) -> Optional[int]:
+    """Items a paired comparison needs to resolve a true difference ``gap`` with a two-sided
+    level-``alpha`` test of the given ``power``: ``n = ((z_(1 - alpha/2) + z_power) * sd / gap)^2``
+    rounded up, ``sd`` the SD over items of the per-item paired differences (None when
+    ``gap`` is 0, or ``sd`` is unknown or 0: no variation seen, the formula cannot say)."""
+    from statistics import NormalDist
+
+    if sd is None or not gap or math.isnan(sd) or sd == 0:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(1, math.ceil((z * sd / abs(gap)) ** 2))
+
+
+def resolvable_gap(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> Optional[float]:
+    """The smallest difference ``n`` items resolve (the inverse of :func:`items_needed`):
+    ``(z_(1 - alpha/2) + z_power) * sd / sqrt(n)``."""
+    from statistics import NormalDist
+
+    if sd is None or n < 1 or math.isnan(sd):
+        return None
+    return (NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)) * sd / math.sqrt(n)
+
+
+def paired_item_sd(A: np.ndarray, B: np.ndarray, positions: Sequence[int]) -> Optional[float]:
+    """SD (``ddof=1``) over the items at ``positions`` of the per-item differences of the
+    means over seeds (None with fewer than two items)."""
+    if len(positions) < 2:
+        return None
+    d = (np.asarray(A, dtype=np.float64).mean(1) - np.asarray(B, dtype=np.float64).mean(1))[list(positions)]
+    return float(d.std(ddof=1))
+
+
+def halves(strata: Sequence[Any], *, seed: int = 0) -> np.ndarray:
+    """Boolean ``[n_items]``: a random half of every stratum (``ceil(size / 2)`` items of it,
+    ``numpy.random.default_rng(seed)``), the first fold of a two-fold cross-fit."""
+    labels = list(strata)
+    rng = np.random.default_rng(seed)
+    first = np.zeros(len(labels), dtype=bool)
+    for lab in dict.fromkeys(labels):
+        pos = np.array([i for i, x in enumerate(labels) if x == lab])
+        first[rng.permutation(pos)[: (pos.size + 1) // 2]] = True
+    return first
+
+
+def cross_fit(candidates: Mapping[str, np.ndarray], score: Callable[[np.ndarray, np.ndarray], float],
+              first: np.ndarray) -> Tuple[np.ndarray, List[str]]:
+    """The cross-fitted choice among ``candidates`` (name -> ``M [n_items, n_seeds]``):
+    ``score(values, mask)`` rates a candidate's per-item means on the items of ``mask``; the
+    candidate best on the first fold (ties: first in order) is scored on the second fold and
+    the one best on the second fold on the first. Returns the combined matrix (each item's
+    rows from the candidate chosen on the *other* fold), to be read like any strategy's, and
+    the two names ``[chosen on fold 1, chosen on fold 2]``."""
+    if not candidates:
+        raise ValueError("cross_fit needs at least one candidate")
+    names = list(candidates)
+    means = {n: np.asarray(candidates[n], dtype=np.float64).mean(1) for n in names}
+    chosen = [max(names, key=lambda n: (score(means[n], mask), -names.index(n))) for mask in (first, ~first)]
+    combined = np.where(first[:, None], candidates[chosen[1]], candidates[chosen[0]]).astype(np.float64)
+    return combined, chosen
+
+
+def ci_dominates(point_dominates: bool, diffs: Sequence[Optional[Dict[str, Any]]]) -> str:
+    """How a static point stands against a strategy, with CIs: ``"dominated"`` when its means
+    dominate (:func:`dominates`) and at least one axis's paired difference (static minus
+    strategy) has a CI above zero; ``"within noise"`` when its means dominate but no CI
+    excludes zero; ``"no"`` otherwise."""
+    if not point_dominates:
+        return "no"
+    return "dominated" if any(excludes_zero(d) > 0 for d in diffs) else "within noise"
