@@ -52,6 +52,7 @@ from autodeco_samplers.core.reference import OUTSIDE_NUCLEUS, draw_row, next_tok
 __all__ = [
     "TorchStep",
     "compiled_step",
+    "step_kernel",
     "torch_step_logits",
     "torch_step_sample",
     "numpy_heads_policy",
@@ -110,6 +111,7 @@ def torch_step_logits(
     check: bool = False,
     sync: Optional[bool] = None,
     compiled: bool = False,
+    kernel: Optional[str] = None,
 ) -> TorchStep:
     """The step for engines that sample themselves (SGLang, vLLM, transformers' processors).
 
@@ -125,10 +127,20 @@ def torch_step_logits(
             the module docstring.
         compiled: run the step through ``torch.compile`` (inductor: Triton kernels on a GPU,
             C++ on the CPU; dynamic shapes, one graph, ``sync=False``); see :func:`compiled_step`.
+            Applies to the torch path; with the kernel the heads run eagerly.
+        kernel: which path runs the rule after the heads (see :func:`step_kernel`): ``"auto"``
+            (the default, through the environment variable ``AUTODECO_STEP_KERNEL``): the
+            Triton kernel on CUDA whenever Triton imports, torch elsewhere; ``"triton"``;
+            ``"torch"``.
 
     Returns:
         :class:`TorchStep` with ``logits`` set (see :func:`torch_rule_logits`).
     """
+    if step_kernel(kernel, logits) == "triton":
+        from autodeco_samplers.core.triton_step import triton_rule_logits
+
+        arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
+        return TorchStep(T_pred, P_pred, T, P, logits=triton_rule_logits(arr, T, P, fill=fill))
     if compiled:
         if check:
             _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, True)
@@ -154,11 +166,21 @@ def torch_step_sample(
     check: bool = False,
     sync: Optional[bool] = None,
     compiled: bool = False,
+    kernel: Optional[str] = None,
 ) -> TorchStep:
     """The step for engines that let us draw (transformers' own loop, the evaluation):
     :class:`TorchStep` with ``token`` set (see :func:`torch_rule_sample`); arguments as
     :func:`torch_step_logits`, ``generator`` a ``torch.Generator`` on the logits' device (the
-    uniforms are drawn outside the compiled graph, so ``compiled`` draws the same tokens)."""
+    uniforms are drawn outside the compiled graph, so ``compiled`` draws the same tokens, and so
+    does the Triton kernel, ``kernel``: see :func:`step_kernel`)."""
+    if step_kernel(kernel, logits) == "triton":
+        import torch
+
+        from autodeco_samplers.core.triton_step import triton_rule_sample_with
+
+        arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
+        u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
+        return TorchStep(T_pred, P_pred, T, P, token_ids=triton_rule_sample_with(arr, T, P, u))
     if compiled:
         import torch
 
@@ -172,6 +194,22 @@ def torch_step_sample(
     arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
     token = torch_rule_sample(arr, T, P, generator, check=False, sync=sync)
     return TorchStep(T_pred, P_pred, T, P, token_ids=token)
+
+
+def step_kernel(kernel: Optional[str], logits) -> str:
+    """The one choice of the path after the heads for the torch step functions: ``"triton"``
+    (:mod:`autodeco_samplers.core.triton_step`, one kernel launch, no host synchronisation) or
+    ``"torch"`` (:mod:`autodeco_samplers.core.torch_ops`). ``kernel`` ``None`` reads the
+    environment variable ``AUTODECO_STEP_KERNEL`` (``auto`` when unset). ``"auto"``: Triton for
+    CUDA logits whenever Triton imports, torch on the CPU and as the fallback; ``"triton"``
+    forces the kernel (on CPU tensors through Triton's interpreter, ``TRITON_INTERPRET=1``),
+    falling back to torch with a warning that names why where it cannot run; ``"torch"``
+    forces torch. Float64 logits always take torch. Both paths give the same kept set and,
+    for the same uniforms, the same tokens
+    (:func:`autodeco_samplers.core.triton_step.resolve_kernel`)."""
+    from autodeco_samplers.core.triton_step import resolve_kernel
+
+    return resolve_kernel(kernel, logits)
 
 
 def _logits_graph(hidden, logits, heads, policy, temperature, top_p, head_logits, fill):

@@ -67,8 +67,8 @@ conformance checker allows (``docs/conformance.md``: within 1e-5 of ``P`` either
 accepted).
 
 The draw (:func:`draw_from_candidates`, :func:`draw_from_mask`) is the inverse CDF over the
-kept tokens only, with one uniform number per row: for candidates, in canonical order over at
-most ``K`` numbers; for a full mask, over the row in id order. Either way token ``i`` is
+kept tokens only, in ascending id order, with one uniform number per row: over at most ``K``
+candidates, or over the row for a full mask. Either way token ``i`` is
 returned with probability ``q_i / sum of kept q`` (float64), the canonical distribution.
 """
 
@@ -495,15 +495,21 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
 
 
 def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:
-    """Inverse CDF over the kept candidates (canonical order) with uniforms ``u`` ``[B]``: the
-    first kept slot whose cumulative mass exceeds ``u * total`` (a count, not a binary
-    search: the same index, and it compiles to one fused reduction)."""
-    total = cand.cum[:, -1:]
-    x = u.double()[:, None] * total
-    idx = (cand.cum <= x).sum(dim=-1, keepdim=True)
-    n_kept = cand.keep.sum(dim=-1, keepdim=True)
-    idx = torch.minimum(idx, n_kept - 1)
-    return cand.ids.gather(-1, idx)[:, 0]
+    """Inverse CDF over the kept candidates *in ascending id order* with uniforms ``u``
+    ``[B]``: the first kept token whose float64 cumulative mass exceeds ``u * total`` (a
+    count, not a binary search: it compiles to one fused reduction), never one of zero
+    probability. The same order as :func:`draw_from_mask`, the NumPy reference's
+    :func:`~autodeco_samplers.core.reference.draw_row` and the Triton kernel, so a uniform
+    gives the same token whichever path holds the row."""
+    big = torch.iinfo(cand.ids.dtype).max
+    order = torch.argsort(torch.where(cand.keep, cand.ids, big), dim=-1)  # kept ids ascending, the rest last
+    ids = cand.ids.gather(-1, order)
+    w = torch.where(cand.keep, cand.q, 0.0).gather(-1, order)
+    cdf = prefix_sum(w)
+    total = cdf[:, -1:]
+    idx = (cdf <= u.double()[:, None] * total).sum(dim=-1, keepdim=True)
+    last = (cdf < total).sum(dim=-1, keepdim=True)  # the last kept token of positive probability
+    return ids.gather(-1, torch.minimum(idx, last))[:, 0]
 
 
 def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

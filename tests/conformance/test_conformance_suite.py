@@ -173,6 +173,7 @@ EXPECTED_LEVELS = {
     "numpy": ("kernel", "sampling"),
     "torch-cpu": ("kernel", "sampling"),
     "torch-cuda": ("kernel", "sampling"),
+    "torch-cuda-triton": ("kernel", "sampling"),
     "transformers": ("kernel", "sampling", "end-to-end"),
     "llama-cpp": ("kernel", "sampling", "end-to-end"),
     "sglang-transform": ("kernel",),
@@ -195,8 +196,8 @@ def test_every_registered_engine_passes_every_level_it_implements(name):
     skipped = [r for r in results if r.verdict == "skipped"]
     if skipped and name == "vllm":
         pytest.skip(f"vllm runs in .venv-vllm (tests/adapters/vllm/test_units.py): {skipped[0].reason}")
-    if skipped and name == "torch-cuda":
-        pytest.skip(f"torch-cuda: {skipped[0].reason}")
+    if skipped and name in ("torch-cuda", "torch-cuda-triton"):
+        pytest.skip(f"{name}: {skipped[0].reason}")
     verdicts = {r.level: r.verdict for r in results}
     expected = {level: ("pass" if level in EXPECTED_LEVELS[name] else "not supported") for level in verdicts}
     reasons = "\n".join(f"{r.level}: {r.reason}" for r in results if r.verdict not in ("pass", "not supported"))

@@ -69,9 +69,10 @@ class NumpyReferenceEngine(ConformanceEngine):
 class TorchEngine(ConformanceEngine):
     """The torch step (:mod:`autodeco_samplers.core.step`: heads module + policy + sort-free nucleus) on a device."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", kernel: str = "torch") -> None:
         self.device = device
-        self.name = f"torch-{device}"
+        self.step_path = kernel  # the step's path after the heads (core.step.step_kernel)
+        self.name = f"torch-{device}" + ("" if kernel == "torch" else f"-{kernel}")
 
     def availability(self):
         try:
@@ -80,6 +81,12 @@ class TorchEngine(ConformanceEngine):
             return False, "torch is not installed"
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             return False, "no CUDA device"
+        if self.step_path == "triton":
+            from autodeco_samplers.core.triton_step import triton_available
+
+            ok, reason = triton_available(self.device)
+            if not ok:
+                return False, reason
         return True, ""
 
     def _dist(self, hidden, logits, heads, policy):
@@ -92,7 +99,7 @@ class TorchEngine(ConformanceEngine):
         h = torch.from_numpy(np.asarray(hidden, np.float32)).to(self.device)
         l = torch.from_numpy(np.asarray(logits, np.float32)).to(self.device)
         with torch.no_grad():
-            st = torch_step_logits(h, l, module, policy, check=True)
+            st = torch_step_logits(h, l, module, policy, check=True, kernel=self.step_path)
             probs = torch.softmax(st.logits, dim=-1)
         return probs, (st.T_pred, st.P_pred, st.T, st.P)
 
@@ -111,7 +118,7 @@ class TorchEngine(ConformanceEngine):
         l = torch.from_numpy(np.asarray(logits[:1], np.float32)).to(self.device).expand(n, -1)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         with torch.no_grad():
-            return torch_step_sample(h, l.contiguous(), module, policy, gen).token_ids.cpu().numpy()
+            return torch_step_sample(h, l.contiguous(), module, policy, gen, kernel=self.step_path).token_ids.cpu().numpy()
 
 
 class WrongRuleEngine(ConformanceEngine):
@@ -172,6 +179,7 @@ BUILTIN_ENGINES: Dict[str, EngineFactory] = {
     "numpy": NumpyReferenceEngine,
     "torch-cpu": lambda: TorchEngine("cpu"),
     "torch-cuda": lambda: TorchEngine("cuda"),
+    "torch-cuda-triton": lambda: TorchEngine("cuda", kernel="triton"),
 }
 
 

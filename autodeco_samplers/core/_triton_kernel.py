@@ -1,0 +1,165 @@
+"""The Triton kernel of the step after the heads (imported only by
+:mod:`autodeco_samplers.core.triton_step`, which documents the rule and the passes).
+
+Importing this module imports Triton and decorates the kernel: with ``TRITON_INTERPRET=1`` in
+the environment at that moment the kernel runs through Triton's interpreter (CPU tensors);
+otherwise it is compiled for the GPU.
+
+One program per row. Passes over the row's logits ``l`` (``z = (l - m) / T``, ``q = exp(z) / S``,
+recomputed identically in every pass, so every pass sees the same float32 ``q``):
+
+0. the maximum ``m``, the lowest-id argmax and ``S = sum exp(z)`` (online: per lane a running
+   maximum and a rescaled sum);
+1. the threshold search, only for rows with ``T >= 1e-6`` and ``P < 1``: a range of float32 bit
+   patterns ``[lo, hi]`` known to hold ``v*`` (start ``[0, bits(1.0)]``) is cut into ``RADIX``
+   equal buckets; one pass gives each bucket's float64 mass and the smallest and largest pattern
+   present in it; the mass, added from the top bucket down on top of ``base`` (the mass above the
+   range), first reaches ``P`` in one bucket, which holds ``v*``; ``base`` grows by the mass of
+   the higher buckets and the range shrinks to that bucket's smallest..largest pattern. When the
+   range is one pattern, it is ``v*`` and ``base`` is ``M(v*)``. Each pass divides the range by
+   at least ``RADIX`` (so at most ``ceil(30 / log2 RADIX) + 1`` passes), and a bucket holding a
+   single value ends the search at once;
+2. the output: logits (kept ``max(z, fill)``, else ``fill``) in one pass, or the draw in two (the
+   kept mass; then the inverse CDF in id order, float64).
+
+The kept set: ``q > v*``, plus the first ``r = ceil((P - M(v*)) / v*)`` tokens equal to ``v*`` in
+id order; every token with ``q > 0`` when ``P >= 1`` or the row's whole mass is below ``P``;
+only the argmax when ``T < 1e-6``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+INT32_MAX = 2147483647
+ONE_BITS = 0x3F800000  # float32 1.0: every probability's pattern is at most this
+
+
+@triton.jit
+def _scaled(x, m, Tg):
+    """``(l - m) / T`` (``-inf`` for ``-inf`` logits)."""
+    return (x - m) / Tg
+
+
+@triton.jit
+def step_kernel(
+    logits_ptr, stride, T_ptr, P_ptr, u_ptr, out_ptr, out_stride, tok_ptr, V, fill,
+    SAMPLE: tl.constexpr, BLOCK: tl.constexpr, RADIX: tl.constexpr, GREEDY: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    base_ptr = logits_ptr + row * stride
+    offs = tl.arange(0, BLOCK)
+    bins = tl.arange(0, RADIX)
+    T = tl.load(T_ptr + row)
+    P = tl.load(P_ptr + row)
+    greedy = T < GREEDY
+    Tg = tl.where(greedy, 1.0, T)
+
+    # ---- pass 0: maximum, lowest-id argmax, sum of exponentials (online)
+    mv = tl.full([BLOCK], float("-inf"), tl.float32)
+    sv = tl.zeros([BLOCK], tl.float32)
+    bi = tl.full([BLOCK], INT32_MAX, tl.int32)
+    for start in range(0, V, BLOCK):
+        idx = start + offs
+        x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+        better = x > mv  # strict: a lane keeps its first maximum
+        bi = tl.where(better, idx, bi)
+        new_m = tl.maximum(mv, x)
+        safe = tl.where(new_m == float("-inf"), 0.0, new_m)
+        sv = sv * tl.exp((mv - safe) / Tg) + tl.exp((x - safe) / Tg)
+        mv = new_m
+    m = tl.max(mv, 0)
+    argmax = tl.minimum(tl.min(tl.where(mv == m, bi, INT32_MAX), 0), V - 1)
+    msafe = tl.where(mv == float("-inf"), m, mv)
+    S = tl.sum(tl.where(mv == float("-inf"), 0.0, sv * tl.exp((msafe - m) / Tg)), 0)
+
+    # ---- pass 1: the threshold v* (bit pattern lo) and the mass above it (base)
+    P64 = tl.maximum(P.to(tl.float64), 1e-300)
+    search = (T >= GREEDY) & (P < 1.0)
+    lo = tl.zeros([], tl.int32)
+    hi = tl.where(search, ONE_BITS, 0).to(tl.int32)
+    base = tl.zeros([], tl.float64)
+    total = tl.full([], 2.0, tl.float64)
+    first = 1
+    while lo < hi:
+        step = (hi - lo) // RADIX + 1
+        mass = tl.zeros([RADIX], tl.float64)
+        kmin = tl.full([RADIX], INT32_MAX, tl.int32)
+        kmax = tl.full([RADIX], -1, tl.int32)
+        for start in range(0, V, BLOCK):
+            idx = start + offs
+            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+            q = tl.exp(_scaled(x, m, Tg)) / S
+            key = q.to(tl.int32, bitcast=True)
+            inside = (idx < V) & (key >= lo) & (key <= hi)
+            b = (key - lo) // step
+            hit = (b[:, None] == bins[None, :]) & inside[:, None]
+            mass += tl.sum(tl.where(hit, q.to(tl.float64)[:, None], 0.0), 0)
+            kmin = tl.minimum(kmin, tl.min(tl.where(hit, key[:, None], INT32_MAX), 0))
+            kmax = tl.maximum(kmax, tl.max(tl.where(hit, key[:, None], -1), 0))
+        if first == 1:
+            total = tl.sum(mass, 0)
+            first = 0
+        # mass of each bucket and every higher one, on top of base
+        suffix = tl.sum(tl.where(bins[None, :] >= bins[:, None], mass[None, :], 0.0), 1)
+        below = tl.sum(((base + suffix) < P64).to(tl.int32), 0)
+        cross = RADIX - 1 - tl.minimum(below, RADIX - 1)
+        base = base + tl.sum(tl.where(bins > cross, mass, 0.0), 0)
+        lo = tl.sum(tl.where(bins == cross, kmin, 0), 0)
+        hi = tl.sum(tl.where(bins == cross, kmax, 0), 0)
+        hi = tl.where(total < P64, lo, hi)  # the whole mass is below P: stop (keep everything)
+    everything = (P >= 1.0) | (total < P64)
+    v_star = tl.where(everything, 0.0, lo.to(tl.float32, bitcast=True))
+    v64 = v_star.to(tl.float64)
+    r = tl.where(v64 > 0, tl.ceil((P64 - base) / tl.where(v64 > 0, v64, 1.0)), 0.0)
+    r = tl.minimum(tl.maximum(r, 0.0), V * 1.0).to(tl.int32)
+
+    # ---- pass 2: the output
+    if SAMPLE:
+        n = tl.where(greedy, 0, V)  # greedy rows: the argmax, no pass
+        kept_total = tl.zeros([], tl.float64)
+        ties = tl.zeros([], tl.int32)
+        for start in range(0, n, BLOCK):
+            idx = start + offs
+            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+            q = tl.exp(_scaled(x, m, Tg)) / S
+            tie = (q == v_star) & (idx < V)
+            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
+            ties += tl.sum(tie.to(tl.int32), 0)
+            kept = ((q > v_star) | (tie & (rank <= r))) & (idx < V)
+            kept_total += tl.sum(tl.where(kept, q.to(tl.float64), 0.0), 0)
+        target = tl.load(u_ptr + row).to(tl.float64) * kept_total
+        count = tl.zeros([], tl.int32)
+        last = tl.full([], -1, tl.int32)
+        carry = tl.zeros([], tl.float64)
+        ties = tl.zeros([], tl.int32)
+        for start in range(0, n, BLOCK):
+            idx = start + offs
+            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+            q = tl.exp(_scaled(x, m, Tg)) / S
+            tie = (q == v_star) & (idx < V)
+            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
+            ties += tl.sum(tie.to(tl.int32), 0)
+            kept = ((q > v_star) | (tie & (rank <= r))) & (idx < V)
+            w = tl.where(kept, q.to(tl.float64), 0.0)
+            cdf = carry + tl.cumsum(w, 0)
+            count += tl.sum(((cdf <= target) & (idx < V)).to(tl.int32), 0)
+            last = tl.maximum(last, tl.max(tl.where(w > 0, idx, -1), 0))
+            carry = tl.max(cdf, 0)
+        token = tl.where(greedy, argmax, tl.minimum(count, last))
+        tl.store(tok_ptr + row, token.to(tl.int64))
+    else:
+        out_row = out_ptr + row * out_stride
+        ties = tl.zeros([], tl.int32)
+        for start in range(0, V, BLOCK):
+            idx = start + offs
+            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+            z = _scaled(x, m, Tg)
+            q = tl.exp(z) / S
+            tie = (q == v_star) & (idx < V)
+            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
+            ties += tl.sum(tie.to(tl.int32), 0)
+            kept = (q > v_star) | (tie & (rank <= r))
+            kept = tl.where(greedy, idx == argmax, kept)
+            tl.store(out_row + idx, tl.where(kept, tl.maximum(z, fill), fill), mask=idx < V)
