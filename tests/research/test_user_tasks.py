@@ -186,6 +186,21 @@ def test_cli_text_view_and_plot(capsys, tmp_path):
     assert out.rstrip().splitlines()[-1].startswith("plot: ") and (tmp_path / "tasks_frontier.png").stat().st_size > 0
 
 
+def test_messages_need_a_chat_template(tmp_path):
+    from transformers import AutoTokenizer
+
+    from autodeco_samplers.models import default_model
+
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"prompt": "pick one of a b c and spell it backwards:", "check": {"kind": "contains", "answer": "->"}}\n'
+                 '{"messages": [{"role": "user", "content": "hi"}], "check": {"kind": "contains", "answer": "x"}}\n')
+    tok = AutoTokenizer.from_pretrained(str(default_model.base_path()))
+    items = ut.load_tasks(f)
+    assert ut.with_prompt_ids(items[:1], tok)[0].prompt_ids == tuple(tok(items[0].prompt)["input_ids"])
+    with pytest.raises(ut.TaskFileError, match="line 2: field 'messages': this model's tokenizer has no chat template"):
+        ut.with_prompt_ids(items, tok)
+
+
 def test_cli_errors(capsys, tmp_path):
     from autodeco_samplers.frontends.cli import main
 

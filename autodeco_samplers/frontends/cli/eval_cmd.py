@@ -46,8 +46,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) -
     p.add_argument("--prompts", type=positive_int, default=None, help="number of held-out prompts (default: all)")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="samples per prompt and strategy (default 24; with --tasks: per closed item, default 4)")
-    p.add_argument("--temperatures", type=_floats, default=DEFAULT_TEMPERATURES, help="static grid temperatures")
-    p.add_argument("--top-ps", type=_floats, default=DEFAULT_TOP_PS, help="static grid top-p values")
+    p.add_argument("--temperatures", type=_floats, default=DEFAULT_TEMPERATURES,
+                   help="static grid temperatures (with --tasks default 0.3,0.6,1,1.3)")
+    p.add_argument("--top-ps", type=_floats, default=DEFAULT_TOP_PS, help="static grid top-p values (with --tasks default 0.8,0.95,1)")
     p.add_argument("--max-new-tokens", type=positive_int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seeds", type=_ints, default=None,
@@ -111,7 +112,12 @@ def run_tasks(args: argparse.Namespace):
     model, heads, is_default = _task_model(args)
     seeds = list(args.eval_seeds) if getattr(args, "eval_seeds", None) else [args.seed]
     say = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
-    strategies = chat.default_strategies(temperatures=args.temperatures, top_ps=args.top_ps)
+    from autodeco_samplers.research.evaluation import toy
+
+    # the grid flags' defaults are the toy task's; a task file gets the chat evaluation's grid
+    temps = chat.DEFAULT_TEMPERATURES if args.temperatures is toy.DEFAULT_TEMPERATURES else args.temperatures
+    top_ps = chat.DEFAULT_TOP_PS if args.top_ps is toy.DEFAULT_TOP_PS else args.top_ps
+    strategies = chat.default_strategies(temperatures=temps, top_ps=top_ps)
     common = dict(checker=user_tasks.CHECKER, n_samples=args.samples or 4, n_open=args.open_samples, seeds=seeds,
                   max_new_tokens=args.max_new_tokens, strategies=strategies, progress=say, n_boot=args.bootstrap,
                   boot_seed=args.bootstrap_seed, gap=args.gap, power=args.power)

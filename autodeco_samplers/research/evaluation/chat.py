@@ -36,6 +36,15 @@ the best accuracy of a static point at least as diverse, ``distinct_gap`` = its 
 minus the best distinct count of a static point at least as accurate (negative: dominated by
 that much; None when no static point qualifies).
 
+Every generated answer is kept as a record (``report["records"]``: item id, family, strategy,
+seed, sample index, answer text, correct, and on open items the canonical valid answer), and
+``report["analysis"]`` is the item-paired analysis of :mod:`.analysis` (bootstrap CIs over
+items and seeds, AutoDeco minus every strategy, the cross-fitted oracle, frontier labels
+decided with the CIs, held-out families apart, items needed for a gap). min-p 0.1 and top-nσ
+also run at AutoDeco's mean T and at the in-sample oracle's T (:data:`MATCHED_BASELINES`).
+:func:`evaluate_on_engine` runs all of it on another engine (the llama.cpp one of
+:mod:`.llama_engine`) with the same scoring.
+
 Sampling is batched (every item x its samples in one batch) with the model's KV cache through
 the shared decode loop (:func:`autodeco_samplers.research.evaluation.decode.generate_rows`): the
 prompts are prefilled once and that cache is shared by every strategy and seed; finished rows
