@@ -11,14 +11,17 @@ recomputed identically in every pass, so every pass sees the same float32 ``q``)
 0. the maximum ``m``, the lowest-id argmax and ``S = sum exp(z)`` (online: per lane a running
    maximum and a rescaled sum);
 1. the threshold search, only for rows with ``T >= 1e-6`` and ``P < 1``: a range of float32 bit
-   patterns ``[lo, hi]`` known to hold ``v*`` (start ``[0, bits(1.0)]``) is cut into ``RADIX``
+   patterns ``[lo, hi]`` (first ``[bits((1 - P) / 2V), bits(1.0)]``) is cut into ``RADIX``
    equal buckets; one pass gives each bucket's float64 mass and the smallest and largest pattern
-   present in it; the mass, added from the top bucket down on top of ``base`` (the mass above the
-   range), first reaches ``P`` in one bucket, which holds ``v*``; ``base`` grows by the mass of
-   the higher buckets and the range shrinks to that bucket's smallest..largest pattern. When the
-   range is one pattern, it is ``v*`` and ``base`` is ``M(v*)``. Each pass divides the range by
-   at least ``RADIX`` (so at most ``ceil(30 / log2 RADIX) + 1`` passes), and a bucket holding a
-   single value ends the search at once;
+   present in it (blocks without a token in the range skip that work); the mass, added from the
+   top bucket down on top of ``base`` (the mass above the range), first reaches ``P`` in one
+   bucket, which holds ``v*``; ``base`` grows by the mass of the higher buckets and the range
+   shrinks to that bucket's smallest..largest pattern. When the range is one pattern, it is
+   ``v*`` and ``base`` is ``M(v*)``. If no bucket reaches ``P``, ``v*`` is below the range: the
+   next pass searches ``[0, lo - 1]`` on top of the range's mass (and a range starting at 0
+   means the row's whole mass is below ``P``: every token of positive probability is kept).
+   Each pass divides the range by at least ``RADIX`` (at most ``ceil(30 / log2 RADIX) + 2``
+   passes), and a bucket holding a single value ends the search at once;
 2. the output: logits (kept ``max(z, fill)``, else ``fill``) in one pass, or the draw in two (the
    kept mass; then the inverse CDF in id order, float64).
 
@@ -77,11 +80,13 @@ def step_kernel(
     # ---- pass 1: the threshold v* (bit pattern lo) and the mass above it (base)
     P64 = tl.maximum(P.to(tl.float64), 1e-300)
     search = (T >= GREEDY) & (P < 1.0)
-    lo = tl.zeros([], tl.int32)
+    # start above (1 - P) / (2 V): the tokens below hold at most (1 - P) / 2 of the mass, so
+    # v* is usually above; if not (no bucket crosses P), the next pass searches below
+    floor = ((1.0 - P) / (2.0 * V)).to(tl.float32)
+    lo = tl.where(search, floor.to(tl.int32, bitcast=True), 0).to(tl.int32)
     hi = tl.where(search, ONE_BITS, 0).to(tl.int32)
     base = tl.zeros([], tl.float64)
-    total = tl.full([], 2.0, tl.float64)
-    first = 1
+    everything = P >= 1.0
     while lo < hi:
         step = (hi - lo) // RADIX + 1
         mass = tl.zeros([RADIX], tl.float64)
@@ -93,23 +98,25 @@ def step_kernel(
             q = tl.exp(_scaled(x, m, Tg)) / S
             key = q.to(tl.int32, bitcast=True)
             inside = (idx < V) & (key >= lo) & (key <= hi)
-            b = (key - lo) // step
-            hit = (b[:, None] == bins[None, :]) & inside[:, None]
-            mass += tl.sum(tl.where(hit, q.to(tl.float64)[:, None], 0.0), 0)
-            kmin = tl.minimum(kmin, tl.min(tl.where(hit, key[:, None], INT32_MAX), 0))
-            kmax = tl.maximum(kmax, tl.max(tl.where(hit, key[:, None], -1), 0))
-        if first == 1:
-            total = tl.sum(mass, 0)
-            first = 0
+            if tl.max(inside.to(tl.int32), 0) > 0:  # blocks with no token in the range cost a load
+                b = (key - lo) // step
+                hit = (b[:, None] == bins[None, :]) & inside[:, None]
+                mass += tl.sum(tl.where(hit, q.to(tl.float64)[:, None], 0.0), 0)
+                kmin = tl.minimum(kmin, tl.min(tl.where(hit, key[:, None], INT32_MAX), 0))
+                kmax = tl.maximum(kmax, tl.max(tl.where(hit, key[:, None], -1), 0))
         # mass of each bucket and every higher one, on top of base
         suffix = tl.sum(tl.where(bins[None, :] >= bins[:, None], mass[None, :], 0.0), 1)
         below = tl.sum(((base + suffix) < P64).to(tl.int32), 0)
-        cross = RADIX - 1 - tl.minimum(below, RADIX - 1)
-        base = base + tl.sum(tl.where(bins > cross, mass, 0.0), 0)
-        lo = tl.sum(tl.where(bins == cross, kmin, 0), 0)
-        hi = tl.sum(tl.where(bins == cross, kmax, 0), 0)
-        hi = tl.where(total < P64, lo, hi)  # the whole mass is below P: stop (keep everything)
-    everything = (P >= 1.0) | (total < P64)
+        if below == RADIX:  # no bucket reaches P: v* lies below the range, or nowhere
+            base = base + tl.sum(mass, 0)
+            everything = lo == 0  # the whole row's mass is below P: keep every token
+            hi = tl.where(everything, lo, lo - 1)
+            lo = tl.zeros([], tl.int32)
+        else:
+            cross = RADIX - 1 - below
+            base = base + tl.sum(tl.where(bins > cross, mass, 0.0), 0)
+            lo = tl.sum(tl.where(bins == cross, kmin, 0), 0)
+            hi = tl.sum(tl.where(bins == cross, kmax, 0), 0)
     v_star = tl.where(everything, 0.0, lo.to(tl.float32, bitcast=True))
     v64 = v_star.to(tl.float64)
     r = tl.where(v64 > 0, tl.ceil((P64 - base) / tl.where(v64 > 0, v64, 1.0)), 0.0)

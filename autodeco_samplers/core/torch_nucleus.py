@@ -491,7 +491,24 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
         rows = slice(None)
     z = (logits[rows] - row_max[rows, None]) / Tg[rows, None]
     q = torch.softmax(z, dim=-1)
-    return KeptSet(logits, row_max, Tg, cand, _Fallback(rows, z, q, threshold_nucleus(q, P[rows]), synced))
+    return KeptSet(logits, row_max, Tg, cand, _Fallback(rows, z, q, _fallback_mask(q, P[rows], synced), synced))
+
+
+def _fallback_mask(q: torch.Tensor, P: torch.Tensor, synced: bool) -> torch.Tensor:
+    """The kept set of the rows the candidates did not prove. Rows with ``P >= 1`` keep every
+    token with ``q > 0`` and need no search: when ``synced``, only the other rows run
+    :func:`threshold_nucleus` (none when every row has ``P >= 1``); without a host
+    synchronisation every row runs it (its result for ``P >= 1`` rows is that same mask)."""
+    if synced:
+        everything = P >= 1
+        if bool(everything.all()):
+            return q > 0
+        if bool(everything.any()):
+            search = (~everything).nonzero()[:, 0]
+            mask = q > 0
+            mask[search] = threshold_nucleus(q[search], P[search])
+            return mask
+    return threshold_nucleus(q, P)
 
 
 def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:

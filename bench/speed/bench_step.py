@@ -34,6 +34,7 @@ ratios are of medians. JSON goes to ``bench/results/bench_step.json``.
     python bench/speed/bench_step.py                 # full grid
     python bench/speed/bench_step.py --quick         # fewer repeats, batch 1 and 8
     python bench/speed/bench_step.py --device cuda   # the torch part on a GPU (synchronised timing)
+    python bench/speed/bench_step.py --top-p-one     # the rule at P = 1 vs P = 0.95 (bench_step_top_p_one.json)
 """
 
 from __future__ import annotations
@@ -138,6 +139,32 @@ def torch_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> 
     }
 
 
+def top_p_one_case(vocab: int, batch: int, repeats: int, device: str, seed: int) -> dict:
+    """The rule alone (no heads) at ``P = 1`` against ``P = 0.95`` and greedy rows, per path:
+    the default (``sync`` on the CPU: the threshold search runs only on rows that need it),
+    ``sync=False`` (every row, as on a GPU) and the logits form. Two logit shapes: ``peaked``
+    (random normal x 8, where the candidates prove a ``P = 0.95`` nucleus) and ``wide``
+    (random normal x 1, where ``P = 0.95`` needs the threshold search). ``P >= 1`` and greedy
+    rows skip the search, so ``p1`` should cost no more than ``p095``."""
+    from autodeco_samplers.core.torch_ops import torch_rule_logits, torch_rule_sample
+
+    g = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {"vocab": vocab, "batch": batch, "device": device}
+    for shape, scale in (("peaked", 8.0), ("wide", 1.0)):
+        logits = (torch.randn(batch, vocab, generator=g) * scale).to(device)
+        fns = {}
+        for name, T, P in (("p095", 1.0, 0.95), ("p1", 1.0, 1.0), ("greedy", 0.0, 0.95)):
+            fns[f"sample_{name}"] = lambda T=T, P=P: torch_rule_sample(logits, T, P, gen)
+            fns[f"nosync_{name}"] = lambda T=T, P=P: torch_rule_sample(logits, T, P, gen, sync=False)
+            fns[f"logits_{name}"] = lambda T=T, P=P: torch_rule_logits(logits, T, P)
+        with torch.no_grad():
+            ms = {k: 1e3 * v for k, v in alternate(fns, repeats, device).items()}
+        out[shape] = {"ms": ms, **{f"{path}_p1_over_p095": ms[f"{path}_p1"] / ms[f"{path}_p095"]
+                                   for path in ("sample", "nosync", "logits")}}
+    return out
+
+
 def _native_chain(temp: float, top_p: float, seed: int):
     import llama_cpp as lc
 
@@ -236,8 +263,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-numpy", action="store_true", help="skip the NumPy / llama.cpp part")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "bench_step.json"))
+    p.add_argument("--out", default=None, help="default bench/results/bench_step.json "
+                   "(--top-p-one: bench/results/bench_step_top_p_one.json)")
+    p.add_argument("--top-p-one", action="store_true",
+                   help="only the rule at P = 1 against P = 0.95 and greedy rows (top_p_one_case)")
     a = p.parse_args(argv)
+    if a.top_p_one:
+        return top_p_one_main(a)
+    a.out = a.out or str(Path(__file__).parents[1] / "results" / "bench_step.json")
     batches = a.batch or ([1, 8] if a.quick else [1, 8, 64])
     repeats = a.repeats or (9 if a.quick else 31)
     if a.threads:
@@ -273,6 +306,38 @@ def main(argv=None) -> int:
         verdict = "met" if g["met"] else f"short by {g['short_by']}x"
         print(f"goal {g['goal']:<40} {g['case']:<22} {g['value']:>8.2f}  {verdict}")
     out = Path(a.out)
+    write_json(out, results, indent=2)
+    print(f"wrote {out}")
+    return 0
+
+
+def top_p_one_main(a) -> int:
+    """``--top-p-one``: :func:`top_p_one_case` over the grid, JSON to ``--out``."""
+    import os
+
+    batches = a.batch or [1, 8, 64]
+    repeats = a.repeats or 15
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    results = {
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": a.device, "repeats": repeats,
+        "load_average_before": os.getloadavg()[0],
+        "note": "the rule alone; ratios are of medians of alternated repeats; p1_over_p095 <= 1 is the goal",
+        "cases": [],
+    }
+    print(f"{'vocab':>7} {'batch':>5} {'shape':>7} {'p095 ms':>8} {'p1 ms':>8} {'greedy':>8} {'p1/p095':>8} "
+          f"{'nosync p1/p095':>15} {'logits p1/p095':>15}")
+    for vocab in a.vocab:
+        for batch in batches:
+            r = top_p_one_case(vocab, batch, repeats, a.device, a.seed)
+            results["cases"].append(r)
+            for shape in ("peaked", "wide"):
+                m, c = r[shape]["ms"], r[shape]
+                print(f"{vocab:>7} {batch:>5} {shape:>7} {m['sample_p095']:>8.3f} {m['sample_p1']:>8.3f} "
+                      f"{m['sample_greedy']:>8.3f} {c['sample_p1_over_p095']:>8.2f} {c['nosync_p1_over_p095']:>15.2f} "
+                      f"{c['logits_p1_over_p095']:>15.2f}", flush=True)
+    results["load_average_after"] = os.getloadavg()[0]
+    out = Path(a.out or Path(__file__).parents[1] / "results" / "bench_step_top_p_one.json")
     write_json(out, results, indent=2)
     print(f"wrote {out}")
     return 0
