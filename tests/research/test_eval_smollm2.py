@@ -98,6 +98,35 @@ def test_numbers_are_sane(report):
     assert report["verdict"].startswith("AutoDeco:")
 
 
+def test_records_and_the_item_paired_analysis(report):
+    """Every answer is a record the rows were scored from; the analysis pairs AutoDeco with
+    every strategy (and the cross-fitted oracle) and labels the frontier with CIs; min-p and
+    top-nσ ran again at AutoDeco's mean T and at the oracle's T."""
+    names = [r["name"] for r in report["strategies"]]
+    recs = report["records"]
+    assert {x["strategy"] for x in recs} == set(names)
+    for r in report["strategies"]:
+        mine = [x for x in recs if x["strategy"] == r["name"]]
+        for f, stat in r["families"].items():
+            per_seed = [np.mean([x["correct"] for x in mine if x["family"] == f and x["seed"] == s])
+                        for s in sorted({x["seed"] for x in mine})]
+            assert np.mean(per_seed) == pytest.approx(stat["mean"] if r["group"] != "greedy" else stat["per_seed"][0])
+    a = report["analysis"]["all"]
+    assert set(a["autodeco_vs"]) == (set(names) - {"autodeco"}) | {"oracle (cross-fitted)"}
+    for d in a["autodeco_vs"].values():
+        lo, hi = d["closed_accuracy"]["ci"]
+        assert -1.0 <= lo <= hi <= 1.0
+    # the analysis scores the means over seeds (closed accuracy x distinct of the means), the
+    # table the mean of the per-seed scores: the two oracles agree but for a near tie
+    scores = {n: a["strategies"][n]["score"]["mean"] for n in a["strategies"]}
+    assert a["oracle_in_sample"] in names and scores[a["oracle_in_sample"]] >= scores[report["oracle"]]
+    assert scores[a["oracle_in_sample"]] - scores[report["oracle"]] <= 0.05
+    matched = report["matched_temperature"]
+    assert set(matched["temperatures"]) == {"autodeco_mean_T", "oracle_T"}
+    assert matched["strategies"] and set(matched["strategies"]) <= set(names)
+    assert set(a["frontier"]) == {r["name"] for r in report["strategies"] if r["group"] not in ("greedy", "default", "grid")}
+
+
 def test_frontier_position_rules():
     def row(name, group, acc, dis):
         return {"name": name, "group": group, "closed_accuracy": {"mean": acc}, "distinct": {"mean": dis}}

@@ -112,16 +112,20 @@ def _analyse_subset(rows: Sequence[Dict[str, Any]], matrices: Mapping[str, np.nd
         out["oracle_in_sample"] = max(grid, key=lambda n: (float(met.score(means[n])), -list(grid).index(n)))
         out["oracle_cross_fit"] = {"chosen_on_fold_1": chosen[0], "chosen_on_fold_2": chosen[1],
                                    "fold_1_items": int(first.sum()), "fold_2_items": int((~first).sum())}
-    resampled = {n: rs.resample(m) for n, m in mats.items()}
+    # each strategy's metrics on every draw ([n_boot] per metric; the draws are shared, so a
+    # paired difference is the difference of two strategies' draws)
     point = {n: m.mean(1) for n, m in mats.items()}
+    draws = {}
+    for n, m in mats.items():
+        r = rs.resample(m)
+        draws[n] = {k: met.by_name(k)(r) for k in keys}
 
     def single(n, key):
-        f = met.by_name(key)
-        return rep.interval(float(f(point[n])), f(resampled[n]), level)
+        return rep.interval(float(met.by_name(key)(point[n])), draws[n][key], level)
 
     def paired(a, b, key):
         f = met.by_name(key)
-        return rep.interval(float(f(point[a]) - f(point[b])), f(resampled[a]) - f(resampled[b]), level)
+        return rep.interval(float(f(point[a]) - f(point[b])), draws[a][key] - draws[b][key], level)
 
     out["strategies"] = {n: {k: single(n, k) for k in keys} for n in mats}
     ad = next((r["name"] for r in rows if r["group"] == "autodeco"), None)
