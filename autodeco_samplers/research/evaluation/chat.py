@@ -491,8 +491,9 @@ def evaluate_on_engine(
 ) -> Dict[str, Any]:
     """:func:`evaluate_items` on any sampling ``engine`` (:class:`TransformersEngine`, or
     :class:`~autodeco_samplers.research.evaluation.llama_engine.LlamaCppEngine`): the same
-    strategies, scoring, records, analysis and report. ``heads``: anything true when the
-    engine has heads (the autodeco and mean-static rows); the engine draws with them."""
+    strategies, scoring, records, analysis and report. ``heads``: None when the engine has
+    no heads (no autodeco and mean-static rows), else what the engine draws with (the heads
+    module for transformers; any other value for an engine that holds its heads itself)."""
     t0 = time.perf_counter()
     seeds = _check_settings(seeds, n_samples, n_open)
     strategies = list(strategies) if strategies is not None else default_strategies()
