@@ -210,3 +210,5 @@ def test_cli_errors(capsys, tmp_path):
     assert "line 1: field 'check.pattern'" in capsys.readouterr().err
     assert main(["eval", "--tasks", str(EXAMPLE), "--power", "1.5"]) == 2
     assert "--power" in capsys.readouterr().err
+    assert main(["eval", "--tasks", str(EXAMPLE), "--prompts", "3"]) == 2
+    assert "--prompts picks prompts of the built-in task" in capsys.readouterr().err

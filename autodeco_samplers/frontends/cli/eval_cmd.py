@@ -104,6 +104,8 @@ def run_tasks(args: argparse.Namespace):
     from autodeco_samplers.core.errors import UsageError
     from autodeco_samplers.research.evaluation import chat, user_tasks
 
+    if args.prompts is not None:
+        raise UsageError("--prompts picks prompts of the built-in task; with --tasks every line of the file is evaluated")
     if not 0 < args.power < 1:
         raise UsageError(f"--power must be in (0, 1), got {args.power}")
     if not args.gap > 0:
