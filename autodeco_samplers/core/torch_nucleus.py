@@ -529,14 +529,38 @@ def draw_from_candidates(cand: Candidates, u: torch.Tensor) -> torch.Tensor:
     return ids.gather(-1, torch.minimum(idx, last))[:, 0]
 
 
+DRAW_CHUNK = 256
+"""Tokens per chunk of :func:`draw_from_mask`'s two-level CDF."""
+
+
 def draw_from_mask(q: torch.Tensor, mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse CDF over the kept tokens of ``mask`` ``[B, V]`` in id order (never a token of
-    zero probability) with uniforms ``u`` ``[B]``."""
-    w = torch.where(mask, q.double(), 0.0)
-    cdf = prefix_sum(w)
-    total = cdf[:, -1:]
-    idx = (cdf <= u.double()[:, None] * total).sum(dim=-1)
-    # the last token of positive probability is the first where the CDF reaches its total
-    # (later tokens add exact zeros); u < 1 never goes past it, this guards rounding only
-    last = (cdf < total).sum(dim=-1)
-    return torch.minimum(idx, last)
+    zero probability) with uniforms ``u`` ``[B]``: the first kept token whose float64
+    cumulative mass exceeds ``u * total``.
+
+    In two levels, so no float64 scan runs over the whole row: the float64 mass of each chunk of
+    :data:`DRAW_CHUNK` tokens, their prefix sums, the chunk where the CDF first exceeds
+    ``u * total``, then the prefix sums inside that chunk only (on top of the chunks before).
+    The CDF values are the same sums added in another order (they differ by float64 rounding)."""
+    B, V = q.shape
+    w = torch.where(mask, q, 0.0)
+    if V <= 2 * DRAW_CHUNK:
+        cdf = prefix_sum(w.double())
+        total = cdf[:, -1:]
+        idx = (cdf <= u.double()[:, None] * total).sum(dim=-1)
+        # the last token of positive probability is the first where the CDF reaches its total
+        # (later tokens add exact zeros); u < 1 never goes past it, this guards rounding only
+        return torch.minimum(idx, (cdf < total).sum(dim=-1))
+    C = -(-V // DRAW_CHUNK)
+    pad = C * DRAW_CHUNK - V
+    chunks = (torch.nn.functional.pad(w, (0, pad)) if pad else w).view(B, C, DRAW_CHUNK)
+    ccdf = prefix_sum(chunks.sum(dim=-1, dtype=torch.float64))
+    total = ccdf[:, -1:]
+    x = u.double()[:, None] * total
+    # the chunk where the CDF first exceeds x, at most the last chunk of positive mass
+    c = torch.minimum((ccdf <= x).sum(dim=-1), (ccdf < total).sum(dim=-1))[:, None]
+    before = torch.where(c > 0, ccdf.gather(-1, (c - 1).clamp_min(0)), 0.0)
+    inside = chunks.gather(1, c[:, :, None].expand(B, 1, DRAW_CHUNK))[:, 0].double()
+    icdf = before + prefix_sum(inside)
+    idx = torch.minimum((icdf <= x).sum(dim=-1), (icdf < icdf[:, -1:]).sum(dim=-1))
+    return c[:, 0] * DRAW_CHUNK + idx
