@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     report = ec.evaluate_items(
         model, tok, heads, items, checker=(tasks.check, tasks.canonical_open_answer), n_samples=args.samples,
         n_open=args.open_samples, seeds=[int(s) for s in args.seeds.split(",")], max_new_tokens=args.max_new_tokens,
-        strategies=strategies, progress=lambda s: print(s, flush=True))
+        strategies=strategies, records=False,  # per-answer records would make the JSON tens of MB
+        progress=lambda s: print(s, flush=True))
     build_info = Path(heads_dir).parent / "build_info.json"
     report = {
         "label": LABEL,
