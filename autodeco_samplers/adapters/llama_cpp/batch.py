@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -177,6 +177,9 @@ class LlamaBatchDecoder:
         self._sample = _Batch(lc, self.n_slots)
         self._seqs: Dict[int, _Sequence] = {}
         self._order = 0
+        stack = getattr(gen.llm._model, "_exit_stack", None)
+        if stack is not None:  # the context must be freed before its model (as llama-cpp-python's own)
+            stack.callback(self.close)
 
     # --- slots ---------------------------------------------------------------------------
     def free_slots(self) -> List[int]:
@@ -333,8 +336,3 @@ class LlamaBatchDecoder:
             self.lc.llama_free(self._ctx)
             self._ctx = None
 
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass

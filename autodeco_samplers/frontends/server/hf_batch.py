@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 
 from autodeco_samplers.core.errors import AutoDecoError
 from autodeco_samplers.core.policy import DecodingPolicy
