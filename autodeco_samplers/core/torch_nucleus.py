@@ -474,8 +474,19 @@ def kept_set(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, *, sync: Op
     Tg = torch.where(greedy, torch.ones_like(T), T)
     cmax = chunk_max(logits)  # one pass: row maximum, argmax and candidate chunks from it
     row_max = cmax.amax(dim=-1)
-    cand = logit_candidates(logits, row_max, Tg, P, cmax)
     argmax = first_argmax(logits, cmax)
+    if synced and bool(((P >= 1) | greedy).all()):
+        # no row needs the candidates or the search: greedy rows keep the argmax (one slot),
+        # the others every token with q > 0 (the fallback below)
+        one = torch.ones(logits.shape[0], 1, dtype=torch.float64, device=logits.device)
+        cand = Candidates(argmax[:, None], one, greedy[:, None].clone(), one, greedy.clone())
+        if bool(greedy.all()):
+            return KeptSet(logits, row_max, Tg, cand, None)
+        rows = slice(None) if not bool(greedy.any()) else (~greedy).nonzero()[:, 0]
+        z = (logits[rows] - row_max[rows, None]) / Tg[rows, None]
+        q = torch.softmax(z, dim=-1)
+        return KeptSet(logits, row_max, Tg, cand, _Fallback(rows, z, q, q > 0, True))
+    cand = logit_candidates(logits, row_max, Tg, P, cmax)
     # greedy rows: every candidate slot is the argmax (so a scatter writes one value), all
     # "kept" with cumulative mass 1, so the draw returns slot 0 = the argmax
     g = greedy[:, None]
