@@ -35,14 +35,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-INT32_MAX = 2147483647
-ONE_BITS = 0x3F800000  # float32 1.0: every probability's pattern is at most this
+# globals a compiled kernel reads must be constexpr
+INT32_MAX = tl.constexpr(2147483647)
+ONE_BITS = tl.constexpr(0x3F800000)  # float32 1.0: every probability's pattern is at most this
 
 
 @triton.jit
 def _scaled(x, m, Tg):
-    """``(l - m) / T`` (``-inf`` for ``-inf`` logits)."""
-    return (x - m) / Tg
+    """``(l - m) / T`` (``-inf`` for ``-inf`` logits), correctly rounded as torch's division is
+    (a plain ``/`` compiles to an approximate division on NVIDIA GPUs), so the logits output
+    equals the torch path's bit for bit."""
+    return tl.math.div_rn(x - m, Tg)
 
 
 @triton.jit
@@ -78,7 +81,9 @@ def step_kernel(
     S = tl.sum(tl.where(mv == float("-inf"), 0.0, sv * tl.exp((msafe - m) / Tg)), 0)
 
     # ---- pass 1: the threshold v* (bit pattern lo) and the mass above it (base)
-    P64 = tl.maximum(P.to(tl.float64), 1e-300)
+    # P = 0 keeps the first token only, as any P below every probability does (float32 values
+    # are >= 1e-45); the constant is built as float64 (a plain literal would be float32: 0)
+    P64 = tl.maximum(P.to(tl.float64), tl.full([], 1e-300, tl.float64))
     search = (T >= GREEDY) & (P < 1.0)
     # start above (1 - P) / (2 V): the tokens below hold at most (1 - P) / 2 of the mass, so
     # v* is usually above; if not (no bucket crosses P), the next pass searches below

@@ -55,7 +55,7 @@ KERNELS = ("auto", "triton", "torch")
 RADIX = 16
 """Buckets per pass of the threshold search (each pass divides the range of bit patterns by at
 least this much)."""
-BLOCK_GPU = 1024
+BLOCK_GPU = 512  # a [BLOCK, RADIX] float64 tile per search pass stays in registers
 BLOCK_INTERPRETED = 4096  # the interpreter pays per block, not per element
 NUM_WARPS = 8
 
