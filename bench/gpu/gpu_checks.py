@@ -24,6 +24,13 @@ the eager step, HF's warpers and one softmax, aten operators per call).
 
 from __future__ import annotations
 
+import os
+
+# This script checks and times the *torch* step (eager and compiled) on a GPU, where the step
+# would otherwise take the Triton kernel (core/step.py step_kernel); the kernel has its own
+# script, bench/gpu/bench_kernel.py.
+os.environ.setdefault("AUTODECO_STEP_KERNEL", "torch")
+
 import argparse
 import sys
 import time
