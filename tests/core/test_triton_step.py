@@ -139,9 +139,14 @@ def test_kernel_at_full_vocabularies(case, seed):
 
 
 def test_auto_picks_torch_on_cpu_and_forced_triton_runs_interpreted(monkeypatch):
+    """auto: torch on the CPU (Triton on CUDA); triton: the kernel wherever it can run (CPU
+    tensors through the interpreter)."""
     x = torch.zeros(2, 8)
     assert triton_step.resolve_kernel(None, x) == "torch"
     assert triton_step.resolve_kernel("auto", x) == "torch"
+    if DEVICE == "cuda":
+        assert triton_step.resolve_kernel(None, x.to(DEVICE)) == "triton"
+        x = x.to(DEVICE)
     assert triton_step.resolve_kernel("triton", x) == "triton"
     assert triton_step.resolve_kernel("triton", x.double()) == "torch"  # float64 stays on torch
     monkeypatch.setenv(triton_step.KERNEL_ENV, "triton")
@@ -184,9 +189,9 @@ def test_step_functions_take_the_kernel(monkeypatch, compiled):
     """``torch_step_logits`` / ``torch_step_sample`` with ``kernel="triton"`` (and the
     environment variable) give the torch step's logits and tokens, compiled or not."""
     rng = np.random.default_rng(3)
-    logits = torch.from_numpy(rng.normal(0, 3, (3, 2000)).astype(np.float32))
-    hidden = torch.zeros(3, 4)
-    heads = _Heads([1.0, 0.0, 0.7], [0.9, 0.5, 1.0])
+    logits = torch.from_numpy(rng.normal(0, 3, (3, 2000)).astype(np.float32)).to(DEVICE)
+    hidden = torch.zeros(3, 4, device=DEVICE)
+    heads = _Heads(torch.tensor([1.0, 0.0, 0.7], device=DEVICE), torch.tensor([0.9, 0.5, 1.0], device=DEVICE))
     calls = []
     real = triton_step._launch
     monkeypatch.setattr(triton_step, "_launch", lambda *a: calls.append(1) or real(*a))
@@ -194,8 +199,8 @@ def test_step_functions_take_the_kernel(monkeypatch, compiled):
     b = step.torch_step_logits(hidden, logits, heads, kernel="torch")
     assert calls and torch.equal(a.logits, b.logits) and torch.equal(a.T, b.T) and torch.equal(a.P, b.P)
     monkeypatch.setenv(triton_step.KERNEL_ENV, "triton")
-    s = step.torch_step_sample(hidden, logits, heads, generator=torch.Generator().manual_seed(5), compiled=compiled)
-    t = step.torch_step_sample(hidden, logits, heads, generator=torch.Generator().manual_seed(5), kernel="torch")
+    s = step.torch_step_sample(hidden, logits, heads, generator=torch.Generator(DEVICE).manual_seed(5), compiled=compiled)
+    t = step.torch_step_sample(hidden, logits, heads, generator=torch.Generator(DEVICE).manual_seed(5), kernel="torch")
     assert len(calls) == 2 and torch.equal(s.token_ids, t.token_ids)
 
 
