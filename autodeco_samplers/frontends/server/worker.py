@@ -87,6 +87,7 @@ class EngineWorker:
         self._stop = False
         self._slots: Slots = engine.slots(self.parallel)  # here: a failure stops the server's start
         self._owner: Dict[int, Tuple[Job, int]] = {}  # slot -> (job, choice)
+        self.peak = 0  # the most sequences that were ever in slots at once
         self.counters: Dict[str, int] = {"served": 0, "cancelled": 0, "refused": 0, "failed": 0}
         self._thread = threading.Thread(target=self._loop, name="autodeco-engine", daemon=True)
         self._thread.start()
@@ -117,7 +118,8 @@ class EngineWorker:
     def stats(self) -> Dict[str, Any]:
         with self._cond:
             return {"queued": self._waiting(), "running": len(self._running), "max_queue": self.max_queue,
-                    "parallel": self.parallel, "active_sequences": len(self._owner), **self.counters}
+                    "parallel": self.parallel, "active_sequences": len(self._owner),
+                    "peak_active_sequences": self.peak, **self.counters}
 
     def cut_all(self) -> None:
         """The shutdown deadline: stop the running jobs at their next token and drop the waiting ones."""
@@ -213,6 +215,7 @@ class EngineWorker:
                 else:
                     self._owner[slot] = (job, choice)
                     job.active += 1
+                    self.peak = max(self.peak, len(self._owner))
 
     def _cancel_running(self) -> None:
         """Free the slots of cancelled jobs and drop cancelled waiting ones (lock held)."""
