@@ -15,6 +15,12 @@ Needs only NumPy, ``gguf`` and ``llama-cpp-python`` (no torch). Two ways in:
 2. :class:`AutoDecoLlamaProcessor` for code that keeps ``Llama.create_completion``; see its
    docstring for what it costs and which sampling arguments it needs.
 
+Several sequences at once: :class:`LlamaBatchDecoder` (:mod:`.batch`) decodes up to ``n_slots``
+sequences on one llama.cpp context (one KV stream per slot), one ``llama_decode`` per step for
+the next token of every sequence, each row through the core NumPy step with that sequence's own
+policy and generator; sequences join and leave between steps (``autodeco serve --parallel N``).
+Alone, a sequence is bit-equal to :meth:`AutoDecoLlama.generate`.
+
 Speculative decoding: ``AutoDecoLlama.stream(..., speculative=SpeculativeConfig(...))`` (and
 ``generate``) verifies prompt-lookup drafts, or a draft model's, ``k`` at a time in one batched
 decode of the same loop, each position scored from its own hidden state, with the exact rule of
@@ -43,6 +49,7 @@ from autodeco_samplers.core.interfaces import GenerationResult, TokenStep
 from autodeco_samplers.core.policy import DecodingPolicy
 from autodeco_samplers.core.step import numpy_step_distribution
 
+from autodeco_samplers.adapters.llama_cpp.batch import LlamaBatchDecoder, SlotEvent
 from autodeco_samplers.adapters.llama_cpp.decode import OnStep, StepRecord, StreamedToken, decode_loop
 from autodeco_samplers.adapters.llama_cpp.speculative import SpeculativeConfig, SpeculativeStats, make_drafter
 
@@ -50,6 +57,8 @@ __all__ = [
     "ENGINE_NAME",
     "AutoDecoLlama",
     "AutoDecoLlamaProcessor",
+    "LlamaBatchDecoder",
+    "SlotEvent",
     "SpeculativeConfig",
     "SpeculativeStats",
     "StepRecord",
