@@ -178,6 +178,7 @@ EXPECTED_LEVELS = {
     "llama-cpp": ("kernel", "sampling", "end-to-end"),
     "sglang-transform": ("kernel",),
     "vllm": ("kernel", "end-to-end"),
+    "mlx": ("kernel", "sampling", "end-to-end"),
 }
 
 
@@ -196,6 +197,8 @@ def test_every_registered_engine_passes_every_level_it_implements(name):
     skipped = [r for r in results if r.verdict == "skipped"]
     if skipped and name == "vllm":
         pytest.skip(f"vllm runs in .venv-vllm (tests/adapters/vllm/test_units.py): {skipped[0].reason}")
+    if skipped and name == "mlx":
+        pytest.skip(f"mlx: {skipped[0].reason}")
     if skipped and name in ("torch-cuda", "torch-cuda-triton"):
         pytest.skip(f"{name}: {skipped[0].reason}")
     verdicts = {r.level: r.verdict for r in results}

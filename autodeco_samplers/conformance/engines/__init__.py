@@ -199,6 +199,7 @@ ENGINE_MODULES: Dict[str, Tuple[str, str]] = {
     "llama-cpp": ("autodeco_samplers.conformance.engines.llama_cpp", "LlamaCppEngine"),
     "sglang-transform": ("autodeco_samplers.conformance.engines.sglang", "SGLangTransformEngine"),
     "vllm": ("autodeco_samplers.conformance.engines.vllm", "VLLMEngine"),
+    "mlx": ("autodeco_samplers.conformance.engines.mlx", "MLXEngine"),
 }
 
 
