@@ -38,7 +38,7 @@ def to_numpy(array: Any) -> np.ndarray:
 
     if array.dtype != mx.float32:
         array = array.astype(mx.float32)
-    return np.array(array, copy=False)
+    return np.asarray(array)
 
 
 class AutoDecoSampler:

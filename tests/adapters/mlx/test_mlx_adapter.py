@@ -94,6 +94,9 @@ def test_the_tap_changes_no_output_and_detach_restores_the_class(tiny, loaded):
     after = np.array(model(ids))
     assert np.array_equal(before, after)
     assert autodeco.tap.hidden.shape == (1, 64)
+    # the row kept is the last position's post-norm hidden state (a multi-token call)
+    hidden, _ = hf_forward(tiny, tiny["prompt_ids"])
+    np.testing.assert_allclose(np.array(autodeco.tap.hidden)[0], hidden[-1], rtol=1e-4, atol=1e-4)
     with pytest.raises(ShapeError, match="already has an AutoDeco tap"):
         attach(model, tiny["heads"])
     autodeco.detach()
