@@ -1,32 +1,19 @@
-"""The server's engines: sequences through an adapter, one at a time or in slots decoded together.
+"""The server's engines: tokenization, and ``n`` sequence slots decoded together.
 
-Every engine has two ways to run sequences: :meth:`Engine.run` (one sequence to its end, the
-adapter's own generation loop) and :meth:`Engine.slots` (``n`` sequence slots decoded together,
-one step giving one token to every active sequence: continuous batching, which the server's
-scheduler :mod:`autodeco_samplers.frontends.server.worker` drives; the server always uses
-slots, ``--parallel N`` of them, default :data:`DEFAULT_PARALLEL`):
+An engine encodes prompts and chat messages and opens :meth:`Engine.slots`: ``n`` sequence
+slots decoded together, one step giving one token to every active sequence (continuous
+batching, which the server's scheduler :mod:`autodeco_samplers.frontends.server.worker` drives;
+``--parallel N`` of them, default :data:`DEFAULT_PARALLEL`; ``--parallel 1`` runs one sequence
+at a time through the same slots):
 
 * :class:`LlamaSlots`: :class:`autodeco_samplers.adapters.llama_cpp.batch.LlamaBatchDecoder`
   (one llama.cpp context, one KV stream per slot);
 * :class:`autodeco_samplers.frontends.server.hf_batch.TransformersSlots`: a batched forward over
   the active requests with a left-padded key-value cache.
 
-Both send each row through the core step with the request's own multipliers and generator.
-What follows describes :meth:`Engine.run`.
-
-Each engine turns a :class:`SequenceJob` into token events, in the worker thread
-(:mod:`autodeco_samplers.frontends.server.worker`), and never decides anything about sampling itself:
-
-* :class:`LlamaCppEngine` iterates :meth:`AutoDecoLlama.stream
-  <autodeco_samplers.adapters.llama_cpp.AutoDecoLlama.stream>`: tokens, their T and P, the
-  released text (stop strings held back and cut by :mod:`autodeco_samplers.core.text_stream`);
-* :class:`TransformersEngine` calls ``model.generate`` with an
-  :class:`~autodeco_samplers.adapters.transformers.AutoDecoLogitsProcessor` (its ``on_step``
-  reports each step's T and P) and a stopping criterion that streams each new token's text
-  (:class:`~autodeco_samplers.core.text_stream.IncrementalDetokenizer` +
-  :class:`~autodeco_samplers.core.text_stream.StopTextStream`) and ends the call at a stop string
-  or when the client went away. The seed is applied as ``autodeco generate`` applies it
-  (``torch.manual_seed`` right before ``generate``), so the same seed gives the same tokens.
+Both send each row through the core step with the request's own multipliers and generator and
+never decide anything about sampling themselves; stop strings are held back and cut by
+:mod:`autodeco_samplers.core.text_stream`.
 
 Request knobs: the job's policy is ``server_policy.for_request(temperature, top_p)`` (the one
 request-knob rule, :meth:`~autodeco_samplers.core.policy.DecodingPolicy.for_request`); temperature
@@ -94,11 +81,6 @@ class Engine:
 
     def token_bytes(self, token_id: int) -> bytes:
         return self.token_text(token_id).encode("utf-8")
-
-    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
-        """Generate one sequence, calling ``emit`` per token; stops early (``cancelled``) once
-        ``cancel`` is set."""
-        raise NotImplementedError
 
     parallel: int = DEFAULT_PARALLEL
 
@@ -181,26 +163,6 @@ class LlamaCppEngine(Engine):
 
     def token_bytes(self, token_id: int) -> bytes:
         return self.gen.token_bytes(int(token_id))
-
-    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
-        stream = self.gen.stream(job.prompt_ids, max_new_tokens=job.max_tokens, stop=job.stops or None,
-                                 seed=job.seed, policy=job.policy)
-        n = 0
-        for tok in stream:
-            lp = top = None
-            if job.logprobs is not None:
-                # The adapter decodes the drawn token only when iteration resumes, so the
-                # context still holds the logits this token was drawn from.
-                _, logits = self.gen.last_outputs()
-                lp, top = canonical_logprobs(logits, tok.T, tok.P, tok.token_id, job.logprobs)
-            emit(TokenOut(n, int(tok.token_id), tok.released, float(tok.T_pred), float(tok.P_pred), float(tok.T),
-                          float(tok.P), eog=self.gen.is_eog(tok.token_id), logprob=lp, top_logprobs=top))
-            n += 1
-            if cancel.is_set():
-                # leaving the loop drops the generator; the adapter's cleanup runs on close
-                return SequenceEnd("cancelled", stream.result.text or "", n)
-        res = stream.result
-        return SequenceEnd(res.finish_reason or "length", res.text or "", len(res.token_ids))
 
     def slots(self, n: int) -> "LlamaSlots":
         return LlamaSlots(self, n)
@@ -332,65 +294,6 @@ class TransformersEngine(Engine):
     def token_text(self, token_id: int) -> str:
         with self._lock:
             return self.tokenizer.decode([int(token_id)])
-
-    def run(self, job: SequenceJob, emit: Emit, cancel: threading.Event) -> SequenceEnd:
-        from transformers import StoppingCriteria
-
-        from autodeco_samplers.adapters.transformers import AutoDecoLogitsProcessor
-        from autodeco_samplers.core.text_stream import IncrementalDetokenizer, StopTextStream
-
-        torch = self.torch
-        seed = self.request_seed(job)
-        steps: List[Any] = []
-        want_lp = job.logprobs is not None
-
-        def on_step(scores: Any, st: Any) -> None:
-            row = scores[0].detach().float().cpu().numpy() if want_lp else None
-            steps.append((float(st.T_pred[0]), float(st.P_pred[0]), float(st.T[0]), float(st.P[0]), row))
-
-        detok = IncrementalDetokenizer(self._decode)
-        text = StopTextStream(job.stops)
-        state: Dict[str, Any] = {"n": 0, "reason": None}
-        engine = self
-
-        class _Stream(StoppingCriteria):
-            """Streams each new token and stops at a stop string or a cancelled request."""
-
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                token = int(input_ids[0, -1])
-                T_pred, P_pred, T, P, row = steps[-1]
-                index = state["n"]
-                state["n"] += 1
-                eog = token in engine.eos_ids
-                if eog:
-                    released = text.finish(detok.flush())
-                    state["reason"] = "eos"
-                else:
-                    released, stopped = text.push(detok.push(token))
-                    if stopped:
-                        state["reason"] = "stop"
-                    elif state["n"] >= job.max_tokens:
-                        released += text.finish(detok.flush())
-                        state["reason"] = "length"
-                lp = top = None
-                if row is not None:
-                    lp, top = canonical_logprobs(row, T, P, token, job.logprobs or 0)
-                emit(TokenOut(index, token, released, T_pred, P_pred, T, P, eog=eog, logprob=lp, top_logprobs=top))
-                done = state["reason"] is not None or cancel.is_set()
-                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-        proc = AutoDecoLogitsProcessor(self.model, job.policy, on_step=on_step)
-        input_ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=self.device)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-                                max_new_tokens=int(job.max_tokens), logits_processor=[proc], pad_token_id=self.pad,
-                                stopping_criteria=[_Stream()])
-        reason = state["reason"]
-        if reason is None:
-            reason = "cancelled" if cancel.is_set() else "length"
-        tail = text.finish(detok.flush()) if reason != "cancelled" else ""
-        return SequenceEnd(reason, text.text, state["n"], tail=tail)
 
     def request_seed(self, job: SequenceJob) -> int:
         """The seed a sequence draws with: its own, or the next one of the server's ``--seed``
