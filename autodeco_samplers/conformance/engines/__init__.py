@@ -15,6 +15,7 @@ Outsiders subclass :class:`ConformanceEngine` (or duck-type it) and run
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -29,9 +30,19 @@ class ConformanceEngine:
     """Base class; override the levels the engine supports (others report 'not supported')."""
 
     name: str = "engine"
+    #: modules the engine needs; the default :meth:`availability` imports each of them
+    requires: Tuple[str, ...] = ()
+    #: the reason given when one of :attr:`requires` fails to import (``{exc}``: the ImportError)
+    missing_reason: str = "not installed ({exc})"
 
     def availability(self) -> Tuple[bool, str]:
-        """``(True, "")`` if the engine can run here, else ``(False, reason)``."""
+        """``(True, "")`` if the engine can run here, else ``(False, reason)``: by default,
+        whether every module in :attr:`requires` imports."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                return False, self.missing_reason.format(exc=exc)
         return True, ""
 
     def kernel(self, hidden: np.ndarray, logits: np.ndarray, heads: AutoDecoHeads, policy: DecodingPolicy) -> NumpyStep:

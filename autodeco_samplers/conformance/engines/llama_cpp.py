@@ -51,14 +51,8 @@ def record_path(gen: AutoDecoLlama, prompt_ids: Sequence[int], steps: int, seed:
 
 class LlamaCppEngine(ConformanceEngine):
     name = ENGINE_NAME
-
-    def availability(self):
-        try:
-            import gguf  # noqa: F401
-            import llama_cpp  # noqa: F401
-        except ImportError as exc:
-            return False, f"llama-cpp-python / gguf not installed ({exc})"
-        return True, ""
+    requires = ("gguf", "llama_cpp")
+    missing_reason = "llama-cpp-python / gguf not installed ({exc})"
 
     def kernel(self, hidden, logits, heads, policy):
         hidden = np.atleast_2d(np.asarray(hidden, np.float32))

@@ -45,14 +45,8 @@ def _sampler(hidden_row: np.ndarray, heads, policy, seed: int = 0, on_step=None)
 
 class MLXEngine(ConformanceEngine):
     name = "mlx"
-
-    def availability(self):
-        try:
-            import mlx.core  # noqa: F401
-            import mlx_lm  # noqa: F401
-        except ImportError as exc:
-            return False, f"mlx / mlx-lm not installed (the `mlx` extra: {exc})"
-        return True, ""
+    requires = ("mlx.core", "mlx_lm")
+    missing_reason = "mlx / mlx-lm not installed (the `mlx` extra: {exc})"
 
     def kernel(self, hidden, logits, heads, policy):
         import mlx.core as mx

@@ -18,13 +18,8 @@ from autodeco_samplers.core.interfaces import NumpyStep
 
 class SGLangTransformEngine(ConformanceEngine):
     name = "sglang-transform"
-
-    def availability(self):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False, "torch is not installed"
-        return True, ""
+    requires = ("torch",)
+    missing_reason = "torch is not installed"
 
     def kernel(self, hidden, logits, heads, policy):
         import torch

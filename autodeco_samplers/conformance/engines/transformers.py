@@ -34,19 +34,13 @@ __all__ = ["TransformersEngine"]
 
 class TransformersEngine(ConformanceEngine):
     name = "transformers"
+    requires = ("torch", "transformers")
+    missing_reason = "transformers/torch not installed ({exc})"
 
     def __init__(self, architectures=None) -> None:
         from autodeco_samplers.models.tiny_models import LOGIT_TRANSFORM_ARCHITECTURES, OFFICIAL_ARCHITECTURES
 
         self.architectures = tuple(architectures or OFFICIAL_ARCHITECTURES + LOGIT_TRANSFORM_ARCHITECTURES)
-
-    def availability(self):
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as exc:
-            return False, f"transformers/torch not installed ({exc})"
-        return True, ""
 
     def _logits(self, hidden, logits, heads, policy):
         import torch

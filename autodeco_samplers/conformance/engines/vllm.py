@@ -41,13 +41,8 @@ _PROMPT = "The quick brown fox"
 
 class VLLMEngine(ConformanceEngine):
     name = "vllm"
-
-    def availability(self):
-        try:
-            import vllm.v1.sample.sampler  # noqa: F401
-        except ImportError as exc:
-            return False, f"vLLM is not installed ({exc}); use .venv-vllm (scripts/setup_vllm.sh)"
-        return True, ""
+    requires = ("vllm.v1.sample.sampler",)
+    missing_reason = "vLLM is not installed ({exc}); use .venv-vllm (scripts/setup_vllm.sh)"
 
     def kernel(self, hidden, logits, heads, policy):
         import torch
