@@ -49,6 +49,21 @@ def _scaled(x, m, Tg):
 
 
 @triton.jit
+def _kept_block(base_ptr, idx, V, m, Tg, S, v_star, r, ties):
+    """One block of a row against the found threshold: ``z = (l - m) / T``, ``q = exp(z) / S``,
+    and the kept mask of the canonical rule (``q > v*``, plus the first ``r`` tokens with
+    ``q == v*`` in ascending id order, ``ties`` of them already seen in earlier blocks).
+    Returns ``(z, q, kept, ties)`` with ``ties`` advanced past this block."""
+    x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
+    z = _scaled(x, m, Tg)
+    q = tl.exp(z) / S
+    tie = (q == v_star) & (idx < V)
+    rank = ties + tl.cumsum(tie.to(tl.int32), 0)
+    kept = ((q > v_star) | (tie & (rank <= r))) & (idx < V)
+    return z, q, kept, ties + tl.sum(tie.to(tl.int32), 0)
+
+
+@triton.jit
 def step_kernel(
     logits_ptr, stride, T_ptr, P_ptr, u_ptr, out_ptr, out_stride, tok_ptr, V, fill,
     SAMPLE: tl.constexpr, BLOCK: tl.constexpr, RADIX: tl.constexpr, GREEDY: tl.constexpr,
@@ -134,12 +149,7 @@ def step_kernel(
         ties = tl.zeros([], tl.int32)
         for start in range(0, n, BLOCK):
             idx = start + offs
-            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
-            q = tl.exp(_scaled(x, m, Tg)) / S
-            tie = (q == v_star) & (idx < V)
-            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
-            ties += tl.sum(tie.to(tl.int32), 0)
-            kept = ((q > v_star) | (tie & (rank <= r))) & (idx < V)
+            _, q, kept, ties = _kept_block(base_ptr, idx, V, m, Tg, S, v_star, r, ties)
             kept_total += tl.sum(tl.where(kept, q.to(tl.float64), 0.0), 0)
         target = tl.load(u_ptr + row).to(tl.float64) * kept_total
         count = tl.zeros([], tl.int32)
@@ -148,12 +158,7 @@ def step_kernel(
         ties = tl.zeros([], tl.int32)
         for start in range(0, n, BLOCK):
             idx = start + offs
-            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
-            q = tl.exp(_scaled(x, m, Tg)) / S
-            tie = (q == v_star) & (idx < V)
-            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
-            ties += tl.sum(tie.to(tl.int32), 0)
-            kept = ((q > v_star) | (tie & (rank <= r))) & (idx < V)
+            _, q, kept, ties = _kept_block(base_ptr, idx, V, m, Tg, S, v_star, r, ties)
             w = tl.where(kept, q.to(tl.float64), 0.0)
             cdf = carry + tl.cumsum(w, 0)
             count += tl.sum(((cdf <= target) & (idx < V)).to(tl.int32), 0)
@@ -166,12 +171,6 @@ def step_kernel(
         ties = tl.zeros([], tl.int32)
         for start in range(0, V, BLOCK):
             idx = start + offs
-            x = tl.load(base_ptr + idx, mask=idx < V, other=float("-inf"))
-            z = _scaled(x, m, Tg)
-            q = tl.exp(z) / S
-            tie = (q == v_star) & (idx < V)
-            rank = ties + tl.cumsum(tie.to(tl.int32), 0)
-            ties += tl.sum(tie.to(tl.int32), 0)
-            kept = (q > v_star) | (tie & (rank <= r))
+            z, _, kept, ties = _kept_block(base_ptr, idx, V, m, Tg, S, v_star, r, ties)
             kept = tl.where(greedy, idx == argmax, kept)
             tl.store(out_row + idx, tl.where(kept, tl.maximum(z, fill), fill), mask=idx < V)
