@@ -167,32 +167,33 @@ def torch_step_sample(
     sync: Optional[bool] = None,
     compiled: bool = False,
     kernel: Optional[str] = None,
+    uniforms=None,
 ) -> TorchStep:
     """The step for engines that let us draw (transformers' own loop, the evaluation):
     :class:`TorchStep` with ``token`` set (see :func:`torch_rule_sample`); arguments as
     :func:`torch_step_logits`, ``generator`` a ``torch.Generator`` on the logits' device (the
     uniforms are drawn outside the compiled graph, so ``compiled`` draws the same tokens, and so
-    does the Triton kernel, ``kernel``: see :func:`step_kernel`)."""
-    if step_kernel(kernel, logits) == "triton":
-        import torch
+    does the Triton kernel, ``kernel``: see :func:`step_kernel`). ``uniforms`` (``[B]`` in
+    ``[0, 1)``) replaces the generator's draws: the same uniforms give the same tokens on every
+    path (:func:`~autodeco_samplers.core.torch_ops.row_uniforms`)."""
+    from autodeco_samplers.core.torch_ops import row_uniforms
 
+    if step_kernel(kernel, logits) == "triton":
         from autodeco_samplers.core.triton_step import triton_rule_sample_with
 
         arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
-        u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
+        u = row_uniforms(arr, generator, uniforms)
         return TorchStep(T_pred, P_pred, T, P, token_ids=triton_rule_sample_with(arr, T, P, u))
     if compiled:
-        import torch
-
         if check:
             _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, True)
-        u = torch.rand(logits.shape[0], generator=generator, device=logits.device, dtype=torch.float64)
+        u = row_uniforms(logits, generator, uniforms)
         out = compiled_step("sample")(hidden, logits, heads, policy, temperature, top_p, head_logits, u)
         return TorchStep(*out[:4], token_ids=out[4])
     from autodeco_samplers.core.torch_ops import torch_rule_sample
 
     arr, T_pred, P_pred, T, P = _torch_heads_policy(hidden, logits, heads, policy, temperature, top_p, head_logits, check)
-    token = torch_rule_sample(arr, T, P, generator, check=False, sync=sync)
+    token = torch_rule_sample(arr, T, P, generator, check=False, sync=sync, uniforms=uniforms)
     return TorchStep(T_pred, P_pred, T, P, token_ids=token)
 
 

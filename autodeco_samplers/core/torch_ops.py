@@ -46,6 +46,7 @@ __all__ = [
     "next_token_distribution",
     "soft_top_p",
     "sample_tokens",
+    "row_uniforms",
 ]
 
 
@@ -163,13 +164,31 @@ def torch_rule_logits(logits, T: Number, P: Number, *, fill: float = OUTSIDE_NUC
 
 
 def torch_rule_sample(logits, T: Number, P: Number, generator: Optional[torch.Generator] = None, *,
-                      check: bool = False, sync: Optional[bool] = None) -> torch.Tensor:
+                      check: bool = False, sync: Optional[bool] = None, uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One token per row ``[B]`` (int64) drawn from the canonical distribution of
     ``(logits, T, P)``: inverse CDF over the kept tokens only, one ``torch.rand`` per row from
-    ``generator``. Greedy rows return the argmax (lowest id) and still consume their uniform."""
+    ``generator``, or the caller's ``uniforms`` (``[B]`` in ``[0, 1)``; see
+    :func:`row_uniforms`). Greedy rows return the argmax (lowest id) and still consume their
+    uniform."""
     arr, T, P = _prepare(logits, T, P, check)
-    u = torch.rand(arr.shape[0], generator=generator, device=arr.device, dtype=torch.float64)
-    return rule_sample_with(arr, T, P, u, sync=sync)
+    return rule_sample_with(arr, T, P, row_uniforms(arr, generator, uniforms), sync=sync)
+
+
+def row_uniforms(logits: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The ``[B]`` float64 uniforms a draw uses: ``torch.rand(B, generator=generator)`` on the
+    logits' device, or the given ``uniforms`` (checked: shape ``[B]``, every value in
+    ``[0, 1)``). Callers pass their own uniforms to draw several strategies with the same
+    random numbers (common random numbers: paired comparisons)."""
+    B = logits.shape[0]
+    if uniforms is None:
+        return torch.rand(B, generator=generator, device=logits.device, dtype=torch.float64)
+    u = torch.as_tensor(uniforms, device=logits.device).to(torch.float64)
+    if u.shape != (B,):
+        raise InvalidParameterError(f"uniforms must have shape [{B}] (one per logits row), got {list(u.shape)}")
+    if not bool(((u >= 0) & (u < 1)).all()):
+        raise InvalidParameterError("uniforms must lie in [0, 1)")
+    return u
 
 
 def rule_sample_with(logits: torch.Tensor, T: torch.Tensor, P: torch.Tensor, u: torch.Tensor, *,
@@ -215,9 +234,9 @@ def soft_top_p(q: torch.Tensor, P: Number, alpha: float = SOFT_TOP_P_ALPHA, *, p
 SOFT_TOP_P_PREFIXES = ("inclusive", "exclusive")
 
 
-def sample_tokens(probs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+def sample_tokens(probs: torch.Tensor, generator: torch.Generator = None, *,
+                  uniforms: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One token id per row of ``probs`` ``[B, V]``: inverse CDF in id order over the tokens
-    of positive probability, one uniform per row from ``generator`` (never a zero-probability
-    token). The step functions draw from the kept tokens only, without a ``[B, V]`` input."""
-    u = torch.rand(probs.shape[0], generator=generator, device=probs.device, dtype=torch.float64)
-    return torch_nucleus.draw_from_mask(probs, probs > 0, u)
+    of positive probability, one uniform per row from ``generator`` or ``uniforms``
+    (:func:`row_uniforms`; never a zero-probability token). The step functions draw from the kept tokens only, without a ``[B, V]`` input."""
+    return torch_nucleus.draw_from_mask(probs, probs > 0, row_uniforms(probs, generator, uniforms))

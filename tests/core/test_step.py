@@ -534,3 +534,30 @@ def test_compiled_logits_at_qwen_size_and_edge_shapes():
     _agrees(logits, T, P, torch.softmax(_compiled_logits(logits, T, P).double(), -1).numpy())
     one = np.array([[3.0]], np.float32)  # batch 1 and a vocabulary of one
     assert _compiled_logits(one, np.array([0.7], np.float32), np.array([0.0], np.float32)).tolist() == [[0.0]]
+
+
+def test_caller_uniforms_draw_the_tokens_the_generator_would():
+    """``uniforms=`` is the generator's own stream when given the same numbers, on the step,
+    the rule and a plain distribution; the token of each row is where the reference CDF of its
+    kept set crosses its uniform; bad uniforms are refused with the problem named."""
+    from autodeco_samplers.core.torch_ops import sample_tokens
+
+    rng = np.random.default_rng(5)
+    logits = torch.from_numpy(rng.standard_normal((6, 300)).astype(np.float32) * 3)
+    T, P = torch.tensor([0.3, 0.7, 1.0, 1.3, 0.9, 0.5]), torch.tensor([0.5, 0.9, 1.0, 0.95, 0.8, 0.99])
+    heads = _TorchFixedHeads(1.0, 1.0)
+    u = torch.rand(6, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    by_gen = torch_step_sample(torch.zeros(6, 4), logits, heads, DecodingPolicy(), torch.Generator().manual_seed(11),
+                               temperature=T, top_p=P).token_ids
+    by_u = torch_step_sample(torch.zeros(6, 4), logits, heads, DecodingPolicy(), temperature=T, top_p=P, uniforms=u).token_ids
+    assert torch.equal(by_gen, by_u)
+    assert torch.equal(torch_rule_sample(logits, T, P, uniforms=u), by_u)
+    for b in range(6):
+        cdf = np.cumsum(R.next_token_distribution(logits[b].numpy(), float(T[b]), float(P[b])).astype(np.float64))
+        assert int(by_u[b]) == int(np.searchsorted(cdf, float(u[b]), side="right"))
+    probs = torch.softmax(logits, -1)
+    assert torch.equal(sample_tokens(probs, torch.Generator().manual_seed(11)), sample_tokens(probs, uniforms=u))
+    with pytest.raises(InvalidParameterError, match=r"shape \[6\]"):
+        torch_rule_sample(logits, T, P, uniforms=u[:5])
+    with pytest.raises(InvalidParameterError, match=r"\[0, 1\)"):
+        torch_rule_sample(logits, T, P, uniforms=torch.full((6,), 1.0, dtype=torch.float64))

@@ -1,7 +1,7 @@
 """Choosers: how one decoding strategy turns a batch's last logits and hidden states into
 tokens (the per-step draw :func:`~autodeco_samplers.research.evaluation.decode.generate_rows`
-calls). Every chooser draws with the core rules, one uniform per row from the generator it is
-given, no Python loop over rows.
+calls). Every chooser draws with the core rules from the uniforms it is given (one per row,
+float64 in ``[0, 1)``: the inverse CDF crosses it at the drawn token), no Python loop over rows.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Choice(NamedTuple):
     P_pred: Any
 
 
-#: ``choose(hidden [b, H], logits [b, V], generator) -> Choice``
+#: ``choose(hidden [b, H], logits [b, V], uniforms [b]) -> Choice``
 Chooser = Callable[[Any, Any, Any], Choice]
 
 
@@ -49,12 +49,12 @@ def static_chooser(temperature: float, top_p: float, heads=None) -> Chooser:
 
     from autodeco_samplers.core.torch_ops import torch_rule_sample
 
-    def choose(hidden, logits, gen) -> Choice:
+    def choose(hidden, logits, u) -> Choice:
         B = logits.shape[0]
         T = torch.full((B,), float(temperature), device=logits.device)
         P = torch.full((B,), float(top_p), device=logits.device)
         T_pred, P_pred = heads(hidden, logits) if heads is not None else (_nan(logits), _nan(logits))
-        return Choice(torch_rule_sample(logits, T, P, gen), T, P, T_pred, P_pred)
+        return Choice(torch_rule_sample(logits, T, P, uniforms=u), T, P, T_pred, P_pred)
 
     return choose
 
@@ -69,8 +69,8 @@ def autodeco_chooser(heads, policy=None) -> Chooser:
         raise ValueError("the autodeco strategy needs heads")
     policy = policy if policy is not None else DecodingPolicy()
 
-    def choose(hidden, logits, gen) -> Choice:
-        st = torch_step_sample(hidden, logits, heads, policy, gen)
+    def choose(hidden, logits, u) -> Choice:
+        st = torch_step_sample(hidden, logits, heads, policy, uniforms=u)
         return Choice(st.token_ids, st.T, st.P, st.T_pred, st.P_pred)
 
     return choose
@@ -87,10 +87,10 @@ def baseline_chooser(baseline) -> Chooser:
 
     temperature_of = {"dynatemp": tbl.dynatemp_temperature, "edt": tbl.edt_temperature}.get(baseline.kind)
 
-    def choose(hidden, logits, gen) -> Choice:
+    def choose(hidden, logits, u) -> Choice:
         B = logits.shape[0]
         T = temperature_of(logits, **baseline.params).float() if temperature_of else torch.full(
             (B,), float(baseline.params.get("T", 1.0)), device=logits.device)
-        return Choice(sample_tokens(baseline.torch_distribution(logits), gen), T, _nan(logits), _nan(logits), _nan(logits))
+        return Choice(sample_tokens(baseline.torch_distribution(logits), uniforms=u), T, _nan(logits), _nan(logits), _nan(logits))
 
     return choose

@@ -10,13 +10,18 @@ Batching rules (stated once here):
 
 * prompts are left-padded to the longest one (:func:`left_pad`); a token's position id is its
   index among the real (mask 1) tokens of its row, 0 on padding (:func:`position_ids`);
-* each segment draws from its own ``torch.Generator`` seeded by its seed; the segment's
-  chooser gets the segment's live rows in row order;
+* each segment's random numbers are one table ``U [max_new_tokens, rows]`` of float64
+  uniforms drawn at the start from a ``torch.Generator`` seeded by the segment's seed
+  (``torch.rand``, row-major, so it equals drawing ``rows`` uniforms per step); at step ``t``
+  the segment's chooser gets its live rows in row order with the uniforms ``U[t, row]``. A
+  row's random numbers depend only on the seed, its place in its segment and the step, never
+  on which other rows are still running: segments with the same seed and row layout draw
+  every strategy with the same numbers (common random numbers, so strategies are compared
+  on the same luck and paired differences are less noisy);
 * a row ends at a token in ``eos_ids`` (that token is recorded) or after ``max_new_tokens``.
   With ``keep_finished=False`` an ended row leaves the batch (its cache rows are dropped).
-  With ``keep_finished=True`` it stays: its chooser still draws for it (so every live row's
-  random numbers keep their place in the generator's stream) and the model is fed
-  ``pad_id`` for it; nothing of it is recorded any more.
+  With ``keep_finished=True`` it stays (the batch keeps its shape): its chooser still
+  draws for it and the model is fed ``pad_id`` for it; nothing of it is recorded any more.
 """
 
 from __future__ import annotations
@@ -160,15 +165,17 @@ class _Record:
         return out
 
 
-def _choose(segments: Sequence[Segment], generators, row_segment, hidden, logits) -> Choice:
-    """Every segment's chooser on its rows of the batch (rows are sorted by segment)."""
+def _choose(segments: Sequence[Segment], uniforms, row_segment, row_local, step: int, hidden, logits) -> Choice:
+    """Every segment's chooser on its rows of the batch (rows are sorted by segment), with
+    each row's uniform of this ``step`` (``uniforms[k][step, row_local]``)."""
     import torch
 
     counts = torch.bincount(row_segment, minlength=len(segments)).tolist()
     parts, start = [], 0
     for k, n in enumerate(counts):
         if n:
-            parts.append(segments[k].choose(hidden[start:start + n], logits[start:start + n], generators[k]))
+            u = uniforms[k][step, row_local[start:start + n]]
+            parts.append(segments[k].choose(hidden[start:start + n], logits[start:start + n], u))
             start += n
     return Choice(*(torch.cat([p[j] for p in parts]) for j in range(len(Choice._fields))))
 
@@ -194,12 +201,14 @@ def generate_rows(model, pre: Prefill, segments: Sequence[Segment], *, eos_ids: 
     rows = torch.arange(idx.numel(), device=device)  # the global row id of each batch row
     live = torch.ones(idx.numel(), dtype=torch.bool, device=device)
     eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=device)
-    gens = [torch.Generator(device=device).manual_seed(int(sg.seed)) for sg in segments]
+    local = torch.as_tensor([j for sg in segments for j in range(len(sg.row_prompt))], dtype=torch.long, device=device)
+    uniforms = [torch.rand((max_new_tokens, len(sg.row_prompt)), dtype=torch.float64, device=device,
+                           generator=torch.Generator(device=device).manual_seed(int(sg.seed))) for sg in segments]
     record = _Record(idx.numel())
     cache_arg = cache_argument(model)
     with torch.inference_mode(), HiddenCapture(model) as cap:
         for step in range(max_new_tokens):
-            choice = _choose(segments, gens, seg_of[rows], hidden, logits)
+            choice = _choose(segments, uniforms, seg_of[rows], local[rows], step, hidden, logits)
             ended = torch.isin(choice.tokens, eos)
             record.add(rows, choice, ended, live)
             live = live & ~ended
