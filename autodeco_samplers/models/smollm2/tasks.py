@@ -21,6 +21,12 @@ A 135M chat model answers in sentences, so :func:`check` looks for the answer in
 text (rules in its docstring). The open family ``name`` measures
 diversity: :func:`distinct_valid` counts the distinct valid answers over samples.
 
+Held-out families: :mod:`autodeco_samplers.models.smollm2.heldout_families` adds nine families
+(eight closed, one open with 100 prompts) that no training record ever comes from
+(:data:`HELDOUT_FAMILIES`); :func:`evaluation_items` is the evaluation set: the held-out part of
+the trained families plus every item of the held-out families, each item marking
+``heldout_family``.
+
 Train / held-out split: each family's underlying content (the word, the list, the operand
 pair, the category and phrasing) is split by a seeded permutation; held-out content never
 appears in the training records. :func:`training_records` gives ``{"prompt", "completion"}``
@@ -47,15 +53,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from autodeco_samplers.models.smollm2 import heldout_families
+
 __all__ = [
-    "FAMILIES", "OPEN_FAMILIES", "SYSTEM_PROMPT", "Item", "chat_prompt", "normalize", "check",
+    "FAMILIES", "HELDOUT_FAMILIES", "OPEN_FAMILIES", "evaluation_items", "SYSTEM_PROMPT", "Item", "chat_prompt", "normalize", "check",
     "all_items", "train_items", "heldout_items", "training_records", "distinct_valid", "summarize", "write_jsonl",
 ]
 
 #: the default system line of SmolLM2's chat template (used when the messages have none)
 SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+#: the families the heads train on (their held-out content is evaluated too)
 FAMILIES: Tuple[str, ...] = ("letter", "pick", "arith", "plural", "name")
-OPEN_FAMILIES: Tuple[str, ...] = ("name",)
+#: families held out whole: no training record comes from them
+HELDOUT_FAMILIES: Tuple[str, ...] = heldout_families.HELDOUT_FAMILIES
+OPEN_FAMILIES: Tuple[str, ...] = ("name",) + heldout_families.OPEN_HELDOUT_FAMILIES
 #: seed of the train / held-out permutation (part of the task definition)
 SPLIT_SEED = 17
 HELDOUT_FRACTION = 0.3
@@ -96,10 +107,16 @@ class Item:
     def prompt(self) -> str:
         return chat_prompt(self.question)
 
+    @property
+    def heldout_family(self) -> bool:
+        """Whether the item's whole family is held out of training (:data:`HELDOUT_FAMILIES`)."""
+        return self.family in HELDOUT_FAMILIES
+
     def to_json(self) -> Dict:
         d = asdict(self)
         d["valid"] = list(self.valid)
         d["prompt"] = self.prompt
+        d["heldout_family"] = self.heldout_family
         return d
 
 
@@ -236,18 +253,26 @@ def _name_items() -> List[Item]:
     return out
 
 
-_BUILDERS = {"letter": _letter_items, "pick": _pick_items, "arith": _arith_items, "plural": _plural_items, "name": _name_items}
+def _make(family: str, key: str, question: str, answer: str, valid: Sequence[str], open: bool = False) -> Item:
+    return Item(family, key, question, answer, tuple(valid), open=open)
+
+
+_BUILDERS = {"letter": _letter_items, "pick": _pick_items, "arith": _arith_items, "plural": _plural_items, "name": _name_items,
+             **{f: (lambda b=b: b(_make)) for f, b in heldout_families.BUILDERS.items()}}
 
 
 def all_items(family: str) -> List[Item]:
-    """Every item of one family, in a fixed order."""
+    """Every item of one family (trained or held out), in a fixed order."""
     if family not in _BUILDERS:
-        raise ValueError(f"unknown task family {family!r}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown task family {family!r}; choose from {', '.join(FAMILIES + HELDOUT_FAMILIES)}")
     return _BUILDERS[family]()
 
 
 def _split(family: str) -> Tuple[List[Item], List[Item]]:
+    """``(train, held out)`` of a family: a held-out family is all held out."""
     items = all_items(family)
+    if family in HELDOUT_FAMILIES:
+        return [], items
     order = list(range(len(items)))
     random.Random(f"{SPLIT_SEED}:{family}").shuffle(order)
     n_held = max(1, round(HELDOUT_FRACTION * len(items)))
@@ -268,6 +293,21 @@ def heldout_items(n_per_family: Optional[int] = None, families: Optional[Sequenc
     for f in families or FAMILIES:
         held = _split(f)[1]
         out += held if n_per_family is None else held[:n_per_family]
+    return out
+
+
+def evaluation_items(per_family: Optional[int] = None, open_per_family: Optional[int] = None) -> List[Item]:
+    """The evaluation set: the held-out content of the trained families, then every item of
+    the held-out families (:data:`HELDOUT_FAMILIES`); at most ``per_family`` items of each
+    closed family and ``open_per_family`` of each open one (None: all), taken in a fixed
+    shuffled order so a small set still spans the family."""
+    out: List[Item] = []
+    for f in FAMILIES + HELDOUT_FAMILIES:
+        held = _split(f)[1]
+        order = list(range(len(held)))
+        random.Random(f"eval:{f}").shuffle(order)
+        n = open_per_family if f in OPEN_FAMILIES else per_family
+        out += [held[i] for i in sorted(order[:n] if n is not None else order)]
     return out
 
 
@@ -327,6 +367,14 @@ def _open_matches(item: Item, text: str) -> List[str]:
     return [v for _, v in sorted(found)]
 
 
+def _check_letter(item: Item, text: str) -> bool:
+    letters = re.findall(r"(?<![A-Za-z'])([A-Za-z])(?![A-Za-z'])", text)
+    quoted = re.findall(r"[\"'“‘]([A-Za-z])[\"'”’]", text)
+    bare = normalize(text)
+    pool = quoted or ([bare] if len(bare) == 1 else [c for c in letters if c.lower() not in ("a", "i")])
+    return bool(pool) and pool[-1].lower() == item.answer
+
+
 def check(item: Item, text: str) -> bool:
     """Whether a completion (EOS removed) answers ``item`` correctly.
 
@@ -340,16 +388,17 @@ def check(item: Item, text: str) -> bool:
     * ``plural``: the plural occurs as a whole word and, unless it equals the singular, the
       text does not name the singular alone after "is";
     * ``name`` (open): the first valid answer named is the answer; valid if there is one.
+
+    The held-out families' rules are in :mod:`~autodeco_samplers.models.smollm2.heldout_families`
+    (``neighbor`` uses ``letter``'s rule, ``name_new`` the open rule).
     """
     if item.family == "arith":
         nums = re.findall(r"-?\d+", text)
         return bool(nums) and nums[-1] == item.answer
-    if item.family == "letter":
-        letters = re.findall(r"(?<![A-Za-z'])([A-Za-z])(?![A-Za-z'])", text)
-        quoted = re.findall(r"[\"'“‘]([A-Za-z])[\"'”’]", text)
-        bare = normalize(text)
-        pool = quoted or ([bare] if len(bare) == 1 else [c for c in letters if c.lower() not in ("a", "i")])
-        return bool(pool) and pool[-1].lower() == item.answer
+    if item.family in ("letter", "neighbor"):
+        return _check_letter(item, text)
+    if item.family in heldout_families.CHECKS:
+        return heldout_families.CHECKS[item.family](item, text)
     if item.family == "pick":
         options = item.key.split(":", 1)[1].split(",")
         return _contains_phrase(text, item.answer) and not any(
