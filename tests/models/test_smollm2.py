@@ -95,6 +95,30 @@ def test_build_script_compare_reports_differences(tmp_path):
     assert len(mod.compare(a, b)) == 1
 
 
+def test_build_config_recipes_and_the_heads_config_of_older_builds():
+    """A recipe knob added after the first build defaults to what builds did before it, and is
+    written into the heads' config only when it differs (so an older build rebuilds byte for
+    byte); the build script parses booleans as words; a bad target kind is refused."""
+    import importlib.util
+
+    from autodeco_samplers.models.smollm2.build import BuildConfig, _later_fields
+
+    assert _later_fields(BuildConfig()) == {}
+    assert _later_fields(BuildConfig(targets="self", dft=False)) == {"dft": False, "targets": "self"}
+    recorded = json.loads((smollm2.heads_path().parent / "build_info.json").read_text())["build_config"]
+    shipped_cfg = json.loads((smollm2.heads_path() / "config.json").read_text())["autodeco_training"]
+    assert {k for k in shipped_cfg if k in ("easy_token_ratio", "dft", "targets", "self_samples")} == set(
+        _later_fields(BuildConfig(**recorded)))
+    with pytest.raises(ValueError, match="targets must be 'reference' or 'self'"):
+        BuildConfig(targets="gold")
+    spec = importlib.util.spec_from_file_location("build_smollm2_heads", Path(__file__).parents[2] / "scripts" / "build_smollm2_heads.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod._flag("false") is False and mod._flag("True") is True
+    with pytest.raises(Exception, match="expected true or false"):
+        mod._flag("maybe")
+
+
 # ----------------------------------------------------------------------------- with the model
 
 
@@ -250,3 +274,25 @@ def test_shipped_heads_are_package_data():
     extras = conf["project"]["optional-dependencies"]
     assert any(r.startswith("accelerate") for r in extras["smollm2"]) and any(r.startswith("gguf") for r in extras["smollm2"])
     assert "smollm2" in extras["all"][0]
+
+
+@needs_model
+def test_self_verified_answers_are_the_models_own_right_answers(hf):
+    """Every kept answer ended with end-of-sequence, passes its item's verifier, answers a
+    training-split prompt, and is text the model gave at T = 1 (the same seed gives the same
+    answers); records are drawn from them, families in turn."""
+    from autodeco_samplers.models.smollm2.self_targets import self_verified_answers, self_verified_records
+
+    model, tok = hf
+    kept = self_verified_answers(model, tok, samples=3, seed=5, max_new_tokens=16, families=["arith", "plural"])
+    assert set(kept) == {"arith", "plural"} and all(kept.values())
+    train = {it.key: it for it in tasks.train_items(["arith", "plural"])}
+    for fam, answers in kept.items():
+        for a in answers:
+            item = train[a["key"]]
+            assert a["prompt"] == item.prompt and item.family == fam and tasks.check(item, a["completion"])
+    assert self_verified_answers(model, tok, samples=3, seed=5, max_new_tokens=16, families=["arith", "plural"]) == kept
+    recs = self_verified_records(model, tok, 6, seed=5, samples=3, max_new_tokens=16, families=["arith", "plural"])
+    assert [r["family"] for r in recs] == ["arith", "plural"] * 3
+    pool = {(a["prompt"], a["completion"]) for v in kept.values() for a in v}
+    assert all((r["prompt"], r["completion"]) in pool for r in recs)

@@ -46,18 +46,23 @@ def loaded(one_torch_thread):
 
 @pytest.fixture(scope="module")
 def report(loaded):
+    """One item per closed family (trained and held out), one prompt per open family; two
+    recipe variants beside the heads: the same heads again and fresh heads."""
+    from autodeco_samplers.heads.model.torch_heads import AutoDecoHeadsModule
+
     model, tok, heads = loaded
-    items = [it for it in tasks.heldout_items(2) if not it.open]
-    items += [it for it in tasks.heldout_items(None) if it.open][:2]
+    items = tasks.evaluation_items(1, 1)
     strategies = ec.default_strategies(temperatures=(0.6,), top_ps=(0.95, 1.0))
+    fresh = AutoDecoHeadsModule.create(model.config.hidden_size, width=64, seed=1).eval()
     return ec.evaluate_items(model, tok, heads, items, checker=(tasks.check, tasks.canonical_open_answer),
                              n_samples=N_SAMPLES, n_open=N_OPEN, seeds=[0, 1], max_new_tokens=6,
-                             strategies=strategies)
+                             strategies=strategies, variants={"same": heads, "fresh": fresh})
 
 
 def test_every_strategy_appears(report):
     groups = {r["group"] for r in report["strategies"]}
-    assert groups == {"greedy", "default", "grid", "baseline", "mean_static", "autodeco"}
+    assert groups == {"greedy", "default", "grid", "baseline", "mean_static", "autodeco", "autodeco_variant",
+                      "mean_static_variant"}
     kinds = {r["params"]["rule"] for r in report["strategies"] if r["group"] == "baseline"}
     assert kinds == set(BASELINE_KINDS) - {"static"}
     names = [r["name"] for r in report["strategies"]]
@@ -70,7 +75,7 @@ def test_every_strategy_appears(report):
 
 
 def test_numbers_are_sane(report):
-    fams = set(tasks.FAMILIES)
+    fams = set(tasks.FAMILIES + tasks.HELDOUT_FAMILIES)
     assert set(report["families"]) == fams
     for r in report["strategies"]:
         assert set(r["families"]) == fams
@@ -113,6 +118,7 @@ def test_records_and_the_item_paired_analysis(report):
             assert np.mean(per_seed) == pytest.approx(stat["mean"] if r["group"] != "greedy" else stat["per_seed"][0])
     a = report["analysis"]["all"]
     assert set(a["autodeco_vs"]) == (set(names) - {"autodeco"}) | {"oracle (cross-fitted)"}
+    assert {"heldout_families", "trained_families"} <= set(report["analysis"])
     for d in a["autodeco_vs"].values():
         lo, hi = d["closed_accuracy"]["ci"]
         assert -1.0 <= lo <= hi <= 1.0
@@ -125,6 +131,35 @@ def test_records_and_the_item_paired_analysis(report):
     assert set(matched["temperatures"]) == {"autodeco_mean_T", "oracle_T"}
     assert matched["strategies"] and set(matched["strategies"]) <= set(names)
     assert set(a["frontier"]) == {r["name"] for r in report["strategies"] if r["group"] not in ("greedy", "default", "grid")}
+
+
+def test_recipe_variants_run_beside_the_heads_on_the_same_random_numbers(report):
+    """A variant with the evaluation's own heads draws exactly AutoDeco's answers (every
+    strategy of a run draws with the same random numbers per row), so its paired difference is
+    0 with a CI of [0, 0]; each variant has its own mean-static row at its own mean prediction;
+    the ablation rows read the analysis."""
+    recs = report["records"]
+    answers = lambda name: [(x["item"], x["seed"], x["sample"], x["answer"]) for x in recs if x["strategy"] == name]  # noqa: E731
+    assert answers("autodeco [same]") == answers("autodeco")
+    assert answers("autodeco [fresh]") != answers("autodeco")
+    for subset, a in report["analysis"].items():
+        same = a["variants_vs"]["autodeco [same]"]["autodeco"]
+        for key in ("closed_accuracy", "score"):
+            assert same[key]["mean"] == 0.0 and same[key]["ci"] == [0.0, 0.0], (subset, key)
+    info = report["variants"]
+    assert set(info) == {"autodeco [same]", "autodeco [fresh]"}
+    assert info["autodeco [same]"]["T_pred_mean"] == pytest.approx(report["mean_static"]["T"])
+    rows = {r["name"]: r for r in report["strategies"]}
+    for name, v in info.items():
+        assert rows[v["mean_static"]]["group"] == "mean_static_variant"
+        assert rows[v["mean_static"]]["params"]["T"] == pytest.approx(v["T_pred_mean"])
+    ablation = ec.ablation_rows(report, "heldout_families", "closed_accuracy")
+    assert [r["heads"] for r in ablation] == ["autodeco", "autodeco [same]", "autodeco [fresh]"]
+    a = report["analysis"]["heldout_families"]
+    assert ablation[0]["own mean-static"] == a["autodeco_vs"][report["mean_static"]["name"]]["closed_accuracy"]
+    assert ablation[2]["oracle (cross-fitted)"] == a["variants_vs"]["autodeco [fresh]"]["oracle (cross-fitted)"]["closed_accuracy"]
+    table = ec.format_ablation(report, "heldout_families", "score")
+    assert table.count("\n") == 4 and "minus oracle (cross-fitted)" in table
 
 
 def test_frontier_position_rules():
@@ -169,3 +204,28 @@ def test_recorded_predictions_are_the_heads_on_the_model_state(loaded):
         np.testing.assert_allclose(gen.T_pred[r], T_ref.numpy(), rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(gen.P_pred[r], P_ref.numpy(), rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(gen.T[r], gen.T_pred[r])  # the default policy
+
+
+def test_benchmark_quick_run_writes_the_report_and_the_ablation(tmp_path, capsys):
+    """The small version of the full benchmark (bench/quality/eval_smollm2.py --quick) with one
+    recipe variant: the JSON carries the held-out-family analysis, the variant and the matched
+    baselines, and the printed ablation tables name every heads."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("eval_smollm2_bench", root / "bench" / "quality" / "eval_smollm2.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert mod.main(["--quick", "--variant", f"again={smollm2.heads_path()}", "--out", str(out), "--plot", str(png),
+                     "--threads", "1"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["quick"] and png.is_file()
+    assert {"all", "heldout_families", "trained_families"} == set(rep["analysis"])
+    assert rep["analysis"]["heldout_families"]["n_items"]["closed"] == 3 * 8
+    assert set(rep["variants"]) == {"autodeco [again]"} and rep["variant_heads"]["again"]
+    assert len(rep["matched_temperature"]["strategies"]) == 4
+    printed = capsys.readouterr().out
+    assert printed.count("| autodeco [again] |") == 9  # 3 subsets x (strategies, closed accuracy, score)
+    assert printed.count("| **autodeco** |") == 3 and printed.count("| oracle (cross-fitted) |") == 3

@@ -135,6 +135,9 @@ def _analyse_subset(rows: Sequence[Dict[str, Any]], matrices: Mapping[str, np.nd
         out["autodeco_vs"] = {n: {**{k: paired(ad, n, k) for k in keys},
                                   "power": _power(mats[ad], mats[n], acc_pos, acc_gap, alpha, power)}
                               for n in mats if n != ad}
+    variants = [r["name"] for r in rows if r["group"] == "autodeco_variant"]
+    if variants:
+        out["variants_vs"] = {v: {n: {k: paired(v, n, k) for k in keys} for n in mats if n != v} for v in variants}
     statics = [r["name"] for r in rows if r["group"] in STATIC_GROUPS]
     frontier = {}
     for r in rows:
@@ -162,7 +165,8 @@ def analyse(rows: Sequence[Dict[str, Any]], matrices: Mapping[str, np.ndarray], 
     strategies' metrics with CIs, the oracles, ``autodeco_vs`` (AutoDeco minus every other
     strategy and the cross-fitted oracle, paired CIs, and the items needed to resolve ``gap``
     in closed accuracy, or ``gap * n_open`` distinct answers without closed items, at the
-    stated ``alpha`` and ``power``) and ``frontier`` (every non-static strategy's label)."""
+    stated ``alpha`` and ``power``), ``variants_vs`` (each ``autodeco_variant`` row minus every
+    other strategy, paired CIs) and ``frontier`` (every non-static strategy's label)."""
     marks = list(heldout_family) if heldout_family is not None else [None] * len(families)
     out = {}
     for name, pos in subsets(marks).items():

@@ -56,13 +56,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from autodeco_samplers.research.baselines.numpy_baselines import Baseline
 from autodeco_samplers.research.evaluation import report as rep
-from autodeco_samplers.research.evaluation.analysis import analyse
+from autodeco_samplers.research.evaluation.analysis import CROSS_FIT, analyse
 from autodeco_samplers.research.evaluation.decode import Generated, Segment, generate_rows, prefill
 from autodeco_samplers.research.evaluation.strategies import (
     AUTODECO,
@@ -70,6 +70,7 @@ from autodeco_samplers.research.evaluation.strategies import (
     Strategy,
     mean_static_strategy,
     static_strategies,
+    variant_strategy,
 )
 
 __all__ = [
@@ -89,6 +90,9 @@ __all__ = [
     "format_analysis",
     "format_table",
     "format_markdown",
+    "format_ablation",
+    "format_subset",
+    "ablation_rows",
     "plot_frontier",
 ]
 
@@ -364,22 +368,37 @@ def matched_strategies(baselines: Sequence[Baseline], temperatures: Dict[str, fl
     return out
 
 
-def _run_strategies(run: _ChatRun, strategies: List[Strategy],
-                    matched: Sequence[Baseline]) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Dict[str, Any]]:
-    """AutoDeco first when there are heads (mean-static needs its predictions), then
-    ``strategies`` and mean-static, then the ``matched`` baselines at AutoDeco's mean T and
-    the in-sample oracle's T; the rows in report order (AutoDeco last), the examples and the
-    matched temperatures."""
+def _predicted_means(gens: List[Generated]) -> Tuple[Optional[float], Optional[float]]:
+    """The mean predicted T and P over every token of ``gens``."""
+    return (rep.nanmean([v for g in gens for row in g.T_pred for v in row]),
+            rep.nanmean([v for g in gens for row in g.P_pred for v in row]))
+
+
+def _run_strategies(run: _ChatRun, strategies: List[Strategy], matched: Sequence[Baseline],
+                    variants: Sequence[Strategy] = ()) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Dict[str, Any],
+                                                                Dict[str, Any]]:
+    """AutoDeco (and the ``variants``) first when there are heads (mean-static needs their
+    predictions), then ``strategies`` and the mean-static rows, then the ``matched`` baselines
+    at AutoDeco's mean T and the in-sample oracle's T; the rows in report order (AutoDeco and
+    the variants last), the examples, the matched temperatures and per variant row its label,
+    mean-static row and mean predictions."""
     temps: Dict[str, float] = {}
+    variant_info: Dict[str, Any] = {}
     if run.heads is None:
         rows = [row for row, _ in run.run(strategies)]
         ad_rows, examples = [], {}
     else:
-        ((ad_row, ad_gens),) = run.run([AUTODECO])
-        T_mean = rep.nanmean([v for g in ad_gens for row in g.T_pred for v in row])
-        P_mean = rep.nanmean([v for g in ad_gens for row in g.P_pred for v in row])
-        rows = [row for row, _ in run.run(strategies + [mean_static_strategy(T_mean, P_mean)])]
-        ad_rows, examples = [ad_row], {"autodeco": run.examples(ad_gens[0])}
+        ran = run.run([AUTODECO, *variants])
+        (ad_row, ad_gens), var_runs = ran[0], ran[1:]
+        T_mean, P_mean = _predicted_means(ad_gens)
+        statics = [mean_static_strategy(T_mean, P_mean)]
+        for st, (row, gens) in zip(variants, var_runs):
+            vT, vP = _predicted_means(gens)
+            ms = mean_static_strategy(vT, vP, variant=st.name[len("autodeco ["):-1])
+            statics.append(ms)
+            variant_info[st.name] = {"mean_static": ms.name, "T_pred_mean": vT, "P_pred_mean": vP}
+        rows = [row for row, _ in run.run(strategies + statics)]
+        ad_rows, examples = [ad_row] + [row for row, _ in var_runs], {"autodeco": run.examples(ad_gens[0])}
         if T_mean is not None:
             temps["autodeco_mean_T"] = T_mean
     best = rep.oracle(rows, AXES)
@@ -389,7 +408,7 @@ def _run_strategies(run: _ChatRun, strategies: List[Strategy],
     if extra:
         rows += [row for row, _ in run.run(extra)]
     info = {"temperatures": temps, "strategies": [s.name for s in extra]}
-    return rows + ad_rows, examples, info
+    return rows + ad_rows, examples, info, variant_info
 
 
 def _position_rows(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -442,6 +461,7 @@ def evaluate_items(
     boot_seed: int = 0,
     gap: float = 0.03,
     power: float = 0.8,
+    variants: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Run every strategy on ``items`` (objects with ``prompt``, ``family``, ``key``, ``open``);
     returns the JSON-ready report (module docstring). ``checker = (check, canonical_answer)``
@@ -455,7 +475,10 @@ def evaluate_items(
     The report's ``analysis`` is :func:`analysis.analyse` (bootstrap with ``n_boot`` draws
     and seed ``boot_seed``, items needed for ``gap`` at ``power``); ``records`` (one per
     generated answer) is in the report unless ``records=False``. An item may carry
-    ``heldout_family`` (bool) and ``prompt_ids`` (token ids used instead of ``prompt``)."""
+    ``heldout_family`` (bool) and ``prompt_ids`` (token ids used instead of ``prompt``).
+    ``variants`` (label -> heads module): other heads run beside ``heads`` in the same run,
+    each with its own mean-static row (report ``variants``; the analysis compares each with
+    every strategy, ``variants_vs``)."""
     t0 = time.perf_counter()
     _check_settings(seeds, n_samples, n_open)
     eos_ids = list(eos_ids) if eos_ids is not None else [tokenizer.eos_token_id]
@@ -464,7 +487,7 @@ def evaluate_items(
     report = evaluate_on_engine(engine, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
                                 max_new_tokens=max_new_tokens, strategies=strategies, progress=progress,
                                 matched_baselines=matched_baselines, records=records, n_boot=n_boot,
-                                boot_seed=boot_seed, gap=gap, power=power)
+                                boot_seed=boot_seed, gap=gap, power=power, variants=variants)
     report["settings"].update(eos_ids=eos_ids, max_batch=max_batch)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
@@ -488,6 +511,7 @@ def evaluate_on_engine(
     boot_seed: int = 0,
     gap: float = 0.03,
     power: float = 0.8,
+    variants: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """:func:`evaluate_items` on any sampling ``engine`` (:class:`TransformersEngine`, or
     :class:`~autodeco_samplers.research.evaluation.llama_engine.LlamaCppEngine`): the same
@@ -507,7 +531,10 @@ def evaluate_on_engine(
         matched_baselines = [b for b in matched_baselines if b not in matched_left]
     run = _ChatRun(engine, heads, items, checker=checker, n_samples=n_samples, n_open=n_open, seeds=seeds,
                    max_new_tokens=max_new_tokens, say=progress or (lambda s: None))
-    rows, examples, matched_info = _run_strategies(run, strategies, matched_baselines)
+    variant_strategies = [variant_strategy(label, h) for label, h in (variants or {}).items()]
+    if variant_strategies and heads is None:
+        raise ValueError("variants need the evaluation's own heads too")
+    rows, examples, matched_info, variant_info = _run_strategies(run, strategies, matched_baselines, variant_strategies)
     best = _position_rows(rows)
     analysis = analyse(rows, run.matrices, [it.family for it in items], [bool(it.open) for it in items],
                        [getattr(it, "heldout_family", None) for it in items], n_open=n_open, n_boot=n_boot,
@@ -525,6 +552,7 @@ def evaluate_on_engine(
         "examples": examples,
         "matched_temperature": matched_info,
         "left_out": left_out,
+        "variants": variant_info,
         "analysis": analysis,
         "items": [{"item": str(it.key), "family": it.family, "open": bool(it.open),
                    "heldout_family": getattr(it, "heldout_family", None)} for it in items],
@@ -629,6 +657,55 @@ def format_analysis(report: Dict[str, Any]) -> str:
             extra = lab["dominated_by"] or lab["within_noise_of"]
             out.append(f"  {t}: {lab['label']}" + (f" ({', '.join(extra)})" if extra else ""))
     return "\n".join(out)
+
+
+def ablation_rows(report: Dict[str, Any], subset: str = "all", key: str = "closed_accuracy") -> List[Dict[str, Any]]:
+    """One row per AutoDeco heads (the evaluation's, then each variant): its ``key`` with CI
+    and its paired difference (CI) from its own mean-static, the cross-fitted and in-sample
+    oracles, greedy and every matched-temperature baseline, on the ``subset`` of the analysis."""
+    a = report["analysis"][subset]
+    ad = next(r for r in report["strategies"] if r["group"] == "autodeco")
+    heads = [(ad["name"], report["mean_static"]["name"], a.get("autodeco_vs", {}))]
+    heads += [(name, v["mean_static"], a.get("variants_vs", {}).get(name, {})) for name, v in report.get("variants", {}).items()]
+    targets = {"own mean-static": None, "oracle (cross-fitted)": CROSS_FIT, "oracle (in sample)": a.get("oracle_in_sample"),
+               "greedy": "greedy", **{n: n for n in report.get("matched_temperature", {}).get("strategies", [])}}
+    out = []
+    for name, mean_static, vs in heads:
+        row = {"heads": name, key: a["strategies"][name][key]}
+        for label, other in targets.items():
+            other = mean_static if label == "own mean-static" else other
+            row[label] = vs.get(other, {}).get(key) if other else None
+        out.append(row)
+    return out
+
+
+def format_subset(report: Dict[str, Any], subset: str = "all") -> str:
+    """One subset of the analysis as a Markdown table: every strategy's closed accuracy,
+    distinct answers and score with their CIs, AutoDeco minus it (paired CI, closed accuracy
+    and score) and its frontier label (static points: blank)."""
+    a = report["analysis"][subset]
+    vs = a.get("autodeco_vs", {})
+    keys = [k for k in ("closed_accuracy", "distinct", "score") if k in next(iter(a["strategies"].values()))]
+    names = [r["name"] for r in report["strategies"]] + ([CROSS_FIT] if CROSS_FIT in a["strategies"] else [])
+    rows = [{"name": n, **a["strategies"][n], "vs": vs.get(n, {}), "label": a["frontier"].get(n, {}).get("label", "")}
+            for n in names]
+    cols = [rep.Column("strategy", lambda r: f"**{r['name']}**" if r["name"] == "autodeco" else r["name"])]
+    cols += [rep.Column(k.replace("_", " "), (lambda k: lambda r: _ci(r[k], 2 if k == "distinct" else 3).lstrip("+"))(k))
+             for k in keys]
+    cols += [rep.Column(f"AutoDeco minus it: {k.replace('_', ' ')}", (lambda k: lambda r: _ci(r["vs"].get(k), 3))(k))
+             for k in keys if k != "distinct"]
+    cols.append(rep.Column("frontier (CI)", lambda r: r["label"]))
+    return rep.markdown_table(rows, cols)
+
+
+def format_ablation(report: Dict[str, Any], subset: str = "all", key: str = "closed_accuracy") -> str:
+    """:func:`ablation_rows` as a Markdown table (``mean [lo, hi]``, 3 decimals)."""
+    rows = ablation_rows(report, subset, key)
+    digits = 2 if key == "distinct" else 3
+    cols = [rep.Column("heads", lambda r: r["heads"]), rep.Column(key.replace("_", " "), lambda r: _ci(r[key], digits).lstrip("+"))]
+    cols += [rep.Column(f"minus {label}", (lambda lab: lambda r: _ci(r[lab], digits))(label))
+             for label in rows[0] if label not in ("heads", key)]
+    return rep.markdown_table(rows, cols)
 
 
 def _mean_used(key: str) -> Callable[[Dict[str, Any]], str]:

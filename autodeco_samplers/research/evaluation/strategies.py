@@ -7,13 +7,15 @@
   :class:`~autodeco_samplers.research.baselines.numpy_baselines.Baseline`'s own distribution;
 * ``mean-static``: ``T`` and ``P`` fixed at the mean of the heads' own predictions over the
   tokens AutoDeco generated in the same run (:func:`mean_static_strategy`);
-* ``autodeco``: the heads' per-token ``(T, P)`` through the default policy (:data:`AUTODECO`).
+* ``autodeco``: the heads' per-token ``(T, P)`` through the default policy (:data:`AUTODECO`);
+  ``autodeco_variant``: the same with other heads (:func:`variant_strategy`, for comparing
+  recipes in one run: the same items, baselines and random numbers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
 
 from autodeco_samplers.research.baselines.numpy_baselines import Baseline
 from autodeco_samplers.research.evaluation.choosers import (
@@ -24,7 +26,7 @@ from autodeco_samplers.research.evaluation.choosers import (
     static_chooser,
 )
 
-__all__ = ["Strategy", "STATIC_GROUPS", "AUTODECO", "static_strategies", "mean_static_strategy"]
+__all__ = ["Strategy", "STATIC_GROUPS", "AUTODECO", "static_strategies", "mean_static_strategy", "variant_strategy"]
 
 #: the groups whose rows are static points of the frontier (mean-static is static but not one)
 STATIC_GROUPS = ("greedy", "default", "grid")
@@ -36,7 +38,8 @@ class Strategy:
     canonical rule; ``T = 0`` is greedy), ``"baseline"`` (``baseline``'s own distribution) or
     ``"autodeco"`` (the heads' per-token predictions through ``DecodingPolicy()``).
     ``group`` places the row in the report (``greedy``, ``default``, ``grid``, ``baseline``,
-    ``mean_static``, ``autodeco``)."""
+    ``mean_static``, ``autodeco``, ``autodeco_variant``, ``mean_static_variant``). ``heads``:
+    heads of its own (a variant), else the evaluation's."""
 
     name: str
     kind: str
@@ -44,6 +47,7 @@ class Strategy:
     top_p: float = 1.0
     group: str = "grid"
     baseline: Optional[Baseline] = None
+    heads: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def deterministic(self) -> bool:
@@ -54,7 +58,7 @@ class Strategy:
         """This strategy's per-step draw. ``heads``: needed by ``autodeco``; a static strategy
         records the heads' predictions only when ``record_predictions``."""
         if self.kind == "autodeco":
-            return autodeco_chooser(heads)
+            return autodeco_chooser(self.heads if self.heads is not None else heads)
         if self.kind == "static":
             return static_chooser(self.temperature, self.top_p, heads if record_predictions else None)
         if self.kind == "baseline":
@@ -74,6 +78,15 @@ def static_strategies(temperatures: Sequence[float], top_ps: Sequence[float]) ->
     return out
 
 
-def mean_static_strategy(T_mean: float, P_mean: float) -> Strategy:
-    """The static strategy at the mean predicted ``(T, P)`` of AutoDeco's tokens."""
+def mean_static_strategy(T_mean: float, P_mean: float, variant: Optional[str] = None) -> Strategy:
+    """The static strategy at the mean predicted ``(T, P)`` of AutoDeco's tokens (of the
+    ``variant``'s tokens when given)."""
+    if variant is not None:
+        return Strategy(f"mean-static [{variant}] T={T_mean:.3f} P={P_mean:.3f}", "static", T_mean, P_mean,
+                        "mean_static_variant")
     return Strategy(f"mean-static T={T_mean:.3f} P={P_mean:.3f}", "static", T_mean, P_mean, "mean_static")
+
+
+def variant_strategy(label: str, heads) -> Strategy:
+    """AutoDeco with other ``heads`` (a recipe variant), named ``autodeco [label]``."""
+    return Strategy(f"autodeco [{label}]", "autodeco", group="autodeco_variant", heads=heads)
