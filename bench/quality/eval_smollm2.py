@@ -72,16 +72,17 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--max-batch", type=int, default=2048)
     ap.add_argument("--records", default=None, help="also write every generated answer to this JSONL file")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_smollm2.json"))
-    ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "eval_smollm2_frontier.png"))
+    ap.add_argument("--out", default=None, help="JSON path (default: bench/results/eval_smollm2[_quick].json)")
+    ap.add_argument("--plot", default=None, help="PNG path (default: bench/results/eval_smollm2_frontier[_quick].png)")
     ap.add_argument("--quick", action="store_true", help="3 items per closed family, 2 per open family, 3 open "
-                    "samples, a 2 x 2 grid, 8 new tokens; writes *_quick.json/png")
+                    "samples, a 2 x 2 grid, 8 new tokens; writes *_quick.json/png by default")
     args = ap.parse_args(argv)
+    suffix = "_quick" if args.quick else ""
     if args.quick:
         args.per_family, args.open_per_family, args.open_samples = 3, 2, 3
         args.max_new_tokens, args.temperatures, args.top_ps = 8, (0.4, 1.0), (0.9, 1.0)
-        args.out = args.out.replace(".json", "_quick.json")
-        args.plot = args.plot.replace(".png", "_quick.png")
+    args.out = args.out or str(ROOT / "bench" / "results" / f"eval_smollm2{suffix}.json")
+    args.plot = args.plot or str(ROOT / "bench" / "results" / f"eval_smollm2_frontier{suffix}.png")
     return args
 
 

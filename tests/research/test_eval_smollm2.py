@@ -225,7 +225,8 @@ def test_benchmark_quick_run_writes_the_report_and_the_ablation(tmp_path, capsys
     assert {"all", "heldout_families", "trained_families"} == set(rep["analysis"])
     assert rep["analysis"]["heldout_families"]["n_items"]["closed"] == 3 * 8
     assert set(rep["variants"]) == {"autodeco [again]"} and rep["variant_heads"]["again"]
-    assert len(rep["matched_temperature"]["strategies"]) == 4
+    matched = rep["matched_temperature"]["strategies"]  # 2 at each matched T, unless it is the baselines' T = 1
+    assert 2 <= len(matched) <= 4 and set(matched) <= {r["name"] for r in rep["strategies"]}
     printed = capsys.readouterr().out
     assert printed.count("| autodeco [again] |") == 9  # 3 subsets x (strategies, closed accuracy, score)
     assert printed.count("| **autodeco** |") == 3 and printed.count("| oracle (cross-fitted) |") == 3
