@@ -240,6 +240,9 @@ class FrontierPlot:
     legend_loc: str = "best"
 
 
+_VARIANT_COLOURS = ("gold", "tab:olive", "deeppink", "tab:cyan", "lime", "sienna", "navy")
+
+
 def plot_frontier(report: Mapping[str, Any], path: Union[str, Path], axes: FrontierAxes, style: FrontierPlot) -> Path:
     """PNG: every strategy of ``report`` at (diversity, accuracy); the static grid coloured by
     its ``T``, the static frontier dashed, the marked groups and the baselines as points, the
@@ -256,13 +259,16 @@ def plot_frontier(report: Mapping[str, Any], path: Union[str, Path], axes: Front
         fig.colorbar(sc, ax=ax, label=style.colorbar)
     front = [by_name[n] for n in report["static_frontier"]]
     ax.plot([x(r) for r in front], [y(r) for r in front], "k--", lw=1, label="static frontier")
-    k = 0
+    k = v = 0
     for r in rows:
         if r["group"] in style.marks:
             m, colour = style.marks[r["group"]]
         elif r["group"] == "baseline":
             m, colour = _BASELINE_MARKERS[k % len(_BASELINE_MARKERS)], _BASELINE_COLOURS[k % len(_BASELINE_COLOURS)]
             k += 1
+        elif r["group"] == "autodeco_variant":  # other heads: stars of their own colours
+            m, colour = "*", _VARIANT_COLOURS[v % len(_VARIANT_COLOURS)]
+            v += 1
         else:
             continue
         xerr, yerr = style.errors(r) if style.errors else (None, None)
