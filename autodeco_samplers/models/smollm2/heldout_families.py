@@ -31,7 +31,7 @@ import random
 import re
 from typing import Callable, Dict, List, Tuple
 
-__all__ = ["HELDOUT_FAMILIES", "OPEN_HELDOUT_FAMILIES", "BUILDERS", "CHECKS", "OPEN_VALID", "numbers"]
+__all__ = ["HELDOUT_FAMILIES", "OPEN_HELDOUT_FAMILIES", "BUILDERS", "CHECKS", "OPEN_VALID", "numbers", "check_changed_form"]
 
 HELDOUT_FAMILIES: Tuple[str, ...] = ("succ", "compare", "mult", "neighbor", "category", "opposite", "capital",
                                      "past", "name_new")
@@ -276,9 +276,10 @@ def _check_any_valid(item, text: str) -> bool:
     return any(_has(text, v) for v in item.valid)
 
 
-def _check_past(item, text: str) -> bool:
-    """The past form occurs as a whole word and, unless it equals the verb, the text does not
-    end by naming the bare verb after "is"."""
+def check_changed_form(item, text: str) -> bool:
+    """A word changed into another form (``plural``: the plural of ``item.key``; ``past``: its
+    past tense): the form ``item.answer`` occurs as a whole word and, unless it equals the word
+    itself, the text does not end by naming the unchanged word after "is"."""
     return _has(text, item.answer) and (
         item.answer == item.key or not re.search(r"\bis\s+[\"'“]?" + re.escape(item.key) + r"[\"'”]?[.\s]*$", text.lower()))
 
@@ -287,6 +288,6 @@ def _check_past(item, text: str) -> bool:
 #: :func:`tasks.check`, ``name_new`` the open rule)
 CHECKS: Dict[str, Callable[[object, str], bool]] = {
     "succ": _check_last_number, "mult": _check_last_number, "compare": _check_compare, "category": _check_category,
-    "opposite": _check_any_valid, "capital": _check_any_valid, "past": _check_past,
+    "opposite": _check_any_valid, "capital": _check_any_valid, "past": check_changed_form,
 }
 

@@ -404,8 +404,7 @@ def check(item: Item, text: str) -> bool:
         return _contains_phrase(text, item.answer) and not any(
             _contains_phrase(text, o) for o in options if o != item.answer)
     if item.family == "plural":
-        return _contains_phrase(text, item.answer) and (
-            item.answer == item.key or not re.search(r"\bis\s+[\"'“]?" + re.escape(item.key) + r"[\"'”]?[.\s]*$", text.lower()))
+        return heldout_families.check_changed_form(item, text)
     if item.open:
         return bool(_open_matches(item, text))
     return normalize(text) in item.valid
