@@ -70,6 +70,7 @@ from autodeco_samplers.research.evaluation.strategies import (
     Strategy,
     mean_static_strategy,
     static_strategies,
+    variant_label,
     variant_strategy,
 )
 
@@ -394,7 +395,7 @@ def _run_strategies(run: _ChatRun, strategies: List[Strategy], matched: Sequence
         statics = [mean_static_strategy(T_mean, P_mean)]
         for st, (row, gens) in zip(variants, var_runs):
             vT, vP = _predicted_means(gens)
-            ms = mean_static_strategy(vT, vP, variant=st.name[len("autodeco ["):-1])
+            ms = mean_static_strategy(vT, vP, variant=variant_label(st))
             statics.append(ms)
             variant_info[st.name] = {"mean_static": ms.name, "T_pred_mean": vT, "P_pred_mean": vP}
         rows = [row for row, _ in run.run(strategies + statics)]

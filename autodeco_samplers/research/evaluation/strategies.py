@@ -26,7 +26,7 @@ from autodeco_samplers.research.evaluation.choosers import (
     static_chooser,
 )
 
-__all__ = ["Strategy", "STATIC_GROUPS", "AUTODECO", "static_strategies", "mean_static_strategy", "variant_strategy"]
+__all__ = ["Strategy", "STATIC_GROUPS", "AUTODECO", "static_strategies", "mean_static_strategy", "variant_strategy", "variant_label"]
 
 #: the groups whose rows are static points of the frontier (mean-static is static but not one)
 STATIC_GROUPS = ("greedy", "default", "grid")
@@ -87,6 +87,14 @@ def mean_static_strategy(T_mean: float, P_mean: float, variant: Optional[str] = 
     return Strategy(f"mean-static T={T_mean:.3f} P={P_mean:.3f}", "static", T_mean, P_mean, "mean_static")
 
 
+_VARIANT_PREFIX = "autodeco ["
+
+
 def variant_strategy(label: str, heads) -> Strategy:
     """AutoDeco with other ``heads`` (a recipe variant), named ``autodeco [label]``."""
-    return Strategy(f"autodeco [{label}]", "autodeco", group="autodeco_variant", heads=heads)
+    return Strategy(f"{_VARIANT_PREFIX}{label}]", "autodeco", group="autodeco_variant", heads=heads)
+
+
+def variant_label(st: Strategy) -> str:
+    """The label a :func:`variant_strategy` was made with."""
+    return st.name[len(_VARIANT_PREFIX):-1]
